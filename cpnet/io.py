@@ -1,0 +1,121 @@
+"""Atomic writes, manifests and hashing shared by every stage.
+
+Every artifact (checkpoint, ONNX file, engine, report) is written to a
+temporary file in the same folder and renamed over the target, so a crash or a
+full disk never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+MANIFEST_SCHEMA = 1
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad file, bad option): shown as one line, no traceback."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: "str | Path") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(target: "str | Path", data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: "str | Path", text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: "str | Path", obj: Any) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save(target: "str | Path", writer: Callable[[Path], None]) -> None:
+    """Run ``writer(tmp_path)`` and move the result into place (for torch.save, onnx.save, ...)."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+
+
+def atomic_torch_save(obj: Any, target: "str | Path") -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(target, buf.getvalue())
+
+
+def sha256_file(path: "str | Path", chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(artifact: "str | Path") -> Path:
+    """The manifest sits beside its artifact, named after the whole file name: model.int8.onnx -> model.int8.onnx.json.
+
+    DESIGN.md says "same stem", but model.int8.onnx and the engine built from it,
+    model.int8.engine, share a stem; the full name keeps every manifest distinct.
+    """
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def read_manifest(artifact: "str | Path", required: bool = True) -> dict | None:
+    path = manifest_path(artifact)
+    if not path.exists():
+        if required:
+            raise UserError(f"{path}: manifest not found beside {Path(artifact).name}; re-create the artifact with the cpnet tool that made it")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable manifest ({e}); re-create the artifact") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        raise UserError(f"{path}: not a cpnet manifest of schema {MANIFEST_SCHEMA}")
+    return data
+
+
+def write_manifest(artifact: "str | Path", manifest: dict) -> Path:
+    manifest = {"schema": MANIFEST_SCHEMA, **manifest}
+    path = manifest_path(artifact)
+    atomic_write_json(path, manifest)
+    return path
+
+
+def versions() -> dict:
+    """Versions of the libraries that made an artifact (those that are importable)."""
+    out = {}
+    for name in ("torch", "onnx", "onnxruntime", "tensorrt", "numpy"):
+        try:
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", "unknown")
+        except Exception:
+            pass
+    return out

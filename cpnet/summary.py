@@ -1,0 +1,100 @@
+"""Print parameters and FLOPs of named configs, after a real forward pass on a random batch.
+
+    python -m cpnet.summary                     # every named config
+    python -m cpnet.summary ade20k_r50 cityscapes_r101 --forward full
+
+FLOPs are counted with PyTorch's own FlopCounterMode on the ``meta`` device at
+the config's full input size (so a 768x768 ResNet-101 costs no compute); one
+FLOP is a multiply or an add, so GFLOP = 2 x GMAC. Only the inference graph is
+counted (no auxiliary head, as the paper reports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import ConfigError, load_config, named_configs
+from .models import CPNet
+
+
+def count_params(model: CPNet) -> tuple[int, int]:
+    """(inference parameters, training parameters); inference leaves out the auxiliary head."""
+    total = sum(p.numel() for p in model.parameters())
+    aux = sum(p.numel() for p in model.aux_head.parameters()) if model.aux_head is not None else 0
+    return total - aux, total
+
+
+def count_flops(model_cfg, size: int | None = None) -> int:
+    """FLOPs of one eval-mode forward at ``size`` (default: the config's input), counted on the meta device."""
+    size = size or model_cfg.input_size
+    with torch.device("meta"):
+        model = CPNet(model_cfg).eval()
+        x = torch.empty(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def summarize(name: str, forward: str = "reduced") -> dict:
+    cfg = load_config(name)
+    model = CPNet(cfg.model).eval()
+    infer_params, train_params = count_params(model)
+    flops = count_flops(cfg.model)
+    # A real forward proves the config builds and runs; at full size it also gives a CPU latency.
+    fcfg = cfg.model if forward == "full" else dataclasses.replace(cfg.model, prior_size=8)
+    fmodel = model if forward == "full" else CPNet(fcfg).eval()
+    x = torch.randn(1, 3, fcfg.input_size, fcfg.input_size)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        y = fmodel(x)
+    dt = time.perf_counter() - t0
+    assert y.shape == (1, cfg.model.num_classes, fcfg.input_size, fcfg.input_size), y.shape
+    return {
+        "name": name,
+        "depth": cfg.model.depth,
+        "head": cfg.model.head,
+        "input": cfg.model.input_size,
+        "prior": cfg.model.prior_size,
+        "classes": cfg.model.num_classes,
+        "params_infer_m": infer_params / 1e6,
+        "params_train_m": train_params / 1e6,
+        "gflops": flops / 1e9,
+        "gmacs": flops / 2e9,
+        "forward_input": fcfg.input_size,
+        "forward_s": dt,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cpnet.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", help="named configs or YAML files (default: every named config)")
+    parser.add_argument("--forward", choices=["reduced", "full"], default="reduced",
+                        help="run the check forward at the full input or at 64x64 (default)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    names = args.configs or named_configs()
+    header = f"{'config':<22}{'backbone':>9}{'input':>7}{'prior':>7}{'params (M)':>12}{'+aux (M)':>10}{'GFLOP':>9}{'GMAC':>9}{'fwd':>14}"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        try:
+            r = summarize(name, args.forward)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        fwd = f"{r['forward_s'] * 1000:.0f} ms@{r['forward_input']}"
+        print(f"{r['name']:<22}{'R' + str(r['depth']):>9}{r['input']:>7}{r['prior']:>7}"
+              f"{r['params_infer_m']:>12.2f}{r['params_train_m']:>10.2f}{r['gflops']:>9.1f}{r['gmacs']:>9.1f}{fwd:>14}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+import pytest
+
+from cpnet.config import ConfigError, load_config, named_configs, parse_overrides
+
+
+def test_named_configs_follow_the_paper():
+    names = set(named_configs())
+    assert {"ade20k_r50", "ade20k_r101", "pascal_context_r101", "cityscapes_r101", "quickstart"} <= names
+    ade = load_config("ade20k_r50")
+    assert (ade.model.depth, ade.crop_size, ade.model.prior_size, ade.model.num_classes) == (50, 480, 60, 150)
+    assert ade.train.lr == 0.02 and ade.train.weight_decay == 1e-4
+    assert load_config("ade20k_r101").model.depth == 101
+    pc = load_config("pascal_context_r101")
+    assert (pc.crop_size, pc.model.prior_size, pc.model.num_classes) == (512, 64, 59)
+    cs = load_config("cityscapes_r101")
+    assert (cs.crop_size, cs.model.prior_size, cs.model.num_classes, cs.loss.ohem) == (768, 96, 19, True)
+    assert cs.train.weight_decay == 5e-4
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.crop_size == 8 * cfg.model.prior_size
+
+
+def test_overrides_and_types():
+    cfg = load_config("quickstart", ["train.lr=0.1", "model.aux=false", "data.scale_range=0.5,1.0",
+                                     "eval.scales=[0.5, 1, 1.5]", "train.iters=7"])
+    assert cfg.train.lr == 0.1 and cfg.model.aux is False
+    assert cfg.data.scale_range == (0.5, 1.0) and cfg.eval.scales == (0.5, 1.0, 1.5)
+    assert cfg.train.iters == 7 and isinstance(cfg.train.iters, int)
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.lrr=1", "did you mean 'train.lr'"),
+    ("train.iters=abc", "expected an integer"),
+    ("model.head=psp", "model.head"),
+    ("model.prior_size=0", "positive"),
+    ("noequals", "key.sub=value"),
+    ("model=3", "section"),
+])
+def test_bad_overrides_give_one_line(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config("quickstart", [override])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_file_and_dict(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("model: {depth: 18, prior_size: 4}\ntrain: {lr: 0.5}\n")
+    cfg = load_config(p)
+    assert cfg.name == "mine" and cfg.model.depth == 18 and cfg.train.lr == 0.5
+    assert load_config({"model": {"depth": 34}}).model.depth == 34
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="named config"):
+        load_config("ade20k_r5O")
+    assert load_config(load_config("quickstart")).to_dict() == load_config("quickstart").to_dict()
