@@ -1,0 +1,215 @@
+"""Training and evaluation transforms (numpy + OpenCV), following mmseg's pipeline.
+
+Train: random rescale -> random crop (cat_max_ratio) -> horizontal flip ->
+photometric distortion -> normalise -> pad to crop x crop -> tensors.
+Eval: normalise only, at the image's own size (the evaluator resizes or slides).
+
+Inputs are an RGB ``uint8`` image (H, W, 3) and a train-id label (H, W) with
+255 = ignore; outputs are a float32 (3, H, W) tensor and an int64 (H, W) tensor.
+Images are resized bilinearly, labels with nearest neighbour.
+
+Random scale
+    The factor ``r`` is drawn uniformly from ``scale_range`` and multiplies the
+    image's *own* size (both sides, aspect kept). This equals mmseg's
+    ``ratio_range`` for its standard base scales: Cityscapes (base 2048x1024 =
+    the image size) and ADE20K (base (2048, 512), whose typical images have a
+    512-pixel short side). It is dataset-independent and needs no base scale;
+    for datasets of very large or very small images, resize them on disk to
+    roughly the crop's scale first.
+
+Crop and padding
+    A crop_size x crop_size window at a uniform random offset; up to 10 windows
+    are drawn until no single class (ignore excluded) fills more than
+    ``cat_max_ratio`` of the window and it holds at least two classes, as
+    mmseg's RandomCrop (with cat_max_ratio >= 1 the first window is taken).
+    When the scaled image is smaller than the crop, it is padded at the bottom
+    and right (as mmseg): the label with 255, the image with 0 after
+    normalisation, i.e. with the mean colour.
+
+What decides the random stream
+    Each call without an explicit ``rng`` draws one 63-bit seed from torch's
+    default generator (``torch.randint``) and runs all its draws from
+    ``np.random.default_rng(seed)``. Inside a DataLoader worker torch's
+    generator is seeded by the DataLoader with ``base_seed + worker_id``, where
+    ``base_seed`` is drawn from the DataLoader's ``generator`` (or torch's
+    global generator) each time an iterator is created; in the main process
+    (``num_workers=0``) it is torch's global generator. So the augmentations
+    are fixed by that generator's state when the epoch's iterator starts, the
+    number of workers, the batch size and the sampler's order. A trainer that
+    wants the same stream after a resume should give the DataLoader (and
+    sampler) a ``torch.Generator`` seeded from (train.seed, epoch) and skip the
+    batches already done, or seed per-iteration; pass ``rng=`` to make a call
+    fully explicit.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IGNORE = 255
+
+
+def sample_rng() -> np.random.Generator:
+    """A numpy Generator seeded from torch's default generator (see the module docstring)."""
+    seed = int(torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64).item())
+    return np.random.default_rng(seed)
+
+
+# --------------------------------------------------------------------------- single steps
+
+
+def rescale(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    h, w = label.shape[:2]
+    nh, nw = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+    if (nh, nw) == (h, w):
+        return image, label
+    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    return image, label
+
+
+def random_crop(image: np.ndarray, label: np.ndarray, crop: int, rng: np.random.Generator,
+                cat_max_ratio: float = 1.0, ignore_index: int = IGNORE, tries: int = 10):
+    """A crop x crop window (smaller where the image is smaller; pad afterwards)."""
+    h, w = label.shape[:2]
+
+    def bbox():
+        y = int(rng.integers(0, max(h - crop, 0) + 1))
+        x = int(rng.integers(0, max(w - crop, 0) + 1))
+        return y, min(y + crop, h), x, min(x + crop, w)
+
+    y0, y1, x0, x1 = bbox()
+    if cat_max_ratio < 1.0:
+        for _ in range(tries):
+            counts = np.bincount(label[y0:y1, x0:x1].ravel(), minlength=256)
+            counts[ignore_index] = 0
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+                break
+            y0, y1, x0, x1 = bbox()
+    return image[y0:y1, x0:x1], label[y0:y1, x0:x1]
+
+
+def hflip(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return image[:, ::-1], label[:, ::-1]
+
+
+def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    out = img.astype(np.float32) * alpha + beta
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightness_delta: int = 32,
+                           contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5), hue_delta: int = 18):
+    """mmseg's PhotoMetricDistortion on an RGB uint8 image; each step applies with p = 0.5.
+
+    Brightness (+-32), then contrast (x0.5-1.5) either second or last, saturation
+    (x0.5-1.5 on HSV S) and hue (+-18 on OpenCV's 0-180 H).
+    """
+    img = np.ascontiguousarray(image)
+    if rng.integers(2):
+        img = _convert(img, beta=rng.uniform(-brightness_delta, brightness_delta))
+    mode = int(rng.integers(2))
+    if mode == 1 and rng.integers(2):
+        img = _convert(img, alpha=rng.uniform(*contrast_range))
+    if rng.integers(2):
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[:, :, 1] = _convert(hsv[:, :, 1], alpha=rng.uniform(*saturation_range))
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if rng.integers(2):
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.int32) + int(rng.integers(-hue_delta, hue_delta))) % 180).astype(np.uint8)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if mode == 0 and rng.integers(2):
+        img = _convert(img, alpha=rng.uniform(*contrast_range))
+    return img
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, H, W), (x - mean) / std per channel (RGB, 0-255 units)."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    return (chw - mean) / std
+
+
+def pad_to(image_chw: np.ndarray, label: np.ndarray, size: int, ignore_index: int = IGNORE):
+    """Pad bottom/right to size x size: the normalised image with 0 (the mean colour), the label with ignore."""
+    _, h, w = image_chw.shape
+    if h >= size and w >= size:
+        return image_chw, label
+    img = np.zeros((3, max(h, size), max(w, size)), dtype=np.float32)
+    img[:, :h, :w] = image_chw
+    lab = np.full((max(h, size), max(w, size)), ignore_index, dtype=label.dtype)
+    lab[:h, :w] = label
+    return img, lab
+
+
+def _to_tensors(image_chw: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(np.ascontiguousarray(image_chw, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)))
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+class TrainTransform:
+    """Random scale, crop (cat_max_ratio), flip, photometric distortion, normalise, pad to crop."""
+
+    def __init__(self, crop_size: int, scale_range=(0.5, 2.0), flip: bool = True, photometric: bool = True,
+                 cat_max_ratio: float = 0.75, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                 ignore_index: int = IGNORE):
+        self.crop_size = int(crop_size)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.flip = bool(flip)
+        self.photometric = bool(photometric)
+        self.cat_max_ratio = float(cat_max_ratio)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.ignore_index = ignore_index
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None):
+        if rng is None:
+            rng = sample_rng()
+        label = np.asarray(label, dtype=np.uint8)
+        lo, hi = self.scale_range
+        image, label = rescale(image, label, float(rng.uniform(lo, hi)) if hi > lo else lo)
+        image, label = random_crop(image, label, self.crop_size, rng, self.cat_max_ratio, self.ignore_index)
+        if self.flip and rng.random() < 0.5:
+            image, label = hflip(image, label)
+        if self.photometric:
+            image = photometric_distortion(image, rng)
+        chw = normalize(image, self.mean, self.std)
+        chw, label = pad_to(chw, label, self.crop_size, self.ignore_index)
+        return _to_tensors(chw, label)
+
+    def __repr__(self) -> str:
+        return (f"TrainTransform(crop={self.crop_size}, scale={self.scale_range}, flip={self.flip}, "
+                f"photometric={self.photometric}, cat_max_ratio={self.cat_max_ratio})")
+
+
+class EvalTransform:
+    """Normalise only; the image keeps its size (the evaluator resizes to the model input or slides)."""
+
+    def __init__(self, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)):
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None):
+        return _to_tensors(normalize(image, self.mean, self.std), np.asarray(label, dtype=np.uint8))
+
+    def __repr__(self) -> str:
+        return "EvalTransform()"
+
+
+def build_transform(data_cfg, crop_size: int, train: bool):
+    """The train or eval pipeline for a DataConfig."""
+    if train:
+        return TrainTransform(crop_size, scale_range=data_cfg.scale_range, flip=data_cfg.flip,
+                              photometric=data_cfg.photometric, cat_max_ratio=data_cfg.cat_max_ratio,
+                              mean=data_cfg.mean, std=data_cfg.std, ignore_index=data_cfg.ignore_index)
+    return EvalTransform(mean=data_cfg.mean, std=data_cfg.std)
