@@ -1,0 +1,102 @@
+"""Checkpoints: atomic save, safe load (weights_only=True), finding the right file in a run directory.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+``torch.load(weights_only=True)`` and nothing in it can run code:
+``model`` (state dict), ``config`` (the full config as a dict), ``iter``,
+``classes`` and ``palette``, and for resuming ``optimizer``, ``scheduler``,
+``scaler``, ``rng`` and ``best_miou``. A manifest (DESIGN.md §1) sits beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .config import Config, from_dict
+from .io import UserError, atomic_torch_save, read_manifest, sha256_file, versions, write_manifest
+
+CKPT_DIR = "checkpoints"
+_ITER_RE = re.compile(r"iter_(\d+)\.pt$")
+
+
+def iter_checkpoints(work_dir: "str | Path") -> list[tuple[int, Path]]:
+    """(iteration, path) of every iteration checkpoint in a run directory, oldest first."""
+    d = Path(work_dir) / CKPT_DIR
+    found = []
+    if d.is_dir():
+        for p in d.glob("iter_*.pt"):
+            m = _ITER_RE.search(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(work_dir: "str | Path") -> Path | None:
+    ckpts = iter_checkpoints(work_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+def resolve_checkpoint(path: "str | Path") -> Path:
+    """A checkpoint file, or a run directory (its best.pt, else its newest iteration checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "best.pt", path / CKPT_DIR / "best.pt"):
+            if candidate.is_file():
+                return candidate
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise UserError(f"{path}: no checkpoint in this run directory (looked for best.pt and {CKPT_DIR}/iter_*.pt)")
+        return latest
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint or run directory")
+    return path
+
+
+def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
+    """Load a checkpoint safely; a file that is not a cpnet checkpoint gives a one-line UserError."""
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign / pickled files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: cannot load checkpoint ({first[:200]}); is the file complete and made by cpnet.train?") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a cpnet checkpoint (expected keys 'model' and 'config')")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def config_of(ckpt: dict) -> Config:
+    return from_dict(ckpt["config"])
+
+
+def save_checkpoint(path: "str | Path", state: dict, cfg: Config, classes, palette) -> None:
+    """Write a checkpoint and its manifest, each atomically."""
+    path = Path(path)
+    atomic_torch_save(state, path)
+    write_manifest(path, checkpoint_manifest(path, cfg, classes, palette, state.get("iter")))
+
+
+def checkpoint_manifest(path: Path, cfg: Config, classes, palette, iteration=None) -> dict:
+    return {
+        "kind": "checkpoint",
+        "model": cfg.name,
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "palette": [list(map(int, c)) for c in palette],
+        "input_size": [cfg.crop_size, cfg.crop_size],
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "channel_order": "RGB",
+        "output": {"name": "logits", "layout": "NCHW", "classes": cfg.model.num_classes},
+        "precision": "fp32",
+        "iter": iteration,
+        "sha256": sha256_file(path),
+        "versions": versions(),
+    }
+
+
+def checkpoint_metadata(path: "str | Path") -> dict | None:
+    return read_manifest(path, required=False)

@@ -1,0 +1,152 @@
+"""Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy and mean accuracy.
+
+    python -m cpnet.evaluate runs/quickstart
+    python -m cpnet.evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 \\
+        --mode whole --scales 0.5,0.75,1,1.5,1.75 --flip --out ade_ms.json
+
+CHECKPOINT_OR_RUN_DIR is a checkpoint file or a run directory (its best.pt, else
+the newest checkpoint). Data, classes and model come from the checkpoint's own
+config; --data-root points at the data on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import config_of, load_checkpoint
+from .config import Config, ConfigError
+from .inference import predict_probs, torch_infer_fn
+from .io import UserError, atomic_write_json
+from .metrics import ConfusionMatrix, format_table
+
+
+@torch.no_grad()
+def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, world: int = 1,
+                   mode: str | None = None, scales=None, flip: bool | None = None, progress: bool = True,
+                   infer=None) -> dict:
+    """Confusion-matrix metrics of ``model`` (or of any ``infer`` callable) over ``dataset``.
+
+    Under torch.distributed each rank takes every world-th image and the matrices are summed.
+    """
+    mode = mode or cfg.eval.mode
+    scales = tuple(scales) if scales is not None else tuple(cfg.eval.scales)
+    flip = cfg.eval.flip if flip is None else flip
+    if infer is None:
+        model.eval()
+        infer = torch_infer_fn(model, device)
+    num_classes = cfg.model.num_classes
+    cm = ConfusionMatrix(num_classes, cfg.data.ignore_index)
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=None,
+                                         num_workers=min(cfg.data.num_workers, 2))
+    it = loader
+    if progress and rank == 0:
+        from tqdm import tqdm
+        it = tqdm(loader, total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
+    skipped = 0
+    t0 = time.perf_counter()
+    for sample in it:
+        if sample is None:
+            skipped += 1
+            continue
+        image, label = sample
+        probs = predict_probs(image.unsqueeze(0), infer, cfg.crop_size, num_classes, mode=mode, scales=scales,
+                              flip=flip, overlap=cfg.eval.slide_overlap)
+        cm.update(probs.argmax(1)[0], label)
+    cm.all_reduce()
+    result = cm.compute(list(getattr(dataset, "classes", [])) or None)
+    result.update({"mode": mode, "scales": list(scales), "flip": flip, "images": len(dataset) - skipped if world == 1 else None,
+                   "skipped": skipped, "seconds": time.perf_counter() - t0})
+    return result
+
+
+@torch.no_grad()
+def prior_row_heatmap(model, x: torch.Tensor, pixel: tuple[int, int] | None = None):
+    """Heat map (H, W, 3) of one row of the prior map P: which pixels the model thinks share ``pixel``'s class.
+
+    Returns None for models without a Context Prior head.
+    """
+    from .visualize import heatmap
+
+    head = getattr(model, "decode_head", None)
+    if head is None or not hasattr(head, "prior_conv"):
+        return None
+    was_training = model.training
+    model.eval()
+    _, c4 = model.backbone(x[:1])
+    _, _, P = head(c4)
+    model.train(was_training)
+    n = model.cfg.prior_size
+    py, px = pixel or (n // 2, n // 2)
+    row = P[0, py * n + px].reshape(n, n).float().cpu().numpy()
+    heat = heatmap(row, size=tuple(x.shape[-2:]))
+    sy, sx = x.shape[-2] // n, x.shape[-1] // n
+    heat[py * sy:(py + 1) * sy, px * sx:(px + 1) * sx] = (0, 255, 0)  # mark the query pixel
+    return heat
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--scales {text!r}: give comma-separated numbers, e.g. 0.5,0.75,1,1.5") from None
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--scales {text!r}: scales must be positive")
+    return scales
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cpnet.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("--data-root", help="dataset root on this machine (default: the one in the checkpoint's config)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
+    p.add_argument("--mode", choices=["whole", "slide"], help="default: the config's eval.mode")
+    p.add_argument("--scales", help="comma-separated test scales, e.g. 0.5,0.75,1,1.5,1.75 (default 1)")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    p.add_argument("--out", help="write the metrics as JSON here")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--on-bad-data", choices=["stop", "skip"])
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        from .data import build_dataset
+        from .models import CPNet
+
+        ckpt = load_checkpoint(args.checkpoint)
+        cfg = config_of(ckpt)
+        if args.data_root:
+            cfg.data.root = args.data_root
+        if args.on_bad_data:
+            cfg.data.on_bad_data = args.on_bad_data
+        scales = parse_scales(args.scales) if args.scales else (1.0,)
+        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+        model = CPNet(cfg.model)
+        model.load_state_dict(ckpt["model"])
+        model.to(device).eval()
+        split = args.split or cfg.data.val_split
+        dataset = build_dataset(cfg.data, split, cfg.crop_size, train=False, num_classes=cfg.model.num_classes)
+        result = evaluate_model(model, dataset, cfg, device, mode=args.mode, scales=scales, flip=args.flip,
+                                progress=not args.no_progress)
+        result["checkpoint"] = ckpt["path"]
+        result["split"] = split
+        print(format_table(result))
+        print(f"{result['images']} images, mode {result['mode']}, scales {result['scales']}, flip {result['flip']}"
+              + (f", {result['skipped']} skipped (bad data)" if result["skipped"] else ""))
+        if args.out:
+            atomic_write_json(args.out, result)
+            print(f"wrote {args.out}")
+        return 0
+    except (UserError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Segmentation metrics from a confusion matrix: IoU per class, mIoU, pixel and mean accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+class ConfusionMatrix:
+    """Accumulates a (num_classes x num_classes) matrix, rows = ground truth, columns = prediction."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred = pred.reshape(-1).to("cpu", torch.int64)
+        target = target.reshape(-1).to("cpu", torch.int64)
+        keep = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
+        idx = target[keep] * self.num_classes + pred[keep]
+        self.mat += torch.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over processes (no-op outside torch.distributed)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            backend = torch.distributed.get_backend()
+            mat = self.mat.cuda() if backend == "nccl" else self.mat
+            torch.distributed.all_reduce(mat)
+            self.mat = mat.cpu()
+
+    def compute(self, class_names: list[str] | None = None) -> dict:
+        """mIoU etc. Classes absent from both ground truth and prediction get IoU NaN and are left out of means."""
+        m = self.mat.double().numpy()
+        tp = np.diag(m)
+        gt = m.sum(1)
+        pred = m.sum(0)
+        union = gt + pred - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+            acc = np.where(gt > 0, tp / gt, np.nan)
+        total = m.sum()
+        names = class_names or [str(i) for i in range(self.num_classes)]
+        present = ~np.isnan(iou)
+        return {
+            "mIoU": float(np.nanmean(iou) * 100) if present.any() else float("nan"),
+            "aAcc": float(tp.sum() / total * 100) if total > 0 else float("nan"),
+            "mAcc": float(np.nanmean(acc) * 100) if (~np.isnan(acc)).any() else float("nan"),
+            "per_class": {
+                names[i]: {"IoU": _pct(iou[i]), "Acc": _pct(acc[i]), "pixels": int(gt[i])}
+                for i in range(self.num_classes)
+            },
+            "pixels": int(total),
+        }
+
+
+def _pct(x: float) -> float | None:
+    return None if math.isnan(x) else float(x * 100)
+
+
+def format_table(result: dict) -> str:
+    """A per-class table followed by the summary line, for the terminal."""
+    rows = [f"{'class':<20}{'IoU':>8}{'Acc':>8}{'pixels':>12}"]
+    for name, r in result["per_class"].items():
+        iou = "-" if r["IoU"] is None else f"{r['IoU']:.2f}"
+        acc = "-" if r["Acc"] is None else f"{r['Acc']:.2f}"
+        rows.append(f"{name:<20}{iou:>8}{acc:>8}{r['pixels']:>12}")
+    rows.append(f"{'mIoU':<20}{result['mIoU']:>8.2f}   aAcc {result['aAcc']:.2f}   mAcc {result['mAcc']:.2f}")
+    return "\n".join(rows)

@@ -1,0 +1,480 @@
+"""Train CPNet: one process (CPU or one GPU), or many GPUs / nodes / CPU processes through torchrun.
+
+    python -m cpnet.train --config quickstart --data-root data/synthetic --work-dir runs/quickstart
+    torchrun --nproc_per_node 4 -m cpnet.train --config ade20k_r50 --init-backbone resnet50_v1c.pth
+    python -m cpnet.train --config quickstart --work-dir runs/quickstart --resume
+    python -m cpnet.train --config quickstart train.iters=500 train.lr=0.01   # key.sub=value overrides
+
+The run directory holds config.yaml, checkpoints/iter_*.pt (+ manifests),
+best.pt (by validation mIoU), tb/ (TensorBoard) and val_*.json.
+
+Reproducibility: the order of samples is one global stream (a fresh permutation
+per epoch, seeded by train.seed) cut into global batches, and each sample's
+augmentation is seeded by its position in that stream. So a resumed run sees
+exactly the samples and augmentations an uninterrupted one would, whatever the
+number of workers, and the model's own randomness (dropout) is restored from the
+checkpoint's RNG state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import yaml
+
+from .checkpoint import iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, load_config
+from .io import UserError, atomic_write_json, atomic_write_text, manifest_path
+from .losses import build_loss
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device_arg: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local_rank, device)
+
+
+def all_true(flag: bool, d: Dist) -> bool:
+    if not d.enabled:
+        return flag
+    t = torch.tensor([0 if flag else 1], device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return int(t.item()) == 0
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class GlobalStreamSampler(torch.utils.data.Sampler):
+    """Yields this rank's micro-batches from one global sample stream, starting at a given step.
+
+    Step k of the stream is global batch k: positions [k*B, (k+1)*B) of the
+    concatenated per-epoch permutations; rank r takes its slice. Each item is
+    (dataset index, sample seed), the seed being derived from the position.
+    """
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, start_step: int, total_steps: int):
+        self.n, self.gb, self.rank, self.world = n, global_batch, rank, world
+        self.local = global_batch // world
+        self.seed, self.start, self.total = seed, start_step, total_steps
+        self._perm_epoch, self._perm = -1, None
+
+    def _index(self, pos: int) -> int:
+        epoch, off = divmod(pos, self.n)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g).tolist(), epoch
+        return self._perm[off]
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            first = step * self.gb + self.rank * self.local
+            yield [(self._index(p), (self.seed << 32) + p) for p in range(first, first + self.local)]
+
+    def __len__(self):
+        return max(0, self.total - self.start)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Seeds every RNG an augmentation may use from the sample's stream position, then loads it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        # fork the RNGs so that, when loading runs in the main process, the model's stream is untouched
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % (2 ** 32))
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def poly_lambda(cfg: Config):
+    t = cfg.train
+
+    def factor(it: int) -> float:
+        poly = (1 - min(it, t.iters) / t.iters) ** t.poly_power
+        lr = (t.lr - t.min_lr) * poly + t.min_lr
+        if t.warmup_iters and it < t.warmup_iters:
+            k = (1 - it / t.warmup_iters) * (1 - t.warmup_ratio)
+            lr = lr * (1 - k)
+        return lr / t.lr
+
+    return factor
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m cpnet.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="named config (e.g. quickstart, ade20k_r50) or a YAML file")
+    p.add_argument("--data-root", help="dataset root (overrides data.root)")
+    p.add_argument("--work-dir", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --work-dir")
+    p.add_argument("--init-backbone", help="ImageNet backbone weights (local file; mmcv V1c or torchvision V1b naming)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--on-bad-data", choices=["stop", "skip"], help="overrides data.on_bad_data")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    return p.parse_args(argv)
+
+
+def build_config(args) -> Config:
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.on_bad_data:
+        overrides.append(f"data.on_bad_data={args.on_bad_data}")
+    return load_config(args.config, overrides)
+
+
+def make_loaders(cfg: Config, d: Dist, start_step: int):
+    from .data import build_dataset, collate_skip
+
+    train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.crop_size, train=True,
+                              num_classes=cfg.model.num_classes)
+    val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.crop_size, train=False,
+                            num_classes=cfg.model.num_classes)
+    global_micro = cfg.train.batch_size // cfg.train.accum_steps
+    if cfg.train.batch_size % (cfg.train.accum_steps * d.world):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must divide by accum_steps x processes "
+                          f"= {cfg.train.accum_steps} x {d.world}")
+    total_micro = cfg.train.iters * cfg.train.accum_steps
+    sampler = GlobalStreamSampler(len(train_set), global_micro, d.rank, d.world, cfg.train.seed,
+                                  start_step * cfg.train.accum_steps, total_micro)
+    workers = cfg.data.num_workers
+    train_loader = torch.utils.data.DataLoader(
+        SeededSamples(train_set), batch_sampler=sampler, num_workers=workers, collate_fn=collate_skip,
+        pin_memory=d.device.type == "cuda", persistent_workers=False,
+        # its own generator: creating an iterator must not draw from the global RNG, or a resumed
+        # run's dropout stream would be shifted by one draw
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        prefetch_factor=4 if workers > 0 else None)
+    return train_set, val_set, train_loader
+
+
+def build_training_model(cfg: Config, d: Dist, init_backbone: str | None):
+    from .models import CPNet, load_backbone_weights
+
+    model = CPNet(cfg.model)
+    if init_backbone:
+        report = load_backbone_weights(model, init_backbone)
+        if d.main:
+            print(f"backbone: loaded {report['loaded']} tensors from {init_backbone}")
+    if d.enabled and cfg.train.sync_bn:
+        from .sync_bn import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model, d.device)
+    model.to(d.device)
+    return model
+
+
+def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True) -> dict:
+    from .evaluate import evaluate_model, prior_row_heatmap
+    from .visualize import colorize, denormalize
+
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    model = build_training_model(cfg, d, init_backbone)
+    criterion = build_loss(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg))
+    cuda = d.device.type == "cuda"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+
+    start_iter, best_miou = 0, -1.0
+    if resume:
+        ckpt_path = latest_checkpoint(work_dir)
+        if ckpt_path is None:
+            if d.main:
+                print(f"--resume: no checkpoint in {work_dir / 'checkpoints'}, starting from iteration 0")
+        else:
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt["config"]["model"] != cfg.to_dict()["model"]:
+                raise UserError(f"{ckpt_path}: was trained with another model config; use another --work-dir or the same config")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if "scaler" in ckpt and ckpt["scaler"]:
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+            start_iter, best_miou = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
+            if d.main:
+                print(f"resumed from {ckpt_path} at iteration {start_iter}")
+
+    train_set, val_set, loader = make_loaders(cfg, d, start_iter)
+    classes, palette = train_set.classes, train_set.palette
+    if d.main:
+        atomic_write_text(work_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None) if d.enabled else model
+    writer = None
+    if d.main:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(work_dir / "tb"), purge_step=start_iter or None)
+
+    def state(it: int) -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "iter": it, "rng": rng_state(),
+            "best_miou": best_miou, "config": cfg.to_dict(), "classes": list(classes),
+            "palette": [list(map(int, c)) for c in palette],
+        }
+
+    def checkpoint(it: int) -> None:
+        if not d.main:
+            return
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLoss(f"parameters became non-finite by iteration {it} (first: {bad[0]}); "
+                                f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
+        save_checkpoint(work_dir / "checkpoints" / f"iter_{it:07d}.pt", state(it), cfg, classes, palette)
+        for _, old in iter_checkpoints(work_dir)[:-cfg.train.keep_ckpts]:
+            old.unlink(missing_ok=True)
+            manifest_path(old).unlink(missing_ok=True)
+
+    def validate(it: int) -> dict:
+        nonlocal best_miou
+        model.eval()
+        result = evaluate_model(model, val_set, cfg, d.device, rank=d.rank, world=d.world, scales=(1.0,), flip=False,
+                                progress=False)
+        if d.main:
+            miou = result["mIoU"]
+            writer.add_scalar("val/mIoU", miou, it)
+            writer.add_scalar("val/aAcc", result["aAcc"], it)
+            _log_images(writer, model, val_set, cfg, d.device, it, colorize, denormalize, prior_row_heatmap)
+            atomic_write_json(work_dir / f"val_{it:07d}.json", result)
+            improved = miou > best_miou
+            if improved:
+                best_miou = miou
+                save_checkpoint(work_dir / "best.pt", state(it), cfg, classes, palette)
+            msg = (f"[val] iter {it}/{cfg.train.iters}  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
+                   f"mAcc {result['mAcc']:.2f}  best {best_miou:.2f}{'  (new best, saved best.pt)' if improved else ''}")
+            _print(msg, progress)
+        model.train()
+        return result
+
+    model.train()
+    accum = cfg.train.accum_steps
+    bar = None
+    if d.main and progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.train.iters, initial=start_iter, desc="train", unit="it", dynamic_ncols=True)
+    skipped = 0
+    it = start_iter
+    micro = 0
+    t_last, imgs_since = time.perf_counter(), 0
+    sums = {}
+    last_val = None
+    for images, labels, n_bad in loader:
+        skipped += n_bad
+        if images is not None:
+            images = images.to(d.device, non_blocking=True)
+            labels = labels.to(d.device, non_blocking=True)
+            sync_ctx = ddp_model.no_sync() if (d.enabled and (micro + 1) % accum) else contextlib.nullcontext()
+            with sync_ctx:
+                with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    outputs = ddp_model(images)
+                outputs = {k: v.float() for k, v in outputs.items()}
+                total, terms = criterion(outputs, labels)
+                finite = all_true(bool(torch.isfinite(total)), d)
+                if not finite:
+                    raise NonFiniteLoss(f"loss is not finite at iteration {it + 1} "
+                                        f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
+                                        f"nothing was saved for this iteration. Lower train.lr, or try train.amp=bf16/off")
+                scaler.scale(total / accum).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accum
+            imgs_since += images.shape[0] * d.world
+        micro += 1
+        if micro % accum:
+            continue
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        it += 1
+        if bar is not None:
+            bar.update(1)
+        if it % cfg.train.log_interval == 0 or it == cfg.train.iters:
+            now = time.perf_counter()
+            ips = imgs_since / max(now - t_last, 1e-9)
+            if d.main:
+                lr = optimizer.param_groups[0]["lr"]
+                n = cfg.train.log_interval if it % cfg.train.log_interval == 0 else it % cfg.train.log_interval
+                for k, v in sums.items():
+                    writer.add_scalar(f"loss/{k}", v / n, it)
+                writer.add_scalar("train/lr", lr, it)
+                writer.add_scalar("train/images_per_s", ips, it)
+                post = {k: f"{v / n:.3f}" for k, v in sums.items()}
+                if bar is not None:
+                    bar.set_postfix(lr=f"{lr:.2e}", img_s=f"{ips:.1f}", **post)
+                else:
+                    print(f"iter {it}/{cfg.train.iters} lr {lr:.2e} {ips:.1f} img/s " +
+                          " ".join(f"{k} {v}" for k, v in post.items()), flush=True)
+            sums, t_last, imgs_since = {}, now, 0
+        if it % cfg.train.val_interval == 0 or it == cfg.train.iters:
+            last_val = validate(it)
+        if it % cfg.train.ckpt_interval == 0 or it == cfg.train.iters:
+            checkpoint(it)
+        if it % cfg.train.val_interval == 0 or it % cfg.train.ckpt_interval == 0:
+            t_last = time.perf_counter()  # throughput counts training only, not validation or saving
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if skipped and d.main:
+        print(f"skipped {skipped} bad training samples (--on-bad-data skip)")
+    return {"iter": it, "best_miou": best_miou, "last_val": last_val, "skipped": skipped}
+
+
+def _print(msg: str, progress: bool) -> None:
+    if progress:
+        from tqdm import tqdm
+        tqdm.write(msg)
+    else:
+        print(msg, flush=True)
+
+
+@torch.no_grad()
+def _log_images(writer, model, val_set, cfg, device, it, colorize, denormalize, prior_row_heatmap):
+    sample = val_set[0]
+    if sample is None:
+        return
+    image, label = sample
+    x = image.unsqueeze(0).to(device)
+    import torch.nn.functional as F
+    S = cfg.crop_size
+    xin = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False) if x.shape[-2:] != (S, S) else x
+    logits = model(xin)
+    pred = logits.argmax(1)[0].cpu()
+    lab = F.interpolate(label[None, None].float(), size=(S, S), mode="nearest")[0, 0].long()
+    palette = val_set.palette
+    writer.add_image("val/input", denormalize(xin[0].cpu(), cfg.data.mean, cfg.data.std), it, dataformats="HWC")
+    writer.add_image("val/prediction", colorize(pred.numpy(), palette), it, dataformats="HWC")
+    writer.add_image("val/ground_truth", colorize(lab.numpy(), palette), it, dataformats="HWC")
+    heat = prior_row_heatmap(model, xin)
+    if heat is not None:
+        writer.add_image("val/prior_row_center", heat, it, dataformats="HWC")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        d = setup_distributed(args.device)
+        work_dir = Path(args.work_dir or Path("runs") / cfg.name)
+        if d.main:
+            print(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {cfg.crop_size}, "
+                  f"prior {cfg.model.prior_size}x{cfg.model.prior_size}, {cfg.train.iters} iters, batch {cfg.train.batch_size}, "
+                  f"{d.world} process(es) on {d.device.type}; run dir {work_dir}")
+        if d.device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
+        result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress)
+        if d.main:
+            print(f"done: {result['iter']} iterations, best val mIoU {result['best_miou']:.2f}; checkpoints in {work_dir}")
+        return 0
+    except (UserError, ConfigError, NonFiniteLoss) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, NonFiniteLoss) else 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (the newest checkpoint is kept)", file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
