@@ -1,0 +1,389 @@
+"""Export a checkpoint to ONNX (FP32), checked against PyTorch on real validation images.
+
+    python -m cpnet.export runs/quickstart                       # -> runs/quickstart/export/model.onnx
+    python -m cpnet.export runs/ade/best.pt -o ade.onnx --data-root data/ade/ADEChallengeData2016
+
+The graph is :class:`cpnet.deploy.DeployCPNet` (BN folded, 1/N folded, one
+N x N matmul, no auxiliary head and no prior output), exported with PyTorch's
+TorchScript exporter at a fixed input (1, 3, S, S) named ``image`` to logits
+(1, C, S, S) named ``logits``, S = 8 x the prior grid. The graph is slimmed
+with onnxslim when that shrinks it without changing its outputs.
+
+Before the file is moved into place, validation images (whole image resized
+to S x S and normalised by :mod:`cpnet.preprocess`, as at inference) are run
+through the eval-mode PyTorch model and through ONNX Runtime; the export fails
+(exit 1, nothing written) when the largest logit difference exceeds --atol or
+the argmax agreement is below --min-agreement. ``--parity random`` checks on
+random inputs instead, where no dataset is at hand, and the manifest says so.
+
+The manifest ``model.onnx.json`` beside the file carries what the next stages
+need: input size, normalisation, classes, palette, precision, lineage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import config_of, load_checkpoint
+from .config import Config, ConfigError
+from .io import UserError, sha256_file, versions, write_manifest
+
+DEFAULT_OPSET = 17
+TWO_GB = 2 * 1024 ** 3
+
+
+class ParityError(UserError):
+    """ONNX Runtime's outputs differ from PyTorch's beyond the tolerances (exit status 1)."""
+
+
+def default_output(ckpt_arg: "str | Path", ckpt_path: "str | Path") -> Path:
+    """RUN_DIR/export/model.onnx for a run directory; <checkpoint stem>.onnx beside a checkpoint file."""
+    arg = Path(ckpt_arg)
+    if arg.is_dir():
+        return arg / "export" / "model.onnx"
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.with_name(ckpt_path.stem + ".onnx")
+
+
+def _classes_and_palette(ckpt: dict, cfg: Config) -> tuple[list[str], list[list[int]]]:
+    classes, palette = ckpt.get("classes"), ckpt.get("palette")
+    if not classes:
+        try:
+            from .data import classes_of
+
+            classes, palette = classes_of(cfg.data)
+        except Exception:  # noqa: BLE001 - the names are a convenience; fall back to numbers
+            classes = [f"class_{i}" for i in range(cfg.model.num_classes)]
+    if not palette or len(palette) != len(classes):
+        from .data.base import default_palette
+
+        palette = default_palette(len(classes))
+    if len(classes) != cfg.model.num_classes:
+        raise UserError(f"the checkpoint lists {len(classes)} classes but its model has {cfg.model.num_classes} outputs")
+    return [str(c) for c in classes], [[int(v) for v in c] for c in palette]
+
+
+def _input_size(cfg: Config, input_size: "Sequence[int] | int | None") -> tuple[int, int]:
+    s = cfg.crop_size
+    if input_size is None:
+        return s, s
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    if len(input_size) == 1:
+        input_size = (input_size[0], input_size[0])
+    h, w = (int(v) for v in input_size)
+    if cfg.model.head == "cpnet" and (h, w) != (s, s):
+        raise UserError(f"--input-size {h} {w}: this model's prior grid is {cfg.model.prior_size}x{cfg.model.prior_size}, "
+                        f"so its input must be {s} {s} (8 x prior_size)")
+    if h < 8 or w < 8:
+        raise UserError(f"--input-size {h} {w}: the input must be at least 8x8")
+    return h, w
+
+
+def _torch_export(deploy: torch.nn.Module, path: Path, size: tuple[int, int], opset: int) -> None:
+    dummy = torch.zeros(1, 3, *size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer chatter
+        with torch.no_grad():
+            torch.onnx.export(deploy, (dummy,), str(path), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=["logits"], do_constant_folding=True,
+                              export_params=True)
+
+
+def _name_nodes(model) -> None:
+    """Give every node a unique name (node-level tools, e.g. FP16 block lists, refer to nodes by name)."""
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def _ort_run(model_or_path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    src = model_or_path if isinstance(model_or_path, (str, Path)) else model_or_path.SerializeToString()
+    sess = ort.InferenceSession(str(src) if isinstance(src, Path) else src, sess_options=so,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _simplify(model, size: tuple[int, int], log: Callable[[str], None], threads: int | None = None):
+    """(model, simplified, note): onnxslim's graph when it is smaller and gives the same outputs, else the input."""
+    try:
+        import onnxslim
+    except ImportError:
+        return model, False, "onnxslim not installed"
+    before = len(model.graph.node)
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(model)
+        if slim is None:
+            raise RuntimeError("onnxslim returned nothing")
+    except Exception as e:  # noqa: BLE001 - slimming is an optimisation; keep the exported graph
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        note = f"onnxslim failed ({why}); kept the unsimplified graph"
+        log(f"warning: {note}")
+        return model, False, note
+    after = len(slim.graph.node)
+    if after >= before:
+        return model, False, f"onnxslim found nothing to remove ({before} nodes)"
+    x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+    try:
+        a, b = _ort_run(model, x, threads), _ort_run(slim, x, threads)
+        diff = float(np.abs(a - b).max())
+        ok = a.shape == b.shape and diff <= 1e-5 * max(1.0, float(np.abs(a).max()))
+    except Exception as e:  # noqa: BLE001
+        ok, diff = False, float("nan")
+        log(f"warning: the slimmed graph does not run ({str(e).strip().splitlines()[0][:160]})")
+    if not ok:
+        note = f"onnxslim changed the outputs (max abs diff {diff:.3g}); kept the unsimplified graph"
+        log(f"warning: {note}")
+        return model, False, note
+    return slim, True, f"onnxslim: {before} -> {after} nodes"
+
+
+def _save_onnx(model, path: Path) -> None:
+    import onnx
+
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    if size < TWO_GB - (64 << 20):
+        onnx.save_model(model, str(path))
+    else:  # protobuf cannot hold more than 2 GB: weights go to one side file
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+
+
+def parity_inputs(cfg: Config, manifest: dict, num_images: int, data_root: str | None, split: str | None,
+                  source: str = "data"):
+    """(list of (1, 3, H, W) float32 inputs, description) for the parity check."""
+    from .preprocess import preprocess
+
+    if source == "random":
+        rng = np.random.default_rng(0)
+        h, w = manifest["input_size"]
+        return [rng.standard_normal((1, 3, h, w)).astype(np.float32) for _ in range(num_images)], "random"
+    from .data import BadSampleError, build_dataset
+
+    if data_root:
+        cfg.data.root = str(data_root)
+    split = split or cfg.data.val_split
+    try:
+        ds = build_dataset(cfg.data, split, cfg.crop_size, train=False, num_classes=cfg.model.num_classes)
+    except UserError as e:
+        raise UserError(f"the parity check needs {split} images: {e}; pass --data-root DIR, "
+                        f"or --parity random to check on random inputs") from None
+    if len(ds) == 0:
+        raise UserError(f"the parity check needs images, but the {split} split at {cfg.data.root} is empty; "
+                        f"pass --data-root DIR, or --parity random")
+    idx = sorted(set(np.linspace(0, len(ds) - 1, min(num_images, len(ds))).round().astype(int).tolist()))
+    inputs = []
+    for i in idx:
+        try:
+            image, _ = ds.load(i)
+        except BadSampleError:
+            continue
+        inputs.append(preprocess(image, manifest))
+    if not inputs:
+        raise UserError(f"no readable image among the {len(idx)} {split} images tried at {cfg.data.root}")
+    return inputs, f"{split} split of {cfg.data.root}"
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path, inputs, atol: float, min_agreement: float,
+                 threads: int | None = None) -> dict:
+    """Run ``inputs`` through the eval-mode torch model and ONNX Runtime; the numbers for the manifest."""
+    from .onnx_runtime import make_session
+
+    sess = make_session(onnx_path, threads=threads)
+    name = sess.get_inputs()[0].name
+    max_diff, max_logit, agree, total = 0.0, 0.0, 0, 0
+    model.eval()
+    with torch.no_grad():
+        for x in inputs:
+            ref = model(torch.from_numpy(x)).float().numpy()
+            out = sess.run(None, {name: x})[0].astype(np.float32)
+            if out.shape != ref.shape:
+                raise ParityError(f"{onnx_path.name}: ONNX output shape {out.shape} != PyTorch {ref.shape}")
+            max_diff = max(max_diff, float(np.abs(out - ref).max()))
+            max_logit = max(max_logit, float(np.abs(ref).max()))
+            agree += int((out.argmax(1) == ref.argmax(1)).sum())
+            total += ref.shape[0] * ref.shape[2] * ref.shape[3]
+    return {"images": len(inputs), "max_abs_diff": max_diff, "max_abs_logit": max_logit,
+            "argmax_agreement": agree / max(total, 1), "atol": float(atol), "min_agreement": float(min_agreement)}
+
+
+def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None, opset: int = DEFAULT_OPSET,
+                      input_size: "Sequence[int] | int | None" = None, data_root: str | None = None,
+                      num_parity_images: int = 8, atol: float = 1e-3, min_agreement: float = 0.999,
+                      simplify: bool = True, parity: str = "data", split: str | None = None,
+                      threads: int | None = None, inverse_n: str = "prior",
+                      log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Export a checkpoint (file or run directory) to ONNX; return (path, manifest).
+
+    ``threads``: ONNX Runtime intra-op threads for the checks (default: ORT's choice).
+    ``inverse_n``: where the deploy graph applies the context's 1/N (see :class:`cpnet.deploy.DeployCPNet`):
+    ``"conv"`` folds it into the 1x1 convs; ``"prior"`` scales P before the matmul, keeping the
+    matmul's output in FP16 range for large prior grids.
+    Raises :class:`ParityError` when ONNX Runtime disagrees with PyTorch (nothing
+    is written then) and :class:`UserError` for anything else the user can fix.
+    """
+    import onnx
+
+    from .deploy import DeployCPNet
+    from .models import CPNet
+
+    if parity not in ("data", "random"):
+        raise UserError(f"--parity must be 'data' or 'random', got {parity!r}")
+    if num_parity_images < 1:
+        raise UserError("--num-parity-images must be at least 1")
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = config_of(ckpt)
+    if data_root:  # recorded in the manifest's config, so later stages (calibration) find the data too
+        cfg.data.root = str(data_root)
+    out = Path(out_path) if out_path else default_output(ckpt_path, ckpt["path"])
+    if out.suffix != ".onnx":
+        raise UserError(f"{out}: the output must be a .onnx file")
+    size = _input_size(cfg, input_size)
+    classes, palette = _classes_and_palette(ckpt, cfg)
+
+    model = CPNet(cfg.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{ckpt['path']}: weights do not fit the model of its own config "
+                        f"({str(e).strip().splitlines()[0][:200]})") from None
+    model.eval()
+    if inverse_n not in ("conv", "prior"):
+        raise UserError(f"--inverse-n must be 'conv' or 'prior', got {inverse_n!r}")
+    deploy = DeployCPNet(model, input_size=size, inverse_n=inverse_n)
+    c = cfg.model.num_classes
+    manifest = {
+        "kind": "onnx",
+        "model": cfg.name,
+        "config": cfg.to_dict(),
+        "classes": classes,
+        "palette": palette,
+        "input_size": list(size),
+        "mean": [float(v) for v in cfg.data.mean],
+        "std": [float(v) for v in cfg.data.std],
+        "channel_order": "RGB",
+        "input": {"name": "image", "shape": [1, 3, *size], "dtype": "float32", "layout": "NCHW"},
+        "output": {"name": "logits", "shape": [1, c, *size], "dtype": "float32", "layout": "NCHW"},
+        "precision": "fp32",
+        "opset": int(opset),
+        "parent": {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"])},
+    }
+    # Parity inputs first: a missing dataset should fail before minutes of export work.
+    inputs, source = parity_inputs(cfg, manifest, num_parity_images, None, split, parity)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp_dir:
+        raw = Path(tmp_dir) / "raw.onnx"
+        try:
+            _torch_export(deploy, raw, size, opset)
+            onnx_model = onnx.load(str(raw))
+            onnx.checker.check_model(onnx_model)
+        except Exception as e:  # noqa: BLE001 - exporter errors are long; one line is enough here
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"ONNX export failed at opset {opset} ({first})") from None
+        nodes_raw = len(onnx_model.graph.node)
+        simplified, note = False, "disabled (--no-simplify)"
+        if simplify:
+            onnx_model, simplified, note = _simplify(onnx_model, size, log, threads)
+        _name_nodes(onnx_model)
+        onnx_model.producer_name = "cpnet.export"
+        staged = Path(tmp_dir) / out.name
+        _save_onnx(onnx_model, staged)
+
+        stats = check_parity(model, staged, inputs, atol, min_agreement, threads)
+        stats["source"] = source
+        if stats["max_abs_diff"] > atol or stats["argmax_agreement"] < min_agreement:
+            raise ParityError(
+                f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
+                f"{stats['max_abs_diff']:.3g} (atol {atol:g}), argmax agreement {stats['argmax_agreement']:.5f} "
+                f"(min {min_agreement:g}); {out} not written")
+        manifest["sha256"] = sha256_file(staged)
+        manifest["export"] = {
+            "rewrites": list(deploy.rewrites),
+            "simplified": simplified,
+            "simplify_note": note,
+            "nodes": {"exported": nodes_raw, "final": len(onnx_model.graph.node)},
+            "exporter": f"torch.onnx.export(dynamo=False) TorchScript exporter, torch {torch.__version__}",
+            "parity": stats,
+        }
+        manifest["versions"] = versions()
+        os.replace(staged, out)
+        side = staged.with_name(staged.name + ".data")
+        if side.exists():
+            os.replace(side, out.with_name(out.name + ".data"))
+    write_manifest(out, manifest)
+    mb = out.stat().st_size / 2 ** 20
+    log(f"wrote {out} ({mb:.1f} MiB, {len(onnx_model.graph.node)} nodes, opset {opset}; rewrites: {', '.join(deploy.rewrites)}; "
+        f"{note})")
+    log(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs_diff']:.2e}, "
+        f"argmax agreement {100 * stats['argmax_agreement']:.3f}% [{time.perf_counter() - t0:.1f} s]")
+    return out, {"schema": 1, **manifest}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cpnet.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    p.add_argument("-o", "--output", help="output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx "
+                                          "beside a checkpoint file)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--input-size", type=int, nargs="+", metavar=("H", "W"),
+                   help="model input (default: 8 x prior_size from the config; the cpnet head accepts no other)")
+    p.add_argument("--data-root", help="dataset root for the parity images (default: the config's data.root)")
+    p.add_argument("--split", help="split for the parity images (default: the config's val split)")
+    p.add_argument("--parity", choices=["data", "random"], default="data",
+                   help="check on validation images (default) or on random inputs")
+    p.add_argument("--num-parity-images", type=int, default=8, help="images for the parity check (default 8)")
+    p.add_argument("--atol", type=float, default=1e-3, help="max |logit difference| allowed (default 1e-3)")
+    p.add_argument("--min-agreement", type=float, default=0.999,
+                   help="min fraction of pixels whose argmax agrees (default 0.999)")
+    p.add_argument("--no-simplify", action="store_true", help="keep the exporter's graph (no onnxslim)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for the checks (default: all cores)")
+    p.add_argument("--inverse-n", choices=["conv", "prior"], default="prior",
+                   help="where the context's 1/N goes: applied to the prior map before the matmul (default; keeps "
+                        "the matmul in FP16 range for large prior grids), or folded into the 1x1 convs")
+    args = p.parse_args(argv)
+    if args.input_size is not None and len(args.input_size) > 2:
+        p.error("--input-size takes H W (or one number for a square input)")
+    try:
+        export_checkpoint(args.checkpoint, args.output, opset=args.opset, input_size=args.input_size,
+                          data_root=args.data_root, num_parity_images=args.num_parity_images, atol=args.atol,
+                          min_agreement=args.min_agreement, simplify=not args.no_simplify, parity=args.parity,
+                          split=args.split, threads=args.threads, inverse_n=args.inverse_n)
+        return 0
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (UserError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

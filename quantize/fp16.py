@@ -1,0 +1,515 @@
+"""FP16 ONNX: FP16 weights and compute, FP32 input and output, drifting nodes kept in FP32 by measurement.
+
+    python -m quantize fp16 runs/q/export/model.onnx                    # -> model.fp16.onnx
+    python -m quantize fp16 model.onnx --calib-data data/calib --num-images 16 --keep-fp32 /head/MatMul
+
+The conversion is onnxruntime.transformers.float16.convert_float_to_float16
+(keep_io_types: the file still takes and returns float32), with a block list of
+nodes that stay in FP32, chosen on calibration images preprocessed exactly as
+at inference (quantize.calib_data):
+
+1. Range: the FP32 model runs with every intermediate tensor exposed; a tensor
+   whose magnitude exceeds --range-limit (default 60000, FP16's largest finite
+   value is 65504) would overflow, so its producer and all its consumers stay
+   in FP32 and the tensor itself never passes through FP16.
+2. Drift: convert, run, and compare the logits with FP32's (max |difference|
+   relative to the largest FP32 logit, and argmax agreement). While that misses
+   --max-drift or --min-agreement, expose the FP16 model's tensors too, find the
+   nodes that add the most relative error (their output's error minus their
+   inputs', on the first two images), keep the worst --nodes-per-round of them
+   in FP32 and try again, for at most --max-rounds rounds; the round closest to
+   the target is written (with a warning when none met it).
+
+Cast pairs left between two FP32 nodes are removed (so an FP32 edge never
+round-trips through FP16) and the graph is sorted topologically. The result is
+written with a manifest copied from the parent's: precision "fp16", lineage,
+the FP32 node list with the reason for each, the calibration record and the
+drift measured. ONNX Runtime's CPU provider has few FP16 kernels and runs most
+nodes in FP32 between FP16 tensors: the file measures FP16 accuracy anywhere,
+its speed shows on GPUs (TensorRT, CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import difflib
+import io
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from cpnet.io import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
+
+FP16_MAX = 65504.0
+DEFAULTS = {"num_images": 8, "max_drift": 0.02, "min_agreement": 0.999, "max_rounds": 4, "nodes_per_round": 2,
+            "range_limit": 60000.0}
+# ops that only move, select or reshape data: they add no rounding error of their own
+_NO_ERROR_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
+                 "Identity", "MaxPool", "Relu", "Shape", "Cast", "Pad", "Expand", "Tile"}
+# Bytes of exposed intermediate tensors per ORT session: the memory bound for big models (a ResNet-50 CPNet
+# at 480x480 has ~2.4 GB of activations, so its range pass runs in 3 groups).
+_EXPOSE_BUDGET = 1 << 30
+ATTRIBUTION_IMAGES = 2  # per-node error attribution ranks nodes; two images are enough and keep rounds short
+
+log = logging.getLogger("quantize.fp16")
+
+
+# --------------------------------------------------------------------------- graph helpers
+
+
+def name_nodes(model) -> None:
+    """Give every node a unique name (block lists refer to nodes by name)."""
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def topological_sort(graph) -> None:
+    """Sort graph.node so every node comes after the producers of its inputs (stable otherwise)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes = list(graph.node)
+    waiting = {id(n): [x for x in n.input if x] for n in nodes}
+    ordered, pending = [], nodes
+    while pending:
+        progressed, rest = False, []
+        for n in pending:
+            if all(x in available for x in waiting[id(n)]):
+                ordered.append(n)
+                available.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:
+            missing = sorted({x for n in rest for x in waiting[id(n)] if x not in available})[:5]
+            raise RuntimeError(f"graph has a cycle or undefined inputs: {missing}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _cast_to(node) -> int | None:
+    for a in node.attribute:
+        if a.name == "to":
+            return a.i
+    return None
+
+
+def clean_casts(model) -> int:
+    """Remove Cast round trips the FP16 converter leaves between FP32 nodes; return how many Casts went.
+
+    Where Cast B (to type t) reads Cast A whose input X already has type t,
+    B's consumers read X instead: X -> fp16 -> fp32 between two FP32 nodes
+    becomes plain X, so that edge keeps its FP32 values (and range). Casts
+    left without consumers are removed.
+    """
+    from onnx import TensorProto
+
+    graph = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.input, *graph.value_info, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    producer = {o: n for n in graph.node for o in n.output}
+    for n in graph.node:
+        if n.op_type == "Cast":
+            types[n.output[0]] = _cast_to(n)
+    graph_outputs = {o.name for o in graph.output}
+    rename = {}
+    for b in graph.node:
+        if b.op_type != "Cast":
+            continue
+        a = producer.get(b.input[0])
+        if a is None or a.op_type != "Cast":
+            continue
+        src = a.input[0]
+        if types.get(src) not in (None, TensorProto.UNDEFINED) and types.get(src) == _cast_to(b):
+            if b.output[0] in graph_outputs:
+                b.input[0] = src  # same-type Cast kept as the graph output's producer
+            else:
+                rename[b.output[0]] = src
+    for n in graph.node:
+        for i, x in enumerate(n.input):
+            while x in rename:
+                x = rename[x]
+            n.input[i] = x
+    before = len(graph.node)
+    # drop nodes whose outputs nobody reads (iteratively)
+    while True:
+        used = {x for n in graph.node for x in n.input} | graph_outputs
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+    live = {x for n in graph.node for x in (*n.input, *n.output)}
+    vis = [vi for vi in graph.value_info if vi.name in live]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+    return before - len(graph.node)
+
+
+def tensor_info(model) -> dict[str, tuple[int, list]]:
+    """name -> (elem_type, shape) of every tensor ONNX shape inference can type (inputs, intermediates, outputs)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tt = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        out[vi.name] = (tt.elem_type, shape)
+    return out
+
+
+def _float_activations(model, info) -> list[str]:
+    """Names of float/float16 tensors produced by nodes (not Constants), in graph order."""
+    from onnx import TensorProto
+
+    names = []
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            continue
+        for o in n.output:
+            if o and info.get(o, (None,))[0] in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                names.append(o)
+    return names
+
+
+def _groups(names: Sequence[str], info, budget: int, copies: int = 1) -> list[list[str]]:
+    groups, cur, size = [], [], 0
+    for name in names:
+        shape = info[name][1]
+        nbytes = 4 * int(np.prod([max(d, 1) for d in shape])) * copies
+        if cur and size + nbytes > budget:
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(name)
+        size += nbytes
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _exposed(model, names: Sequence[str], info):
+    """A copy of ``model`` whose graph outputs are its own followed by ``names``."""
+    from onnx import helper
+
+    m = copy.deepcopy(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            elem, shape = info[name]
+            m.graph.output.append(helper.make_tensor_value_info(name, elem, shape if shape else None))
+    return m
+
+
+def _session(model_or_bytes, threads: int | None, optimization: str = "all"):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                   "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
+    data = model_or_bytes if isinstance(model_or_bytes, bytes) else model_or_bytes.SerializeToString()
+    return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def tensor_ranges(model, info, inputs, threads=None) -> dict[str, float]:
+    """max |x| of every float activation of ``model`` over ``inputs`` (in memory-bounded groups)."""
+    names = _float_activations(model, info)
+    in_name = model.graph.input[0].name
+    ranges: dict[str, float] = {}
+    for group in _groups(names, info, _EXPOSE_BUDGET):
+        sess = _session(_exposed(model, group, info), threads, "none")
+        outs = [o.name for o in sess.get_outputs()]
+        for x in inputs:
+            for name, value in zip(outs, sess.run(outs, {in_name: x})):
+                if name in group:
+                    v = np.asarray(value, dtype=np.float32)
+                    m = float(np.abs(v[np.isfinite(v)]).max()) if v.size and np.isfinite(v).any() else 0.0
+                    if not np.isfinite(v).all():
+                        m = float("inf")
+                    ranges[name] = max(ranges.get(name, 0.0), m)
+        del sess
+    return ranges
+
+
+def tensor_errors(fp32, fp32_info, fp16, fp16_info, inputs, threads=None) -> dict[str, float]:
+    """Relative error max|fp16 - fp32| / max|fp32| of every activation the two models share, over ``inputs``."""
+    names16 = set(_float_activations(fp16, fp16_info))
+    names = [n for n in _float_activations(fp32, fp32_info) if n in names16]
+    in_name = fp32.graph.input[0].name
+    errors: dict[str, float] = {}
+    for group in _groups(names, fp32_info, _EXPOSE_BUDGET, copies=2):
+        s32 = _session(_exposed(fp32, group, fp32_info), threads, "none")
+        s16 = _session(_exposed(fp16, group, fp16_info), threads, "none")
+        for x in inputs:
+            a = dict(zip([o.name for o in s32.get_outputs()], s32.run(None, {in_name: x})))
+            b = dict(zip([o.name for o in s16.get_outputs()], s16.run(None, {in_name: x})))
+            for name in group:
+                ref = np.asarray(a[name], np.float32)
+                got = np.asarray(b[name], np.float32)
+                scale = float(np.abs(ref).max()) if ref.size else 0.0
+                diff = np.abs(got - ref)
+                err = float("inf") if not np.isfinite(diff).all() else float(diff.max()) / max(scale, 1e-12)
+                errors[name] = max(errors.get(name, 0.0), err)
+        del s32, s16
+    return errors
+
+
+def logit_drift(fp16_model, ref_files: Sequence[Path], inputs, threads=None) -> dict:
+    """Drift of the FP16 model's logits from the stored FP32 logits (as deployed: ORT's full optimisation)."""
+    sess = _session(fp16_model, threads)
+    in_name = sess.get_inputs()[0].name
+    max_abs, max_logit, agree, total = 0.0, 0.0, 0, 0
+    for x, ref_file in zip(inputs, ref_files):
+        ref = np.load(ref_file)
+        out = np.asarray(sess.run(None, {in_name: x})[0], np.float32)
+        d = np.abs(out - ref)
+        max_abs = max(max_abs, float(d.max()) if np.isfinite(d).all() else float("inf"))
+        max_logit = max(max_logit, float(np.abs(ref).max()))
+        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        total += ref.shape[0] * int(np.prod(ref.shape[2:]))
+    return {"max_abs": max_abs, "max_rel": max_abs / max(max_logit, 1e-12), "max_abs_logit": max_logit,
+            "argmax_agreement": agree / max(total, 1)}
+
+
+def convert(model, block: Iterable[str]):
+    """FP16 copy of ``model`` with the nodes named in ``block`` left in FP32, IO kept float32.
+
+    ``op_block_list=[]``: the converter's default op-type list is added to the
+    block list by name in :func:`convert_fp16`, so every FP32 node is recorded.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = convert_float_to_float16(copy.deepcopy(model), keep_io_types=True, node_block_list=sorted(block),
+                                       op_block_list=[], disable_shape_infer=False)
+    clean_casts(out)
+    topological_sort(out.graph)
+    return out
+
+
+# --------------------------------------------------------------------------- the conversion
+
+
+def _introduced_error(model, errors: dict[str, float]) -> dict[str, float]:
+    """Per node: the relative error of its output minus the largest of its (activation) inputs'."""
+    out = {}
+    for n in model.graph.node:
+        if n.op_type in _NO_ERROR_OPS or not n.output or n.output[0] not in errors:
+            continue
+        e_in = max((errors.get(x, 0.0) for x in n.input if x in errors), default=0.0)
+        out[n.name] = errors[n.output[0]] - e_in
+    return out
+
+
+def default_output(path: Path) -> Path:
+    name = path.name[:-5] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{name}.fp16.onnx")
+
+
+def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None, calib_data=None,
+                 data_root: "str | Path | None" = None, num_images: int = DEFAULTS["num_images"],
+                 max_drift: float = DEFAULTS["max_drift"], min_agreement: float = DEFAULTS["min_agreement"],
+                 keep_fp32: Sequence[str] = (), max_rounds: int = DEFAULTS["max_rounds"],
+                 nodes_per_round: int = DEFAULTS["nodes_per_round"], range_limit: float = DEFAULTS["range_limit"],
+                 seed: int = 0, threads: int | None = None,
+                 log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest)."""
+    import onnx
+
+    from cpnet.onnx_runtime import make_session
+
+    from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
+
+    t0 = time.perf_counter()
+    src = Path(model_path)
+    if not src.is_file():
+        raise UserError(f"{src}: ONNX file not found")
+    try:
+        parent = read_manifest(src, required=True)
+    except UserError as e:
+        if "not found" in str(e):
+            raise UserError(f"{src}: its manifest {src.name}.json is missing; make the FP32 file with "
+                            f"python -m cpnet.export") from None
+        raise
+    if parent.get("precision", "fp32") != "fp32":
+        raise UserError(f"{src}: is {parent.get('precision')}, not an FP32 model; convert the FP32 export")
+    if not 0 < range_limit <= FP16_MAX:
+        raise UserError(f"--range-limit must be in (0, {FP16_MAX:g}]")
+    out = Path(out_path) if out_path else default_output(src)
+    if out.resolve() == src.resolve():
+        raise UserError(f"{out}: the output would overwrite the input")
+    make_session(src, threads=threads)  # a corrupt or truncated file fails here, with one line
+    if parent.get("sha256") and sha256_file(src) != parent["sha256"]:
+        raise UserError(f"{src}: file does not match its manifest (sha256 differs); re-export it")
+    model = onnx.load(str(src))
+    name_nodes(model)
+    node_names = [n.name for n in model.graph.node]
+    unknown = [k for k in keep_fp32 if k not in node_names]
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], node_names, n=1)
+        raise UserError(f"--keep-fp32: no node named {unknown[0]!r} in {src.name}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+    calib = resolve_calibration_source(calib_data, parent, data_root)
+    inputs = list(iter_calibration_images(calib, parent, num_images, seed=seed))
+    n_calib = len(inputs)
+    log(f"calibration: {n_calib} image(s) from {calib.description}"
+        + (f" (of {count_calibration_images(calib, parent, num_images)} tried)"
+           if n_calib < count_calibration_images(calib, parent, num_images) else ""))
+
+    info32 = tensor_info(model)
+    reasons: dict[str, str] = {k: "user (--keep-fp32)" for k in keep_fp32}
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    for n in model.graph.node:  # op types the converter leaves in FP32 by default (none occur in a CPNet)
+        if n.op_type in DEFAULT_OP_BLOCK_LIST:
+            reasons.setdefault(n.name, f"op type {n.op_type} (onnxruntime float16 default block list)")
+    # 1. range
+    ranges = tensor_ranges(model, info32, inputs, threads)
+    over = {t: v for t, v in ranges.items() if v > range_limit}
+    for n in model.graph.node:
+        hit = [t for t in (*n.input, *n.output) if t in over]
+        if hit:
+            reasons.setdefault(n.name, f"range: |{hit[0]}| reaches {over[hit[0]]:.4g} > {range_limit:g}")
+    for t in model.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            w = onnx.numpy_helper.to_array(t)
+            if w.size and float(np.abs(w).max()) > range_limit:
+                for n in model.graph.node:
+                    if t.name in n.input:
+                        reasons.setdefault(n.name, f"range: weight {t.name} reaches {float(np.abs(w).max()):.4g}")
+    if over:
+        log(f"range: {len(over)} tensor(s) exceed {range_limit:g}; {len(reasons) - len(keep_fp32)} node(s) kept in FP32")
+
+    # 2. drift
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="cpnet_fp16_") as tmp:
+        ref_files = []
+        ref_sess = _session(model, threads)
+        in_name = ref_sess.get_inputs()[0].name
+        for i, x in enumerate(inputs):
+            f = Path(tmp) / f"ref_{i}.npy"
+            np.save(f, np.asarray(ref_sess.run(None, {in_name: x})[0], np.float32))
+            ref_files.append(f)
+        del ref_sess
+        best = None  # (score, round, model, reasons): the round closest to the target
+        for r in range(max_rounds + 1):
+            fp16 = convert(model, reasons)
+            drift = logit_drift(fp16, ref_files, inputs, threads)
+            met = drift["argmax_agreement"] >= min_agreement and drift["max_rel"] <= max_drift
+            rounds.append({"round": r, "fp32_nodes": len(reasons), **drift})
+            log(f"round {r}: {len(reasons)} FP32 node(s); max |logit drift| {drift['max_abs']:.3g} "
+                f"({100 * drift['max_rel']:.2f}% of max |logit|), argmax agreement "
+                f"{100 * drift['argmax_agreement']:.3f}%")
+            score = (met, drift["argmax_agreement"], -drift["max_rel"], -len(reasons))
+            if best is None or score > best[0]:
+                best = (score, r, fp16, dict(reasons))
+            if met or r == max_rounds:
+                break
+            errors = tensor_errors(model, info32, fp16, tensor_info(fp16), inputs[:ATTRIBUTION_IMAGES], threads)
+            introduced = _introduced_error(model, errors)
+            ranked = sorted(((e, n) for n, e in introduced.items() if n not in reasons and e > 0), reverse=True)
+            if not ranked:
+                log("no remaining node adds measurable error; stopping")
+                break
+            for e, n in ranked[:max(1, nodes_per_round)]:
+                reasons[n] = f"drift: adds {e:.3g} relative error (round {r})"
+    _, chosen, fp16, reasons = best
+    met = bool(best[0][0])
+    if not met:
+        log(f"warning: FP16 target not met in {len(rounds)} round(s) (min agreement {min_agreement:g}, "
+            f"max drift {max_drift:g}); writing the closest (round {chosen}). Raise --max-rounds or add "
+            f"--keep-fp32 nodes.")
+
+    inits = [t for t in fp16.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    n16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in inits)
+    fp16.producer_name = "cpnet.quantize.fp16"
+    with atomic_path(out) as tmp_out:
+        onnx.save_model(fp16, str(tmp_out))
+        make_session(tmp_out, threads=threads)  # it must load before it replaces anything
+    manifest = {k: v for k, v in parent.items() if k not in ("schema", "sha256", "versions", "export", "parent",
+                                                             "fp16", "int8", "calibration")}
+    manifest.update({
+        "precision": "fp16",
+        "parent": {"path": str(src), "sha256": sha256_file(src)},
+        "sha256": sha256_file(out),
+        "fp16": {
+            "fp32_nodes": sorted(reasons),
+            "fp32_node_reasons": dict(sorted(reasons.items())),
+            "method": ("onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) with a node "
+                       "block list chosen by measurement: FP16 range, then greedy per-node drift"),
+            "range_limit": float(range_limit),
+            "weights": {"fp16": n16, "fp32": len(inits) - n16},
+            "calibration": {"images": n_calib, "source": calib.description, "seed": seed},
+            "drift": {**{k: v for k, v in rounds[chosen].items() if k not in ("round", "fp32_nodes")},
+                      "target_met": met, "round": chosen, "max_drift": float(max_drift),
+                      "min_agreement": float(min_agreement), "rounds": rounds,
+                      "measured_on": "onnxruntime CPUExecutionProvider"},
+        },
+        "versions": versions(),
+    })
+    write_manifest(out, manifest)
+    log(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB; {len(reasons)} node(s) in FP32"
+        + (f": {', '.join(sorted(reasons)[:6])}{' ...' if len(reasons) > 6 else ''}" if reasons else "")
+        + f") [{time.perf_counter() - t0:.1f} s]")
+    return out, {"schema": 1, **manifest}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quantize fp16", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL.onnx", help="the FP32 export (with its manifest)")
+    p.add_argument("-o", "--output", help="output file (default: MODEL.fp16.onnx beside the input)")
+    p.add_argument("--calib-data", metavar="DIR|CONFIG",
+                   help="folder of images, or a config name/YAML (its training images); default: the dataset of "
+                        "the config in the model's manifest")
+    p.add_argument("--data-root", help="dataset root on this machine for a config source")
+    p.add_argument("--num-images", type=int, default=DEFAULTS["num_images"],
+                   help=f"calibration images (default {DEFAULTS['num_images']})")
+    p.add_argument("--max-drift", type=float, default=DEFAULTS["max_drift"],
+                   help="largest |logit drift| allowed, as a fraction of the largest FP32 |logit| "
+                        f"(default {DEFAULTS['max_drift']})")
+    p.add_argument("--min-agreement", type=float, default=DEFAULTS["min_agreement"],
+                   help=f"argmax agreement with FP32 to reach (default {DEFAULTS['min_agreement']})")
+    p.add_argument("--keep-fp32", default="", metavar="NODE,...", help="node names to keep in FP32 in any case")
+    p.add_argument("--max-rounds", type=int, default=DEFAULTS["max_rounds"],
+                   help=f"drift rounds at most (default {DEFAULTS['max_rounds']})")
+    p.add_argument("--nodes-per-round", type=int, default=DEFAULTS["nodes_per_round"],
+                   help=f"nodes moved to FP32 per round (default {DEFAULTS['nodes_per_round']})")
+    p.add_argument("--range-limit", type=float, default=DEFAULTS["range_limit"],
+                   help=f"activations beyond this magnitude stay FP32 (default {DEFAULTS['range_limit']:g})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    args = p.parse_args(argv)
+    try:
+        keep = [k.strip() for k in args.keep_fp32.split(",") if k.strip()]
+        convert_fp16(args.model, args.output, calib_data=args.calib_data, data_root=args.data_root,
+                     num_images=args.num_images, max_drift=args.max_drift, min_agreement=args.min_agreement,
+                     keep_fp32=keep, max_rounds=args.max_rounds, nodes_per_round=args.nodes_per_round,
+                     range_limit=args.range_limit, seed=args.seed, threads=args.threads)
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
