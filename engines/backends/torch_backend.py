@@ -1,0 +1,150 @@
+"""PyTorch backend: a checkpoint (or run directory) run eagerly.
+
+Options: ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``precision`` ("fp32" |
+"fp16" | "bf16"; autocast), ``channels_last`` (bool), ``threads`` (CPU intra-op
+threads). On the CPU, FP16 is refused (no autocast kernels worth measuring) and
+BF16 warns when the CPU has no native BF16 (it then runs emulated, slowly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cpnet.io import UserError
+
+from ..base import Backend, as_numpy_batch
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN reports native BF16 on this CPU (AVX512-BF16 / AMX); private torch helpers, so guarded."""
+    import torch
+
+    for probe in (lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                  lambda: torch.cpu._is_avx512_bf16_supported()):
+        try:
+            return bool(probe())
+        except Exception:
+            continue
+    return False
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, path: "str | Path", device: str = "auto", precision: str = "fp32",
+                 channels_last: bool = False, threads: int | None = None, **unknown):
+        if unknown:
+            raise UserError(f"torch backend: unknown option(s) {', '.join(sorted(unknown))} "
+                            f"(known: device, precision, channels_last, threads)")
+        import torch
+
+        from cpnet.checkpoint import config_of, load_checkpoint, resolve_checkpoint
+        from cpnet.io import read_manifest
+        from cpnet.models import build_model
+
+        precision = str(precision).lower()
+        if precision not in PRECISIONS:
+            raise UserError(f"torch backend: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("torch backend: device cuda requested but torch.cuda.is_available() is False "
+                            "(no CUDA GPU, or a CPU-only torch build)")
+        if dev.type == "cpu" and precision == "fp16":
+            raise UserError("torch backend: fp16 autocast needs CUDA; on the CPU use precision=bf16 or fp32")
+        if dev.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+            warnings.warn("this CPU has no native BF16 (AVX512-BF16/AMX): bf16 autocast runs emulated and slowly",
+                          stacklevel=2)
+        if threads:
+            torch.set_num_threads(int(threads))
+
+        ckpt_path = resolve_checkpoint(path)
+        ckpt = load_checkpoint(ckpt_path)
+        cfg = config_of(ckpt)
+        manifest = read_manifest(ckpt_path, required=False)
+        if manifest is None:  # rebuild what the manifest would say from the checkpoint itself
+            manifest = _manifest_from_ckpt(ckpt, cfg)
+        super().__init__(str(ckpt_path), manifest)
+
+        model = build_model(cfg)
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        if missing:
+            raise UserError(f"{ckpt_path}: checkpoint lacks {len(missing)} weights of this model "
+                            f"(e.g. {missing[0]}); does the config match?")
+        model.eval().to(dev)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.device = dev
+        self.precision_mode = precision
+        self.channels_last = bool(channels_last)
+        self._torch = torch
+        self._dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+    @property
+    def precision(self) -> str:
+        return self.precision_mode
+
+    def _autocast(self):
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(self.device.type, dtype=self._dtype)
+
+    def infer(self, batch) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(as_numpy_batch(batch)).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        with torch.inference_mode(), self._autocast():
+            out = self.model(x)
+        if cuda:
+            end.record()
+            end.synchronize()
+            self.last_gpu_ms = float(start.elapsed_time(end))
+        return out.float().cpu().numpy()
+
+    def device_memory(self) -> dict | None:
+        if self.device.type != "cuda":
+            return None
+        torch = self._torch
+        return {"max_allocated": int(torch.cuda.max_memory_allocated(self.device)),
+                "source": "torch.cuda.max_memory_allocated"}
+
+    def describe(self) -> str:
+        cl = ", channels_last" if self.channels_last else ""
+        return f"torch ({self.device}, {self.precision_mode}{cl})"
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is not None:
+            self.model = None
+            if getattr(self, "device", None) is not None and self.device.type == "cuda":
+                self._torch.cuda.empty_cache()
+        super().close()
+
+
+def _manifest_from_ckpt(ckpt: dict, cfg) -> dict:
+    classes = list(ckpt.get("classes") or [str(i) for i in range(cfg.model.num_classes)])
+    palette = [list(map(int, c)) for c in (ckpt.get("palette") or [])]
+    return {
+        "schema": 1,
+        "kind": "checkpoint",
+        "model": cfg.name,
+        "classes": classes,
+        "palette": palette,
+        "input_size": [cfg.crop_size, cfg.crop_size],
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "channel_order": "RGB",
+        "precision": "fp32",
+    }

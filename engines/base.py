@@ -1,0 +1,118 @@
+"""The one small interface every backend implements (in the spirit of Polygraphy's runners).
+
+    with engines.open("model.int8.engine") as m:      # or a checkpoint, a run dir, an ONNX file
+        logits = m.infer(batch)                         # (N, 3, H, W) float32 -> (N, C, H, W) float32
+        labels = m.segment(image_rgb)                   # (h, w, 3) uint8 RGB -> (h, w) label map
+
+Pre- and post-processing live in ``cpnet.preprocess`` and are driven by the
+artifact's manifest (input size, mean/std, classes, palette), so every backend
+segments an image the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Backend(abc.ABC):
+    """An opened artifact that turns preprocessed NCHW float32 batches into logits."""
+
+    #: short backend name: "torch", "onnxruntime" or "tensorrt"
+    name: str = "base"
+
+    def __init__(self, path: str, manifest: dict | None):
+        self.path = str(path)
+        self.manifest: dict = dict(manifest or {})
+        self.closed = False
+        #: GPU time of the last infer() in milliseconds (CUDA events), where the backend runs on a GPU
+        self.last_gpu_ms: float | None = None
+
+    # --- manifest-driven properties ------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model input."""
+        size = self.manifest.get("input_size")
+        if not size:
+            raise ValueError(f"{self.path}: the manifest has no input_size")
+        if isinstance(size, int):
+            return (size, size)
+        return (int(size[0]), int(size[1]))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.get("classes") or [])
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return [list(map(int, c)) for c in (self.manifest.get("palette") or [])]
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "fp32"))
+
+    # --- inference -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def infer(self, batch: Any) -> np.ndarray:
+        """Logits (N, C, H, W) float32 for a preprocessed (N, 3, H, W) float32 batch (numpy or torch)."""
+
+    def __call__(self, batch: Any):
+        """An ``InferFn`` for cpnet.inference: torch in, torch out (numpy in, numpy out)."""
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a hard dependency of cpnet
+            torch = None
+        if torch is not None and isinstance(batch, torch.Tensor):
+            return torch.from_numpy(self.infer(batch.detach().cpu().numpy()))
+        return self.infer(batch)
+
+    def segment(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Label map (h, w) for an RGB uint8 image (h, w, 3), pre/post-processed as the manifest says."""
+        from cpnet.preprocess import postprocess, preprocess
+
+        x = preprocess(image_rgb, self.manifest)
+        logits = self.infer(x)
+        return postprocess(logits, tuple(image_rgb.shape[:2]))
+
+    def device_memory(self) -> dict | None:
+        """Device memory this backend holds (bytes), for the benchmark; None on the CPU."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name}:{self.path}"
+
+    # --- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # best effort; close() is idempotent
+        try:
+            if not self.closed:
+                self.close()
+        except Exception:
+            pass
+
+
+def as_numpy_batch(batch: Any) -> np.ndarray:
+    """A contiguous float32 NCHW numpy array from numpy or torch input (a single CHW image gets N=1)."""
+    try:
+        import torch
+
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    arr = np.asarray(batch)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1] != 3:
+        raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
