@@ -66,7 +66,7 @@ LOOKALIKE_PAIRS: tuple[tuple[str, str], ...] = (("car", "boat"), ("sand", "water
 
 SKY, BUILDING, GRASS, ROAD, WATER, CAR, BOAT, SAND = range(8)
 SPLIT_CODES = {"train": 0, "val": 1}
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Vehicle body colours (RGB), shared by cars and boats.
 _VEHICLE_COLOURS = np.array([
@@ -148,7 +148,7 @@ def _place(rng, label, region_cls, bw, bh, margin, tries=30):
 
 def _vehicle(rng, img, label, region_cls, cls, s):
     """A car or a boat: the same shapes, colours and texture; only the region it sits in differs."""
-    w = int(round(s * rng.uniform(0.12, 0.2)))
+    w = int(round(s * rng.uniform(0.18, 0.3)))
     body_h = max(3, int(round(w * rng.uniform(0.3, 0.4))))
     cab_h = max(2, int(round(body_h * rng.uniform(0.5, 0.8))))
     cab_w = max(3, int(round(w * rng.uniform(0.45, 0.6))))
@@ -246,7 +246,7 @@ def _scene_city(rng, img, label, s):
     for x0 in range(-off, s, 2 * dash):
         road_img[mid - th // 2 : mid - th // 2 + th, max(x0, 0) : max(x0 + dash, 0)] = rng.uniform(190, 225)
     _paint(img, label, road, road_img, ROAD)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(2, 5))):
         _vehicle(rng, img, label, ROAD, CAR, s)
 
 
@@ -282,7 +282,7 @@ def _scene_coast(rng, img, label, s):
         _paint(img, label, dune.astype(bool) & beach, _grass(rng, s), GRASS)
     if rng.random() < 0.3:  # a few beach houses on the horizon
         _buildings(rng, img, label, s, horizon)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(2, 5))):
         _vehicle(rng, img, label, WATER, BOAT, s)
     _shaded_patches(rng, img, label, s, int(rng.integers(1, 3)))
 
