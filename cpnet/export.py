@@ -100,7 +100,7 @@ def _torch_export(deploy: torch.nn.Module, path: Path, size: tuple[int, int], op
                               export_params=True)
 
 
-def _name_nodes(model) -> None:
+def name_nodes(model) -> None:
     """Give every node a unique name (node-level tools, e.g. FP16 block lists, refer to nodes by name)."""
     seen = set()
     for i, node in enumerate(model.graph.node):
@@ -311,7 +311,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         simplified, note = False, "disabled (--no-simplify)"
         if simplify:
             onnx_model, simplified, note = _simplify(onnx_model, size, log, threads)
-        _name_nodes(onnx_model)
+        name_nodes(onnx_model)
         onnx_model.producer_name = "cpnet.export"
         staged = Path(tmp_dir) / out.name
         _save_onnx(onnx_model, staged)

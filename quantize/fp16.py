@@ -45,6 +45,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from cpnet.export import name_nodes
 from cpnet.io import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
 
 FP16_MAX = 65504.0
@@ -62,17 +63,6 @@ log = logging.getLogger("quantize.fp16")
 
 
 # --------------------------------------------------------------------------- graph helpers
-
-
-def name_nodes(model) -> None:
-    """Give every node a unique name (block lists refer to nodes by name)."""
-    seen = set()
-    for i, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{i}"
-        while name in seen:
-            name = f"{name}_{i}"
-        node.name = name
-        seen.add(name)
 
 
 def topological_sort(graph) -> None:
