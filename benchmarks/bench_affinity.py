@@ -112,10 +112,11 @@ def _setup(args):
                 m.zero_grad(set_to_none=True)
             out, z, p = prior_path(v)
             if variant == "chunked":
-                out = out + aff(z, labels)
+                out = out + aff(z, labels, prior=p)
             elif variant == "naive":
                 small = downsample_labels(labels, (s, s))
                 out = out + affinity_loss_reference(z, small, args.classes, 255, args.mode, prior=p)
+            del z, p  # as the training loop does: only what backward saved stays alive
             out.backward()
             return float(out.detach())
         return step

@@ -235,7 +235,7 @@ class _AffinityLossFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, ignore_index: int, ignore_mode: str,
-                chunk_rows: int | None):
+                chunk_rows: int | None, prior: torch.Tensor | None = None):
         cdtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         B, N, _ = z.shape
         rows = chunk_rows or default_chunk_rows(N, itemsize=torch.finfo(cdtype).bits // 8)
@@ -296,7 +296,13 @@ class _AffinityLossFn(torch.autograd.Function):
             alpha, beta, gamma, global_rows = _global_coeffs(s_p, s_pa, s_pn, s_a, s_n, valid, inv_rows)
             loss = unary * inv_pairs + global_rows.sum() * inv_rows
 
-        ctx.save_for_backward(z, ycol, yrow, vf, alpha, beta, gamma, inv_pairs)
+        # Backward needs only p = sigmoid(z). Where the caller hands over P itself (the head keeps it
+        # alive for its own backward anyway), save that instead of z, so z can be freed after the
+        # forward pass: one N x N map less at the peak of training.
+        ctx.from_prior = (prior is not None and prior.shape == z.shape and prior.dtype == z.dtype
+                          and prior.stride() == z.stride())
+        ctx.save_for_backward(prior if ctx.from_prior else z, ycol, yrow, vf, alpha, beta, gamma, inv_pairs)
+        ctx.z_meta = (z.shape, z.stride(), z.dtype, z.device)
         ctx.rows = rows
         ctx.cdtype = cdtype
         ctx.mask_mode = mask_mode
@@ -305,12 +311,13 @@ class _AffinityLossFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
-        z, ycol, yrow, vf, alpha, beta, gamma, inv_pairs = ctx.saved_tensors
+        z, ycol, yrow, vf, alpha, beta, gamma, inv_pairs = ctx.saved_tensors  # z is P when from_prior
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        cdtype, rows, mask_mode = ctx.cdtype, ctx.rows, ctx.mask_mode
+            return None, None, None, None, None, None
+        cdtype, rows, mask_mode, from_prior = ctx.cdtype, ctx.rows, ctx.mask_mode, ctx.from_prior
         B, N, _ = z.shape
-        grad = torch.empty_like(z)  # same strides as z (the transposed view stays transposed)
+        shape, stride, dtype, device = ctx.z_meta
+        grad = torch.empty_strided(shape, stride, dtype=dtype, device=device)  # z's strides (a transposed view stays so)
         with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
             g = gout.to(cdtype)
             u = (vf * (inv_pairs * g))            # unary coefficient per row (0 for ignored rows)
@@ -327,8 +334,12 @@ class _AffinityLossFn(torch.autograd.Function):
                     r1 = min(N, r0 + rows)
                     zc = lay.chunk(zb, r0, r1).to(cdtype)
                     a = lay.row(yrow[b, r0:r1]) == yc
-                    p = torch.sigmoid(zc)
-                    s = torch.sigmoid(-zc).mul_(p)                  # p (1 - p), accurate near p = 1
+                    if from_prior:
+                        p = zc.clone()
+                        s = (1.0 - zc).mul_(zc)                     # p (1 - p) from P, as autograd would
+                    else:
+                        p = torch.sigmoid(zc)
+                        s = torch.sigmoid(-zc).mul_(p)              # p (1 - p), accurate near p = 1
                     ur = lay.row(u[b, r0:r1])
                     # G = u p + s (alpha + gamma) - A (u + s (beta + gamma))
                     out = torch.addcmul(p.mul_(ur), s, lay.row(a_co[b, r0:r1]))
@@ -341,7 +352,7 @@ class _AffinityLossFn(torch.autograd.Function):
                         out.mul_(vcol)
                     lay.chunk(gb, r0, r1).copy_(out)
                     del out, s, p, a, zc
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def _global_coeffs(s_p, s_pa, s_pn, s_a, s_n, valid, inv_rows):
@@ -370,12 +381,15 @@ def _global_coeffs(s_p, s_pa, s_pn, s_a, s_n, valid, inv_rows):
 
 
 def affinity_loss(prior_logits: torch.Tensor, labels_small: torch.Tensor, ignore_index: int = 255,
-                  ignore_mode: str = "class", chunk_rows: int | None = None) -> torch.Tensor:
+                  ignore_mode: str = "class", chunk_rows: int | None = None,
+                  prior: torch.Tensor | None = None) -> torch.Tensor:
     """Chunked Affinity Loss from prior logits (B, N, N) and labels on the prior grid ((B, h, w) or (B, N)).
 
     Labels are compared as values: in "class" mode the ignore label is simply one more value
     (equivalent to the authors' mapping of 255 to ``num_classes``). ``chunk_rows``: rows of the
-    N x N map per chunk (default: a chunk of about 16 MiB in the compute dtype).
+    N x N map per chunk (default: a chunk of about 16 MiB in the compute dtype). ``prior``: the
+    model's P = sigmoid(prior_logits), if it has it; backward then reads p from P (which the head
+    keeps for its own backward) instead of keeping the logits alive. No gradient flows into ``prior``.
     """
     _check_mode(ignore_mode)
     if prior_logits.dim() != 3 or prior_logits.shape[1] != prior_logits.shape[2]:
@@ -385,7 +399,9 @@ def affinity_loss(prior_logits: torch.Tensor, labels_small: torch.Tensor, ignore
     y = _flat_labels(labels_small, prior_logits.shape[1]).to(prior_logits.device)
     if y.shape[0] != prior_logits.shape[0]:
         raise ValueError(f"batch sizes differ: prior_logits {prior_logits.shape[0]}, labels {y.shape[0]}")
-    return _AffinityLossFn.apply(prior_logits, y, int(ignore_index), ignore_mode, chunk_rows)
+    if prior is not None:
+        prior = prior.detach()
+    return _AffinityLossFn.apply(prior_logits, y, int(ignore_index), ignore_mode, chunk_rows, prior)
 
 
 def _grid_of(n: int, prior_size) -> tuple[int, int]:
@@ -419,10 +435,10 @@ class AffinityLoss(nn.Module):
         self.prior_size = prior_size
 
     def forward(self, prior_logits: torch.Tensor, labels: torch.Tensor,
-                prior_size: "int | Sequence[int] | None" = None) -> torch.Tensor:
+                prior_size: "int | Sequence[int] | None" = None, prior: torch.Tensor | None = None) -> torch.Tensor:
         grid = _grid_of(prior_logits.shape[-1], prior_size if prior_size is not None else self.prior_size)
         small = downsample_labels(labels, grid)
-        return affinity_loss(prior_logits, small, self.ignore_index, self.ignore_mode, self.chunk_rows)
+        return affinity_loss(prior_logits, small, self.ignore_index, self.ignore_mode, self.chunk_rows, prior)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
@@ -588,7 +604,7 @@ class CPNetLoss(nn.Module):
             total = total + self.aux_weight * aux
             terms["aux"] = aux.detach()
         if outputs.get("prior_logits") is not None:
-            aff = self.affinity(outputs["prior_logits"], labels)
+            aff = self.affinity(outputs["prior_logits"], labels, prior=outputs.get("prior"))
             total = total + self.affinity_weight * aff
             terms["affinity"] = aff.detach()
         return total, terms

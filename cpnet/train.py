@@ -373,6 +373,7 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
                     raise NonFiniteLoss(f"loss is not finite at iteration {it + 1} "
                                         f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
                                         f"nothing was saved for this iteration. Lower train.lr, or try train.amp=bf16/off")
+                del outputs  # drop the logits and P here: backward keeps what it needs, nothing more
                 scaler.scale(total / accum).backward()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum

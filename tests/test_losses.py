@@ -255,6 +255,28 @@ def test_saves_no_n_by_n_tensor_but_the_logits():
     assert torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("mode", ["class", "mask"])
+def test_prior_given_saves_p_instead_of_the_logits_same_loss_and_gradient(mode):
+    y = rand_labels(2, 6, 6, seed=3)
+    z = rand_logits(2, 36, torch.float64, seed=3, transposed=True).requires_grad_()
+    p = torch.sigmoid(z)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss_p = affinity_loss(z, y, ignore_mode=mode, chunk_rows=5, prior=p)
+    big = [t for t in saved if t.numel() >= 36 * 36]
+    assert len(big) == 1 and big[0].data_ptr() == p.data_ptr()  # P, not z: z may be freed after forward
+    (g_p,) = torch.autograd.grad(loss_p, z, retain_graph=True)
+    loss = affinity_loss(z, y, ignore_mode=mode, chunk_rows=5)
+    (g,) = torch.autograd.grad(loss, z)
+    assert float(loss_p) == float(loss)
+    assert g_p.stride() == z.stride()
+    assert torch.allclose(g_p, g, rtol=1e-9, atol=1e-12)
+    # a P of another layout is not used (the logits are saved as before)
+    loss_c = affinity_loss(z, y, ignore_mode=mode, prior=p.contiguous())
+    (g_c,) = torch.autograd.grad(loss_c, z)
+    assert torch.allclose(g_c, g, rtol=1e-9, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- edge cases
 
 
