@@ -247,11 +247,17 @@ def test_bad_data_skip_and_collate(tmp_path):
     assert sum(b[2] for b in loader) == 5
 
 
-def test_bad_sample_error_pickles():
-    import pickle
-
-    e = pickle.loads(pickle.dumps(BadSampleError("/x/y.png", "mask not found")))
-    assert isinstance(e, BadSampleError) and str(e) == "/x/y.png: mask not found"
+def test_bad_sample_error_from_a_worker_process_stays_one_line(tmp_path):
+    # DataLoader workers send the exception to the main process, which re-raises it as exc_type(traceback text)
+    root = make_folder(tmp_path / "f", {"a": _label([0, 1, 2])})
+    victim = root / "images" / "train" / "a.png"
+    victim.write_bytes(b"not an image")
+    ds = FolderDataset(root, "train", transform=TrainTransform(16, scale_range=(1.0, 1.0)), on_bad_data="stop")
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_skip)
+    with pytest.raises(BadSampleError) as info:
+        list(loader)
+    assert str(info.value).startswith(str(victim)) and "\n" not in str(info.value)
+    assert info.value.path == str(victim)
 
 
 # --------------------------------------------------------------------------- transforms

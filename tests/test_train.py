@@ -127,6 +127,10 @@ def test_skip_bad_training_data_counts(tmp_path, synth, capsys):
     victim.write_bytes(b"not an image")
     assert run_train(tmp_path / "stop", data, "train.iters=4", "train.val_interval=1000") == 2
     assert victim.name in capsys.readouterr().err
+    # the same from a DataLoader worker process: still one line naming the file, no traceback
+    assert run_train(tmp_path / "stop_w", data, "train.iters=4", "train.val_interval=1000", "data.num_workers=1") == 2
+    err = capsys.readouterr().err
+    assert victim.name in err and err.count("\n") == 1 and "Traceback" not in err
     assert run_train(tmp_path / "skip", data, "train.iters=4", "train.val_interval=1000", "--on-bad-data", "skip") == 0
     assert "skipped" in capsys.readouterr().out
 

@@ -39,7 +39,14 @@ cv2.setNumThreads(0)
 class BadSampleError(UserError):
     """One sample cannot be used; the message names the file and what is wrong with it."""
 
-    def __init__(self, path: "str | os.PathLike", reason: str):
+    def __init__(self, path: "str | os.PathLike", reason: str | None = None):
+        if reason is None:
+            # A DataLoader worker's exception is re-raised in the main process as exc_type(text), the text
+            # being "Caught BadSampleError in DataLoader worker process N. Original Traceback ...": keep the
+            # type (so the CLIs print one line, not a traceback) and recover "path: reason" from its last line.
+            last = [line for line in str(path).strip().splitlines() if line.strip()][-1:] or [""]
+            text = last[0].split("BadSampleError: ", 1)[-1]
+            path, _, reason = text.partition(": ")
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
