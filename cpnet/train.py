@@ -463,6 +463,10 @@ def main(argv=None) -> int:
         if d.device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
         result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress)
+        if d.enabled:
+            # rank 0 may still be writing checkpoints and TensorBoard: tear the process group down together,
+            # or gloo can abort a rank that leaves while its peer still holds the connection
+            dist.barrier()
         if d.main:
             print(f"done: {result['iter']} iterations, best val mIoU {result['best_miou']:.2f}; checkpoints in {work_dir}")
         return 0
