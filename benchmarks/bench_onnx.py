@@ -112,15 +112,9 @@ def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, thre
 
 
 def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+    from cpnet.runtime.ort import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return make_session(path, threads=threads)
 
 
 def time_variants(runners: dict, warmup: int, runs: int, rounds: int = 2) -> dict[str, list[float]]:

@@ -18,7 +18,7 @@ newer than its parent (--force redoes them):
    most --fallback-rounds times.
 
 Then every variant is evaluated with ``cpnet.evaluate.evaluate_model`` (the
-config's eval settings; the ONNX variants through ``cpnet.onnx_runtime.OnnxModel``
+config's eval settings; the ONNX variants through ``cpnet.runtime.ort.OnnxModel``
 on the CPU) and a table of mIoU, drift vs PyTorch and drift vs ONNX FP32 is
 printed with the targets: ONNX FP32 == PyTorch within 0.01 point, FP16 drift
 <= 0.1, INT8 drift <= 0.5 for both flavours (drifts of the reduced-precision
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     from cpnet.checkpoint import config_of, load_checkpoint
     from cpnet.data import build_dataset
     from cpnet.export import export_checkpoint
-    from cpnet.io import UserError
+    from cpnet.runtime import UserError
     from cpnet.models import CPNet
-    from cpnet.onnx_runtime import OnnxModel
+    from cpnet.runtime.ort import OnnxModel
     from quantize.fp16 import convert_fp16
     from quantize.int8 import quantize_int8
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, from_dict
-from .io import UserError, atomic_torch_save, read_manifest, sha256_file, versions, write_manifest
+from .runtime import UserError, atomic_torch_save, read_manifest, sha256_file, versions, write_manifest
 
 CKPT_DIR = "checkpoints"
 _ITER_RE = re.compile(r"iter_(\d+)\.pt$")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .checkpoint import config_of, load_checkpoint
 from .config import Config, ConfigError
 from .inference import predict_probs, torch_infer_fn
-from .io import UserError, atomic_write_json
+from .runtime import UserError, atomic_write_json
 from .metrics import ConfusionMatrix, format_table
 
 

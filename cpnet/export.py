@@ -10,7 +10,7 @@ TorchScript exporter at a fixed input (1, 3, S, S) named ``image`` to logits
 with onnxslim when that shrinks it without changing its outputs.
 
 Before the file is moved into place, validation images (whole image resized
-to S x S and normalised by :mod:`cpnet.preprocess`, as at inference) are run
+to S x S and normalised by :mod:`cpnet.runtime.preprocess`, as at inference) are run
 through the eval-mode PyTorch model and through ONNX Runtime; the export fails
 (exit 1, nothing written) when the largest logit difference exceeds --atol or
 the argmax agreement is below --min-agreement. ``--parity random`` checks on
@@ -36,7 +36,7 @@ import torch
 
 from .checkpoint import config_of, load_checkpoint
 from .config import Config, ConfigError
-from .io import UserError, sha256_file, versions, write_manifest
+from .runtime import UserError, sha256_file, versions, write_manifest
 
 DEFAULT_OPSET = 17
 TWO_GB = 2 * 1024 ** 3
@@ -112,15 +112,9 @@ def name_nodes(model) -> None:
 
 
 def _ort_run(model_or_path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    import onnxruntime as ort
+    from .runtime.ort import make_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    src = model_or_path if isinstance(model_or_path, (str, Path)) else model_or_path.SerializeToString()
-    sess = ort.InferenceSession(str(src) if isinstance(src, Path) else src, sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    sess = make_session(model_or_path, threads=threads)
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
@@ -177,7 +171,7 @@ def _save_onnx(model, path: Path) -> None:
 def parity_inputs(cfg: Config, manifest: dict, num_images: int, data_root: str | None, split: str | None,
                   source: str = "data"):
     """(list of (1, 3, H, W) float32 inputs, description) for the parity check."""
-    from .preprocess import preprocess
+    from .runtime.preprocess import preprocess
 
     if source == "random":
         rng = np.random.default_rng(0)
@@ -212,11 +206,12 @@ def parity_inputs(cfg: Config, manifest: dict, num_images: int, data_root: str |
 def check_parity(model: torch.nn.Module, onnx_path: Path, inputs, atol: float, min_agreement: float,
                  threads: int | None = None) -> dict:
     """Run ``inputs`` through the eval-mode torch model and ONNX Runtime; the numbers for the manifest."""
-    from .onnx_runtime import make_session
+    from .runtime.compare import Comparison
+    from .runtime.ort import make_session
 
     sess = make_session(onnx_path, threads=threads)
     name = sess.get_inputs()[0].name
-    max_diff, max_logit, agree, total = 0.0, 0.0, 0, 0
+    result = Comparison()
     model.eval()
     with torch.no_grad():
         for x in inputs:
@@ -224,12 +219,8 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs, atol: float, m
             out = sess.run(None, {name: x})[0].astype(np.float32)
             if out.shape != ref.shape:
                 raise ParityError(f"{onnx_path.name}: ONNX output shape {out.shape} != PyTorch {ref.shape}")
-            max_diff = max(max_diff, float(np.abs(out - ref).max()))
-            max_logit = max(max_logit, float(np.abs(ref).max()))
-            agree += int((out.argmax(1) == ref.argmax(1)).sum())
-            total += ref.shape[0] * ref.shape[2] * ref.shape[3]
-    return {"images": len(inputs), "max_abs_diff": max_diff, "max_abs_logit": max_logit,
-            "argmax_agreement": agree / max(total, 1), "atol": float(atol), "min_agreement": float(min_agreement)}
+            result.update(out, ref)
+    return {**result.metrics(), "atol": float(atol), "min_agreement": float(min_agreement)}
 
 
 def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None, opset: int = DEFAULT_OPSET,
@@ -318,10 +309,10 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
 
         stats = check_parity(model, staged, inputs, atol, min_agreement, threads)
         stats["source"] = source
-        if stats["max_abs_diff"] > atol or stats["argmax_agreement"] < min_agreement:
+        if stats["max_abs"] > atol or stats["agreement"] < min_agreement:
             raise ParityError(
                 f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
-                f"{stats['max_abs_diff']:.3g} (atol {atol:g}), argmax agreement {stats['argmax_agreement']:.5f} "
+                f"{stats['max_abs']:.3g} (atol {atol:g}), argmax agreement {stats['agreement']:.5f} "
                 f"(min {min_agreement:g}); {out} not written")
         manifest["sha256"] = sha256_file(staged)
         manifest["export"] = {
@@ -341,8 +332,8 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     mb = out.stat().st_size / 2 ** 20
     log(f"wrote {out} ({mb:.1f} MiB, {len(onnx_model.graph.node)} nodes, opset {opset}; rewrites: {', '.join(deploy.rewrites)}; "
         f"{note})")
-    log(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs_diff']:.2e}, "
-        f"argmax agreement {100 * stats['argmax_agreement']:.3f}% [{time.perf_counter() - t0:.1f} s]")
+    log(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs']:.2e}, "
+        f"argmax agreement {100 * stats['agreement']:.3f}% [{time.perf_counter() - t0:.1f} s]")
     return out, {"schema": 1, **manifest}
 
 

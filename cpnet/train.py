@@ -36,7 +36,7 @@ import yaml
 
 from .checkpoint import iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, load_config
-from .io import UserError, atomic_write_json, atomic_write_text, manifest_path
+from .runtime import UserError, atomic_write_json, atomic_write_text, manifest_path
 from .losses import build_loss
 
 

@@ -11,17 +11,17 @@
 ``engines.open(path, backend=None, **options)`` picks the backend from the path
 (``backend=`` overrides it) and passes the options on: torch takes device,
 precision, channels_last, threads; onnxruntime takes providers, threads;
-tensorrt takes verbose. See engines/base.py for the interface.
+tensorrt takes verbose. See cpnet/runtime/backend.py for the interface.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 from .backends import BACKENDS, backend_class
-from .base import Backend
+from cpnet.runtime.backend import Backend
 
 __all__ = ["open", "backend_for", "Backend", "BACKENDS"]
 

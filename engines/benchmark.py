@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
     else:
         sys.path.insert(0, _root)
 
-from cpnet.io import UserError, atomic_write_json  # noqa: E402
+from cpnet.runtime import UserError, atomic_write_json  # noqa: E402
 
 ROW_MARKER = "BENCHMARK_ROW "
 COLUMNS = [("artifact", "artifact", "{}"), ("backend", "backend", "{}"), ("batch", "B", "{}"),
@@ -80,7 +80,7 @@ def make_input(manifest: dict, batch: int, seed: int = 0, image: str | None = No
     if image:
         import cv2
 
-        from cpnet.preprocess import preprocess
+        from cpnet.runtime.preprocess import preprocess
 
         bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
         if bgr is None:

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
     else:
         sys.path.insert(0, _root)
 
-from cpnet.io import UserError, atomic_write_bytes, read_manifest, sha256_file, versions, write_manifest  # noqa: E402
+from cpnet.runtime import UserError, atomic_write_bytes, read_manifest, sha256_file, versions, write_manifest  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
 

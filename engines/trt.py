@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt] with NVIDIA's package index; "
                 "on a Jetson: JetPack's TensorRT in a venv made with --system-site-packages (see README)")

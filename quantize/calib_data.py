@@ -16,10 +16,10 @@
   training split, else its validation split), at ``data_root`` if given.
 
 Images are read one at a time (the iterator holds one image), resized and
-normalised by :func:`cpnet.preprocess.preprocess` from the manifest. When more
+normalised by :func:`cpnet.runtime.preprocess.preprocess` from the manifest. When more
 images exist than ``num_images``, a subset is drawn deterministically from
 ``seed``. Unreadable files are skipped with a warning; a source with no
-readable image is a one-line :class:`~cpnet.io.UserError`.
+readable image is a one-line :class:`~cpnet.runtime.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 log = logging.getLogger("quantize.calib_data")
 
@@ -163,7 +163,7 @@ def iter_calibration_images(source, manifest: Mapping, num_images: int, data_roo
 
 def _generate(src: CalibrationSource, ordered: list[Path], manifest: Mapping, num_images: int):
     from cpnet.data.base import BadSampleError, read_image
-    from cpnet.preprocess import preprocess
+    from cpnet.runtime.preprocess import preprocess
 
     done = bad = 0
     for path in ordered:

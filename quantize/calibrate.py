@@ -37,7 +37,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from cpnet.io import UserError, atomic_path
+from cpnet.runtime import UserError, atomic_path
+from cpnet.runtime.ort import make_session
 
 CACHE_FORMAT = 1
 NUM_BINS = 2048          # histogram bins over [-T, T]; even
@@ -289,7 +290,6 @@ def collect(model_path: "str | Path", images: Iterable[np.ndarray], total: int |
             desc: str = "calibrate") -> RangeStats:
     """Run ``images`` (preprocessed (1, 3, H, W) float32 arrays) through the model once; return the statistics."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(model_path))
     tensors = calibration_tensors(model)
@@ -314,12 +314,7 @@ def collect(model_path: "str | Path", images: Iterable[np.ndarray], total: int |
         aug = Path(tmp) / "augmented.onnx"
         onnx.save(model, str(aug))
         del model
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor observable
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        sess = ort.InferenceSession(str(aug), sess_options=so, providers=["CPUExecutionProvider"])
+        sess = make_session(aug, threads=threads, optimization="none")  # keep every tensor observable
         it = images
         bar = None
         if progress:

@@ -46,7 +46,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from cpnet.export import name_nodes
-from cpnet.io import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
+from cpnet.runtime import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
+from cpnet.runtime.compare import Comparison
+from cpnet.runtime.ort import make_session
 
 FP16_MAX = 65504.0
 DEFAULTS = {"num_images": 8, "max_drift": 0.02, "min_agreement": 0.999, "max_rounds": 4, "nodes_per_round": 2,
@@ -202,20 +204,6 @@ def _exposed(model, names: Sequence[str], info):
     return m
 
 
-def _session(model_or_bytes, threads: int | None, optimization: str = "all"):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                   "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
-    data = model_or_bytes if isinstance(model_or_bytes, bytes) else model_or_bytes.SerializeToString()
-    return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
-
-
 # --------------------------------------------------------------------------- measurements
 
 
@@ -225,7 +213,7 @@ def tensor_ranges(model, info, inputs, threads=None) -> dict[str, float]:
     in_name = model.graph.input[0].name
     ranges: dict[str, float] = {}
     for group in _groups(names, info, _EXPOSE_BUDGET):
-        sess = _session(_exposed(model, group, info), threads, "none")
+        sess = make_session(_exposed(model, group, info), threads, optimization="none")
         outs = [o.name for o in sess.get_outputs()]
         for x in inputs:
             for name, value in zip(outs, sess.run(outs, {in_name: x})):
@@ -246,8 +234,8 @@ def tensor_errors(fp32, fp32_info, fp16, fp16_info, inputs, threads=None) -> dic
     in_name = fp32.graph.input[0].name
     errors: dict[str, float] = {}
     for group in _groups(names, fp32_info, _EXPOSE_BUDGET, copies=2):
-        s32 = _session(_exposed(fp32, group, fp32_info), threads, "none")
-        s16 = _session(_exposed(fp16, group, fp16_info), threads, "none")
+        s32 = make_session(_exposed(fp32, group, fp32_info), threads, optimization="none")
+        s16 = make_session(_exposed(fp16, group, fp16_info), threads, optimization="none")
         for x in inputs:
             a = dict(zip([o.name for o in s32.get_outputs()], s32.run(None, {in_name: x})))
             b = dict(zip([o.name for o in s16.get_outputs()], s16.run(None, {in_name: x})))
@@ -264,19 +252,12 @@ def tensor_errors(fp32, fp32_info, fp16, fp16_info, inputs, threads=None) -> dic
 
 def logit_drift(fp16_model, ref_files: Sequence[Path], inputs, threads=None) -> dict:
     """Drift of the FP16 model's logits from the stored FP32 logits (as deployed: ORT's full optimisation)."""
-    sess = _session(fp16_model, threads)
+    sess = make_session(fp16_model, threads)
     in_name = sess.get_inputs()[0].name
-    max_abs, max_logit, agree, total = 0.0, 0.0, 0, 0
+    result = Comparison()
     for x, ref_file in zip(inputs, ref_files):
-        ref = np.load(ref_file)
-        out = np.asarray(sess.run(None, {in_name: x})[0], np.float32)
-        d = np.abs(out - ref)
-        max_abs = max(max_abs, float(d.max()) if np.isfinite(d).all() else float("inf"))
-        max_logit = max(max_logit, float(np.abs(ref).max()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
-        total += ref.shape[0] * int(np.prod(ref.shape[2:]))
-    return {"max_abs": max_abs, "max_rel": max_abs / max(max_logit, 1e-12), "max_abs_logit": max_logit,
-            "argmax_agreement": agree / max(total, 1)}
+        result.update(sess.run(None, {in_name: x})[0], np.load(ref_file))
+    return result.metrics()
 
 
 def convert(model, block: Iterable[str]):
@@ -324,7 +305,6 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest)."""
     import onnx
 
-    from cpnet.onnx_runtime import make_session
 
     from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
 
@@ -393,7 +373,7 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     rounds = []
     with tempfile.TemporaryDirectory(prefix="cpnet_fp16_") as tmp:
         ref_files = []
-        ref_sess = _session(model, threads)
+        ref_sess = make_session(model, threads)
         in_name = ref_sess.get_inputs()[0].name
         for i, x in enumerate(inputs):
             f = Path(tmp) / f"ref_{i}.npy"
@@ -404,12 +384,12 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
         for r in range(max_rounds + 1):
             fp16 = convert(model, reasons)
             drift = logit_drift(fp16, ref_files, inputs, threads)
-            met = drift["argmax_agreement"] >= min_agreement and drift["max_rel"] <= max_drift
+            met = drift["agreement"] >= min_agreement and drift["max_rel"] <= max_drift
             rounds.append({"round": r, "fp32_nodes": len(reasons), **drift})
             log(f"round {r}: {len(reasons)} FP32 node(s); max |logit drift| {drift['max_abs']:.3g} "
                 f"({100 * drift['max_rel']:.2f}% of max |logit|), argmax agreement "
-                f"{100 * drift['argmax_agreement']:.3f}%")
-            score = (met, drift["argmax_agreement"], -drift["max_rel"], -len(reasons))
+                f"{100 * drift['agreement']:.3f}%")
+            score = (met, drift["agreement"], -drift["max_rel"], -len(reasons))
             if best is None or score > best[0]:
                 best = (score, r, fp16, dict(reasons))
             if met or r == max_rounds:

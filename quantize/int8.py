@@ -70,7 +70,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cpnet.io import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
+from cpnet.runtime import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
+from cpnet.runtime.compare import compare
+from cpnet.runtime.ort import make_session
 
 from . import calibrate as cal
 
@@ -611,16 +613,6 @@ def check_qdq(model, flavour: str) -> list[str]:
 
 # --- measuring drift ----------------------------------------------------------------------------
 
-def make_session(path: "str | Path", threads: int | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-
-
 def run_session(sess, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     name = sess.get_inputs()[0].name
     return [np.asarray(sess.run(None, {name: x})[0], dtype=np.float32) for x in images]
@@ -637,20 +629,14 @@ class Reference:
 
     def compare(self, model_path: "str | Path") -> tuple[float, float]:
         """(mean |logit - FP32 logit|, % of pixels whose argmax differs from FP32)."""
-        sess = make_session(model_path, self.threads)
-        mad, dis, total = 0.0, 0, 0
-        for x, ref in zip(self.images, self.logits):
-            out = run_session(sess, [x])[0]
-            mad += float(np.abs(out - ref).mean())
-            a, b = out.argmax(1), ref.argmax(1)
-            dis += int((a != b).sum())
-            total += a.size
-        return mad / max(len(self.images), 1), 100.0 * dis / max(total, 1)
+        sess = make_session(model_path, threads=self.threads)
+        result = compare(run_session(sess, self.images), self.logits)
+        return result.mean_abs, result.disagreement_percent
 
 
 def reference(prep: Prepared, eval_images: int = DEFAULT_EVAL_IMAGES, budget_bytes: int = 1 << 30) -> Reference:
     """FP32 logits of the parent model on the first calibration images (bounded by ``budget_bytes``)."""
-    sess = make_session(prep.parent, prep.threads)
+    sess = make_session(prep.parent, threads=prep.threads)
     images, logits, used = [], [], 0
     for x in prep.images(limit=max(1, eval_images)):
         out = run_session(sess, [x])[0]

@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from cpnet.io import UserError, atomic_write_json
+from cpnet.runtime import UserError, atomic_write_json
 
 from . import int8
 

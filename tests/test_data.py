@@ -21,7 +21,7 @@ from cpnet.data import (
     collate_skip,
 )
 from cpnet.data.transforms import EvalTransform, TrainTransform, hflip, photometric_distortion
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 H, W = 32, 64
 

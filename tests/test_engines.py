@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import engines
-from cpnet.io import UserError, read_manifest, write_manifest
+from cpnet.runtime import UserError, read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None

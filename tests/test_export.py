@@ -14,10 +14,10 @@ from conftest import build_tiny_model, randomize_bn
 from cpnet import deploy as deploy_mod
 from cpnet.deploy import (ALL_REWRITES, DeployContextPriorHead, DeployCPNet, fold_aggregation_bn,
                           fold_conv_bn_pairs, fold_inverse_n, fold_inverse_n_into_prior, use_inter_from_sum)
-from cpnet.io import UserError, manifest_path, read_manifest, sha256_file
+from cpnet.runtime import UserError, manifest_path, read_manifest, sha256_file
 from cpnet.models.heads import AggregationModule, ContextPriorHead
-from cpnet.onnx_runtime import OnnxModel
-from cpnet.preprocess import colorize, postprocess, preprocess, preprocess_bgr
+from cpnet.runtime.ort import OnnxModel
+from cpnet.runtime.preprocess import colorize, postprocess, preprocess, preprocess_bgr
 
 torch.set_num_threads(1)
 
@@ -145,7 +145,7 @@ def test_export_round_trip(tiny_onnx, tiny_checkpoint):
     assert m["sha256"] == sha256_file(tiny_onnx)
     par = m["export"]["parity"]
     assert par["source"].startswith("val split of") and par["images"] == 4
-    assert par["max_abs_diff"] <= 1e-3 and par["argmax_agreement"] >= 0.999
+    assert par["max_abs"] <= 1e-3 and par["agreement"] >= 0.999
     assert "inter_from_sum" in m["export"]["rewrites"] and "dynamo=False" in m["export"]["exporter"]
     assert not list(tiny_onnx.parent.glob(".*"))  # no temporary files left
 
@@ -260,7 +260,9 @@ def test_onnx_model_refuses_truncated_corrupt_and_manifestless_files(tiny_onnx, 
 
     garbage = _copy_with_manifest(tiny_onnx, tmp_path / "garbage.onnx")
     garbage.write_bytes(b"this is not a protobuf" * 10)
-    assert "not a valid ONNX model" in _one_line_error(garbage)
+    # the checksum is checked before the file is parsed: nothing unverified reaches the ONNX parser
+    assert "sha256 differs" in _one_line_error(garbage)
+    assert "not a valid ONNX model" in _one_line_error(garbage, verify=False)
 
     flipped = _copy_with_manifest(tiny_onnx, tmp_path / "flipped.onnx")
     flipped.write_bytes(data[:-200] + bytes(b ^ 0xFF for b in data[-200:-100]) + data[-100:])
@@ -268,7 +270,7 @@ def test_onnx_model_refuses_truncated_corrupt_and_manifestless_files(tiny_onnx, 
 
     lonely = tmp_path / "lonely.onnx"
     shutil.copy(tiny_onnx, lonely)
-    assert "cpnet.export" in _one_line_error(lonely)
+    assert "cpnet export" in _one_line_error(lonely)
     assert "not found" in _one_line_error(tmp_path / "absent.onnx")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpnet.io import read_manifest, sha256_file
+from cpnet.runtime import read_manifest, sha256_file
 from quantize import calibrate, int8, sensitivity
 
 torch.set_num_threads(1)
@@ -143,7 +143,7 @@ def test_manifest_records_calibration_and_lineage(quantized, calib_dir):
 
 
 def test_int8_files_run_in_ort_and_agree_with_fp32(quantized, calib_dir):
-    from cpnet.onnx_runtime import OnnxModel
+    from cpnet.runtime.ort import OnnxModel
     from quantize.calib_data import iter_calibration_images
 
     fp32 = OnnxModel(quantized["model"], threads=1)
@@ -355,7 +355,7 @@ def test_entropy_range_keeps_an_offset_distribution():
 
 
 def test_corrupt_ranges_file_is_a_user_error(tmp_path):
-    from cpnet.io import UserError
+    from cpnet.runtime import UserError
 
     bad = tmp_path / "r.npz"
     bad.write_bytes(b"not a zip")

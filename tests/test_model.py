@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cpnet.config import ModelConfig, load_config, named_configs
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 from cpnet.models.cpnet import CPNet
 from cpnet.models.heads import ContextPriorHead
 from cpnet.models.resnet import ResNet

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpnet.io import UserError, read_manifest, write_manifest
+from cpnet.runtime import UserError, read_manifest, write_manifest
 from engines import trt as trtlayer
 from engines.build_engine import default_output
 
@@ -297,7 +297,7 @@ def engines_built(onnx_files):
 def _inputs(onnx_files, manifest):
     import cv2
 
-    from cpnet.preprocess import preprocess
+    from cpnet.runtime.preprocess import preprocess
 
     xs = [preprocess(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), manifest) for p in onnx_files["images"]]
     rng = np.random.default_rng(0)

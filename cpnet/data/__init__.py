@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 from .ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataset
 from .base import BadSampleError, SegmentationDataset, collate_skip, read_image, read_mask

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 log = logging.getLogger("cpnet.data")
 

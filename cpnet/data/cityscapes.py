@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cpnet.data.base import BadSampleError, SegmentationDataset, _fmt_values, require_dir
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 
 def _label_table():

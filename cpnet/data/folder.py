@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from cpnet.data.base import IMAGE_EXTENSIONS, SegmentationDataset, default_palette
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from cpnet.data.ade20k import reduce_zero_label
 from cpnet.data.base import SegmentationDataset, require_dir
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 PASCAL_CONTEXT_CLASSES = (
     'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle',

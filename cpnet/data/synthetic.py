@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 import yaml
 
-from cpnet.io import UserError, atomic_write_text
+from cpnet.runtime import UserError, atomic_write_text
 
 SYNTHETIC_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("sky", (70, 130, 180)),

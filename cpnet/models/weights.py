@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
 _PREFIXES = ("module.", "backbone.")
 _WRAPPERS = ("state_dict", "model", "backbone")
@@ -105,7 +105,7 @@ def load_backbone_weights(model_or_backbone: nn.Module, path: "str | Path") -> d
     """Load a ResNet checkpoint into ``model.backbone`` (or a bare backbone).
 
     Returns ``{"loaded": n, "missing": [...], "unexpected": [...]}``. Raises
-    :class:`~cpnet.io.UserError` before changing any weight if a backbone
+    :class:`~cpnet.runtime.errors.UserError` before changing any weight if a backbone
     tensor is missing from the file, a shape differs, or the file holds
     blocks the backbone does not have (a deeper ResNet). Other unexpected keys
     are ignored with a warning.

@@ -1,4 +1,4 @@
-"""Backends behind engines.base.Backend: torch (checkpoints), onnxruntime (ONNX files), tensorrt (engines).
+"""Backends behind cpnet.runtime.backend.Backend: torch (checkpoints), onnxruntime (ONNX files), tensorrt (engines).
 
 Each module is imported only when its backend is opened, so a machine without
 TensorRT (or PyCUDA) can still use the other two.
@@ -10,7 +10,7 @@ import importlib
 
 BACKENDS = {
     "torch": ("engines.backends.torch_backend", "TorchBackend"),
-    "onnxruntime": ("engines.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "onnxruntime": ("cpnet.runtime.ort", "OnnxModel"),
     "tensorrt": ("engines.backends.tensorrt_backend", "TensorRTBackend"),
 }
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cpnet.io import UserError, read_manifest
+from cpnet.runtime import UserError, read_manifest
 
 from .. import trt as trtlayer
-from ..base import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend, as_numpy_batch
 
 
 class _Buffer:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpnet.io import UserError
+from cpnet.runtime import UserError
 
-from ..base import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend, as_numpy_batch
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -45,7 +45,7 @@ class TorchBackend(Backend):
         import torch
 
         from cpnet.checkpoint import config_of, load_checkpoint, resolve_checkpoint
-        from cpnet.io import read_manifest
+        from cpnet.runtime import read_manifest
         from cpnet.models import build_model
 
         precision = str(precision).lower()

@@ -1,4 +1,4 @@
-"""Atomic writes, manifests and hashing shared by every stage.
+"""Atomic writes and hashing shared by every stage.
 
 Every artifact (checkpoint, ONNX file, engine, report) is written to a
 temporary file in the same folder and renamed over the target, so a crash or a
@@ -16,11 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-MANIFEST_SCHEMA = 1
-
-
-class UserError(Exception):
-    """A mistake the user can fix (bad path, bad file, bad option): shown as one line, no traceback."""
 
 
 @contextlib.contextmanager
@@ -78,48 +73,3 @@ def sha256_file(path: "str | Path", chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def manifest_path(artifact: "str | Path") -> Path:
-    """The manifest sits beside its artifact, named after the whole file name: model.int8.onnx -> model.int8.onnx.json.
-
-    DESIGN.md says "same stem", but model.int8.onnx and the engine built from it,
-    model.int8.engine, share a stem; the full name keeps every manifest distinct.
-    """
-    artifact = Path(artifact)
-    return artifact.with_name(artifact.name + ".json")
-
-
-def read_manifest(artifact: "str | Path", required: bool = True) -> dict | None:
-    path = manifest_path(artifact)
-    if not path.exists():
-        if required:
-            raise UserError(f"{path}: manifest not found beside {Path(artifact).name}; re-create the artifact with the cpnet tool that made it")
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e}); re-create the artifact") from None
-    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
-        raise UserError(f"{path}: not a cpnet manifest of schema {MANIFEST_SCHEMA}")
-    return data
-
-
-def write_manifest(artifact: "str | Path", manifest: dict) -> Path:
-    manifest = {"schema": MANIFEST_SCHEMA, **manifest}
-    path = manifest_path(artifact)
-    atomic_write_json(path, manifest)
-    return path
-
-
-def versions() -> dict:
-    """Versions of the libraries that made an artifact (those that are importable)."""
-    out = {}
-    for name in ("torch", "onnx", "onnxruntime", "tensorrt", "numpy"):
-        try:
-            mod = __import__(name)
-            out[name] = getattr(mod, "__version__", "unknown")
-        except Exception:
-            pass
-    return out

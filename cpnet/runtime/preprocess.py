@@ -1,7 +1,7 @@
 """Pre- and post-processing for deployed models: the one place, driven by a manifest.
 
 Every backend (PyTorch checkpoint, ONNX Runtime, TensorRT) takes the same
-input, made here from the artifact's manifest (DESIGN.md §1, §4), so a
+input, made here from the artifact's manifest (docs/architecture.md), so a
 deployed model sees exactly what the parity and drift checks fed it:
 
 - ``input_size`` [H, W]: the model input; the whole image is resized to it
@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from .visualize import colorize  # noqa: F401  (re-exported: the one colouriser)
+from .draw import colorize  # noqa: F401  (re-exported: the one colouriser)
 
 __all__ = ["colorize", "input_size_of", "postprocess", "preprocess", "preprocess_bgr"]
 
@@ -100,18 +100,32 @@ def postprocess(logits, out_size: Sequence[int]) -> np.ndarray:
     Returns uint8 for up to 256 classes, else int32. A batch (N, C, h, w) with
     N > 1 gives (N, H, W).
     """
-    import torch
-    import torch.nn.functional as F
-
-    t = logits if isinstance(logits, torch.Tensor) else torch.from_numpy(np.asarray(logits))
-    t = t.detach().float().cpu()
-    if t.dim() == 3:
-        t = t.unsqueeze(0)
-    if t.dim() != 4:
+    if hasattr(logits, "detach"):  # a torch tensor, without importing torch here
+        logits = logits.detach().float().cpu().numpy()
+    t = np.asarray(logits, dtype=np.float32)
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4:
         raise ValueError(f"expected logits of shape (N, C, h, w), got {tuple(t.shape)}")
     h, w = (int(v) for v in out_size)
-    if tuple(t.shape[-2:]) != (h, w):
-        t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-    labels = t.argmax(1).numpy()
+    labels = np.stack([resize_logits(x, (h, w)).argmax(0) for x in t])
     labels = labels.astype(np.uint8 if t.shape[1] <= 256 else np.int32)
     return labels[0] if labels.shape[0] == 1 else labels
+
+
+def resize_logits(chw: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """(C, h, w) float32 -> (C, H, W), bilinear with half-pixel centres (torch's ``align_corners=False``).
+
+    OpenCV's INTER_LINEAR samples the same points as torch's bilinear resize
+    without antialiasing; it takes at most 512 channels at once, so wider
+    logits go in slices.
+    """
+    h, w = (int(v) for v in size)
+    if chw.shape[1:] == (h, w):
+        return chw
+    out = np.empty((chw.shape[0], h, w), np.float32)
+    for s in range(0, chw.shape[0], 512):
+        part = np.ascontiguousarray(chw[s:s + 512].transpose(1, 2, 0))
+        r = cv2.resize(part, (w, h), interpolation=cv2.INTER_LINEAR)
+        out[s:s + 512] = r.reshape(h, w, -1).transpose(2, 0, 1)
+    return out

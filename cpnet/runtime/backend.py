@@ -4,7 +4,7 @@
         logits = m.infer(batch)                         # (N, 3, H, W) float32 -> (N, C, H, W) float32
         labels = m.segment(image_rgb)                   # (h, w, 3) uint8 RGB -> (h, w) label map
 
-Pre- and post-processing live in ``cpnet.preprocess`` and are driven by the
+Pre- and post-processing live in ``cpnet.runtime.preprocess`` and are driven by the
 artifact's manifest (input size, mean/std, classes, palette), so every backend
 segments an image the same way.
 """
@@ -34,12 +34,9 @@ class Backend(abc.ABC):
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the model input."""
-        size = self.manifest.get("input_size")
-        if not size:
-            raise ValueError(f"{self.path}: the manifest has no input_size")
-        if isinstance(size, int):
-            return (size, size)
-        return (int(size[0]), int(size[1]))
+        from .preprocess import input_size_of
+
+        return input_size_of(self.manifest)
 
     @property
     def classes(self) -> list[str]:
@@ -53,6 +50,13 @@ class Backend(abc.ABC):
     def precision(self) -> str:
         return str(self.manifest.get("precision", "fp32"))
 
+    @property
+    def num_classes(self) -> int:
+        classes = self.manifest.get("classes")
+        if classes:
+            return len(classes)
+        return int((self.manifest.get("output") or {}).get("classes") or 0)
+
     # --- inference -----------------------------------------------------------------------
     @abc.abstractmethod
     def infer(self, batch: Any) -> np.ndarray:
@@ -60,17 +64,15 @@ class Backend(abc.ABC):
 
     def __call__(self, batch: Any):
         """An ``InferFn`` for cpnet.inference: torch in, torch out (numpy in, numpy out)."""
-        try:
+        if hasattr(batch, "detach"):  # a torch tensor, without importing torch on the deploy side
             import torch
-        except ImportError:  # pragma: no cover - torch is a hard dependency of cpnet
-            torch = None
-        if torch is not None and isinstance(batch, torch.Tensor):
+
             return torch.from_numpy(self.infer(batch.detach().cpu().numpy()))
         return self.infer(batch)
 
     def segment(self, image_rgb: np.ndarray) -> np.ndarray:
         """Label map (h, w) for an RGB uint8 image (h, w, 3), pre/post-processed as the manifest says."""
-        from cpnet.preprocess import postprocess, preprocess
+        from .preprocess import postprocess, preprocess
 
         x = preprocess(image_rgb, self.manifest)
         logits = self.infer(x)
@@ -103,13 +105,8 @@ class Backend(abc.ABC):
 
 def as_numpy_batch(batch: Any) -> np.ndarray:
     """A contiguous float32 NCHW numpy array from numpy or torch input (a single CHW image gets N=1)."""
-    try:
-        import torch
-
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if hasattr(batch, "detach"):  # a torch tensor
+        batch = batch.detach().cpu().float().numpy()
     arr = np.asarray(batch)
     if arr.ndim == 3:
         arr = arr[None]

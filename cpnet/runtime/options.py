@@ -1,0 +1,32 @@
+"""The small option records library functions take instead of long keyword lists.
+
+The front door's argument groups (:mod:`cpnet.cli.args`) build these from the
+command line, so a flag is defined once and every command reads it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how a model runs: ``device`` (auto|cpu|cuda|cuda:N, for torch), ``threads`` (CPU
+    intra-op threads; None = the library's choice), ``providers`` (ONNX Runtime providers or the aliases
+    cpu, cuda, tensorrt; empty = CPU), ``progress`` (progress bars on a terminal)."""
+
+    device: str = "auto"
+    threads: int | None = None
+    providers: tuple[str, ...] = ()
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Which images calibrate or check a reduced-precision model: ``data`` (a folder of images or a
+    config name/YAML), ``data_root`` (the dataset root for a config), ``num_images`` and ``seed``."""
+
+    data: str | None = None
+    data_root: str | None = None
+    num_images: int = 32
+    seed: int = 0

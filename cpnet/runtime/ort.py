@@ -1,0 +1,192 @@
+"""ONNX Runtime: the one session factory and the one runner for every ONNX file cpnet makes.
+
+    with OnnxModel("runs/q/export/model.onnx") as m:        # FP32, FP16 or INT8
+        logits = m.infer(preprocess(image, m.manifest))     # numpy (1, C, H, W) float32
+        labels = m.segment(image_rgb)                       # (h, w) label map
+
+:func:`make_session` is the only place an ``onnxruntime.InferenceSession`` is
+made (threads, providers, optimisation level, a one-line error for a bad file);
+:class:`OnnxModel` is the ``onnxruntime`` backend of :func:`engines.open`. The
+manifest beside the file (``model.onnx.json``) is required: it carries the input
+size, normalisation, classes and precision that pre/post-processing and the
+reports need, and the sha256 the file is checked against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backend import Backend, as_numpy_batch
+from .errors import UserError, first_line
+from .files import sha256_file
+from .manifest import read_manifest
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def provider_list(providers) -> list[str]:
+    """'cuda,cpu', a list or None -> a list of names (aliases resolved by :func:`resolve_providers`)."""
+    if not providers:
+        return []
+    if isinstance(providers, str):
+        return [p.strip() for p in providers.split(",") if p.strip()]
+    return list(providers)
+
+
+def resolve_providers(providers: "Sequence[str] | str | None") -> list[str]:
+    """Provider names (aliases cpu/cuda/tensorrt allowed) checked against this onnxruntime; CPU always last."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    out = []
+    for p in provider_list(providers):
+        name = PROVIDER_ALIASES.get(str(p).lower(), str(p))
+        if name not in available:
+            raise UserError(f"onnxruntime provider {p!r} is not available here (available: {', '.join(available)}); "
+                            f"install onnxruntime-gpu for CUDA/TensorRT")
+        if name not in out:
+            out.append(name)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def make_session(model, threads: int | None = None, providers=None, optimization: str = "all",
+                 what: str | None = None):
+    """An onnxruntime.InferenceSession for a file, serialized bytes or an in-memory ``onnx.ModelProto``.
+
+    An unloadable model is one UserError line.
+    ``optimization``: ``"all"`` (ORT's default, for inference), ``"basic"`` or
+    ``"none"`` (to observe the graph's own tensors, e.g. when exposing them for
+    calibration). ``what`` names the model in errors when it is given as bytes.
+    """
+    import onnxruntime as ort
+
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    if not isinstance(model, (bytes, bytearray)):
+        model = Path(model)
+        if not model.is_file():
+            raise UserError(f"{model}: ONNX file not found")
+    name = what or (str(model) if isinstance(model, Path) else "the ONNX model")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[optimization]
+    try:
+        src = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
+        return ort.InferenceSession(src, sess_options=so, providers=resolve_providers(providers))
+    except UserError:
+        raise
+    except Exception as e:  # ORT raises its own Fail / InvalidProtobuf / InvalidGraph types
+        raise UserError(f"{name}: not a valid ONNX model ({first_line(e)}); re-export it "
+                        f"(cpnet export, or cpnet fp16|int8 for reduced-precision files)") from None
+
+
+class OnnxModel(Backend):
+    """An ONNX file + its manifest, run by ONNX Runtime: the ``onnxruntime`` backend.
+
+    ``infer(batch)`` takes a float32 NCHW batch (numpy or torch) of the model's
+    input size and returns float32 logits as numpy; ``model(batch)`` with a torch
+    tensor returns a torch tensor, so the object is an ``InferFn`` for
+    :func:`cpnet.inference.predict_probs` and :func:`cpnet.evaluate.evaluate_model`.
+
+    ``providers``: onnxruntime provider names or the aliases ``cpu``, ``cuda``,
+    ``tensorrt`` (a list or a comma string; default: CPU only); ``threads``:
+    intra-op threads (default: ORT's choice). ``verify``: check the file's sha256
+    against the manifest, so a file changed or cut short after it was made is refused.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: "str | Path", providers=None, threads: int | None = None, verify: bool = True,
+                 **unknown):
+        if unknown:
+            raise UserError(f"onnxruntime backend: unknown option(s) {', '.join(sorted(unknown))} "
+                            f"(known: providers, threads)")
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: ONNX file not found")
+        try:
+            manifest = read_manifest(path, required=True)
+        except UserError as e:
+            if "not found" in str(e):
+                raise UserError(f"{path}: its manifest {path.name}.json is missing; make ONNX files with "
+                                f"cpnet export (FP32) or cpnet fp16|int8, which write it") from None
+            raise
+        if manifest.get("kind", "onnx") != "onnx":
+            raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an ONNX model")
+        super().__init__(str(path), manifest)
+        self.session = None
+        expected = manifest.get("sha256")
+        if verify and expected and sha256_file(path) != expected:
+            raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed or truncated "
+                            f"after it was made); re-export it")
+        self.session = make_session(path, threads=threads, providers=providers)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise UserError(f"{path}: expected one image input, the model has {len(inputs)}")
+        self._input = inputs[0]
+        self.input_name = self._input.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_dtype = _ORT_TYPES.get(self._input.type, np.float32)
+        shape = list(self._input.shape)
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.providers = self.session.get_providers()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        try:
+            return super().input_size
+        except ValueError:
+            h, w = self._input.shape[2:4]
+            return int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return super().num_classes or int(self.session.get_outputs()[0].shape[1])
+
+    def infer(self, batch) -> np.ndarray:
+        """Float32 logits (N, C, H, W) for a preprocessed NCHW batch (numpy or torch)."""
+        if self.session is None:
+            raise RuntimeError(f"{self.path}: the model was closed")
+        x = as_numpy_batch(batch).astype(self.input_dtype, copy=False)
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            if self.fixed_batch != 1:
+                raise ValueError(f"{Path(self.path).name} takes batches of {self.fixed_batch}, got {x.shape[0]}")
+            return np.concatenate([self._run(x[i:i + 1]) for i in range(x.shape[0])], axis=0)
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def describe(self) -> str:
+        short = ",".join(p.replace("ExecutionProvider", "") for p in self.providers)
+        return f"onnxruntime ({short}, {self.precision})"
+
+    def close(self) -> None:
+        self.session = None
+        super().close()
+
+    def __repr__(self) -> str:
+        return (f"OnnxModel({self.path!r}, precision={self.precision}, input={self.input_size}, "
+                f"classes={self.num_classes}, providers={self.providers})")
