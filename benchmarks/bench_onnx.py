@@ -87,6 +87,7 @@ def random_checkpoint(config: str, work: Path, seed: int = 0):
 def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, threads: int, log=print) -> dict:
     """Export and quantize one config; return {variant: onnx path} plus the eager model."""
     from cpnet.export import export_checkpoint
+    from cpnet.runtime.options import RuntimeOptions
     from quantize.fp16 import convert_fp16
     from quantize.int8 import quantize_int8
 
@@ -94,7 +95,7 @@ def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, thre
     out = work / config
     t = time.perf_counter()
     onnx_path, _ = export_checkpoint(ckpt, out / "model.onnx", parity="random", num_parity_images=1,
-                                     threads=threads, log=lambda *a: None)
+                                     runtime=RuntimeOptions(threads=threads))
     log(f"  export {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     fp16_path, _ = convert_fp16(onnx_path, out / "model.fp16.onnx", calib_data=str(calib_dir), num_images=2,

@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     from cpnet.checkpoint import config_of, load_checkpoint
     from cpnet.data import build_dataset
     from cpnet.export import export_checkpoint
+    from cpnet.runtime.options import RuntimeOptions
     from cpnet.runtime import UserError
     from cpnet.models import CPNet
     from cpnet.runtime.ort import OnnxModel
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         fp32 = export_dir / "model.onnx"
         if args.force or not _fresh(fp32, ckpt_path):
             print(f"exporting {ckpt_path} -> {fp32}")
-            export_checkpoint(run, fp32, data_root=data_root, threads=args.threads)
+            export_checkpoint(run, fp32, data_root=data_root, runtime=RuntimeOptions(threads=args.threads))
         fp16 = export_dir / "model.fp16.onnx"
         if args.force or not _fresh(fp16, fp32):
             print(f"FP16 -> {fp16}")

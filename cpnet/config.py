@@ -15,13 +15,15 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .runtime.errors import UserError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user mistake in a config file or override; its message is shown as one line."""
 
 

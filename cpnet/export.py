@@ -22,27 +22,30 @@ need: input size, normalisation, classes, palette, precision, lineage.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .checkpoint import config_of, load_checkpoint
-from .config import Config, ConfigError
-from .runtime import UserError, sha256_file, versions, write_manifest
+from .config import Config
+from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
+from .runtime.log import get_logger
+from .runtime.options import RuntimeOptions
 
 DEFAULT_OPSET = 17
+log = get_logger("export")
 TWO_GB = 2 * 1024 ** 3
 
 
-class ParityError(UserError):
+class ParityError(CheckFailed):
     """ONNX Runtime's outputs differ from PyTorch's beyond the tolerances (exit status 1)."""
 
 
@@ -118,7 +121,7 @@ def _ort_run(model_or_path, x: np.ndarray, threads: int | None = None) -> np.nda
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
-def _simplify(model, size: tuple[int, int], log: Callable[[str], None], threads: int | None = None):
+def _simplify(model, size: tuple[int, int], threads: int | None = None):
     """(model, simplified, note): onnxslim's graph when it is smaller and gives the same outputs, else the input."""
     try:
         import onnxslim
@@ -137,7 +140,7 @@ def _simplify(model, size: tuple[int, int], log: Callable[[str], None], threads:
     except Exception as e:  # noqa: BLE001 - slimming is an optimisation; keep the exported graph
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         note = f"onnxslim failed ({why}); kept the unsimplified graph"
-        log(f"warning: {note}")
+        log.warning(f"{note}")
         return model, False, note
     after = len(slim.graph.node)
     if after >= before:
@@ -149,10 +152,10 @@ def _simplify(model, size: tuple[int, int], log: Callable[[str], None], threads:
         ok = a.shape == b.shape and diff <= 1e-5 * max(1.0, float(np.abs(a).max()))
     except Exception as e:  # noqa: BLE001
         ok, diff = False, float("nan")
-        log(f"warning: the slimmed graph does not run ({str(e).strip().splitlines()[0][:160]})")
+        log.warning(f"the slimmed graph does not run ({str(e).strip().splitlines()[0][:160]})")
     if not ok:
         note = f"onnxslim changed the outputs (max abs diff {diff:.3g}); kept the unsimplified graph"
-        log(f"warning: {note}")
+        log.warning(f"{note}")
         return model, False, note
     return slim, True, f"onnxslim: {before} -> {after} nodes"
 
@@ -223,12 +226,28 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs, atol: float, m
     return {**result.metrics(), "atol": float(atol), "min_agreement": float(min_agreement)}
 
 
-def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None, opset: int = DEFAULT_OPSET,
-                      input_size: "Sequence[int] | int | None" = None, data_root: str | None = None,
-                      num_parity_images: int = 8, atol: float = 1e-3, min_agreement: float = 0.999,
-                      simplify: bool = True, parity: str = "data", split: str | None = None,
-                      threads: int | None = None, inverse_n: str = "prior",
-                      log: Callable[[str], None] = print) -> tuple[Path, dict]:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export: ``opset``; ``input_size`` (H, W) (default 8 x the prior grid); the parity check's
+    images (``parity`` "data" from ``split`` of the dataset at ``data_root``, or "random") and limits
+    (``atol`` in logit units, ``max_disagreement`` in percent of pixels); ``simplify`` with onnxslim;
+    ``inverse_n`` "prior" or "conv" (where the context's 1/N goes)."""
+
+    opset: int = DEFAULT_OPSET
+    input_size: "Sequence[int] | int | None" = None
+    data_root: str | None = None
+    split: str | None = None
+    parity: str = "data"
+    num_parity_images: int = 8
+    atol: float = 1e-3
+    max_disagreement: float = 0.1
+    simplify: bool = True
+    inverse_n: str = "prior"
+
+
+def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None,
+                      options: ExportOptions = ExportOptions(), runtime: RuntimeOptions = RuntimeOptions(),
+                      **overrides) -> tuple[Path, dict]:
     """Export a checkpoint (file or run directory) to ONNX; return (path, manifest).
 
     ``threads``: ONNX Runtime intra-op threads for the checks (default: ORT's choice).
@@ -243,6 +262,11 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     from .deploy import DeployCPNet
     from .models import CPNet
 
+    o = replace(options, **overrides) if overrides else options
+    opset, input_size, data_root, split, parity = o.opset, o.input_size, o.data_root, o.split, o.parity
+    num_parity_images, atol, simplify, inverse_n, threads = (o.num_parity_images, o.atol, o.simplify, o.inverse_n,
+                                                              runtime.threads)
+    min_agreement = 1.0 - o.max_disagreement / 100.0
     if parity not in ("data", "random"):
         raise UserError(f"--parity must be 'data' or 'random', got {parity!r}")
     if num_parity_images < 1:
@@ -301,7 +325,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         nodes_raw = len(onnx_model.graph.node)
         simplified, note = False, "disabled (--no-simplify)"
         if simplify:
-            onnx_model, simplified, note = _simplify(onnx_model, size, log, threads)
+            onnx_model, simplified, note = _simplify(onnx_model, size, threads)
         name_nodes(onnx_model)
         onnx_model.producer_name = "cpnet.export"
         staged = Path(tmp_dir) / out.name
@@ -313,7 +337,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
             raise ParityError(
                 f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
                 f"{stats['max_abs']:.3g} (atol {atol:g}), argmax agreement {stats['agreement']:.5f} "
-                f"(min {min_agreement:g}); {out} not written")
+                f"(at most {o.max_disagreement:g}% of pixels may change); {out} not written")
         manifest["sha256"] = sha256_file(staged)
         manifest["export"] = {
             "rewrites": list(deploy.rewrites),
@@ -330,50 +354,72 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
             os.replace(side, out.with_name(out.name + ".data"))
     write_manifest(out, manifest)
     mb = out.stat().st_size / 2 ** 20
-    log(f"wrote {out} ({mb:.1f} MiB, {len(onnx_model.graph.node)} nodes, opset {opset}; rewrites: {', '.join(deploy.rewrites)}; "
+    log.info(f"wrote {out} ({mb:.1f} MiB, {len(onnx_model.graph.node)} nodes, opset {opset}; rewrites: {', '.join(deploy.rewrites)}; "
         f"{note})")
-    log(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs']:.2e}, "
+    log.info(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs']:.2e}, "
         f"argmax agreement {100 * stats['agreement']:.3f}% [{time.perf_counter() - t0:.1f} s]")
     return out, {"schema": 1, **manifest}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cpnet.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    p.add_argument("-o", "--output", help="output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx "
-                                          "beside a checkpoint file)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--input-size", type=int, nargs="+", metavar=("H", "W"),
+DESCRIPTION = """Export a checkpoint to ONNX (FP32), checked against PyTorch on validation images.
+
+The ONNX file is written only when ONNX Runtime agrees with PyTorch within --atol and
+--max-disagreement (exit 1 otherwise, nothing written); its manifest beside it carries
+input size, normalisation, classes and lineage for the next stages."""
+
+EXAMPLES = """cpnet export runs/quickstart                  # -> runs/quickstart/export/model.onnx
+cpnet export runs/ade/best.pt -o ade.onnx --data-root data/ade/ADEChallengeData2016
+cpnet export runs/quickstart --parity random  # no dataset at hand"""
+
+
+def add_arguments(p) -> None:
+    from .cli import args as a
+
+    a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint (.pt) or a run directory (its best.pt)")
+    a.add_output(p, "output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx beside a checkpoint file)")
+    d = ExportOptions()
+    p.add_argument("--opset", type=a.positive_int, default=d.opset, help=f"ONNX opset (default {d.opset})")
+    p.add_argument("--input-size", type=a.positive_int, nargs="+", metavar=("H", "W"),
                    help="model input (default: 8 x prior_size from the config; the cpnet head accepts no other)")
-    p.add_argument("--data-root", help="dataset root for the parity images (default: the config's data.root)")
-    p.add_argument("--split", help="split for the parity images (default: the config's val split)")
-    p.add_argument("--parity", choices=["data", "random"], default="data",
+    g = p.add_argument_group("parity check")
+    g.add_argument("--data-root", metavar="DIR", help="dataset root for the parity images (default: the config's data.root)")
+    g.add_argument("--split", help="split for the parity images (default: the config's val split)")
+    g.add_argument("--parity", choices=["data", "random"], default=d.parity,
                    help="check on validation images (default) or on random inputs")
-    p.add_argument("--num-parity-images", type=int, default=8, help="images for the parity check (default 8)")
-    p.add_argument("--atol", type=float, default=1e-3, help="max |logit difference| allowed (default 1e-3)")
-    p.add_argument("--min-agreement", type=float, default=0.999,
-                   help="min fraction of pixels whose argmax agrees (default 0.999)")
+    g.add_argument("--num-parity-images", type=a.positive_int, default=d.num_parity_images, metavar="N",
+                   help=f"images for the parity check (default {d.num_parity_images})")
+    g.add_argument("--atol", type=a.non_negative_float, default=d.atol,
+                   help=f"largest |logit difference| allowed, in logit units (default {d.atol:g})")
+    a.add_max_disagreement(g, d.max_disagreement)
     p.add_argument("--no-simplify", action="store_true", help="keep the exporter's graph (no onnxslim)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for the checks (default: all cores)")
-    p.add_argument("--inverse-n", choices=["conv", "prior"], default="prior",
+    p.add_argument("--inverse-n", choices=["conv", "prior"], default=d.inverse_n,
                    help="where the context's 1/N goes: applied to the prior map before the matmul (default; keeps "
                         "the matmul in FP16 range for large prior grids), or folded into the 1x1 convs")
-    args = p.parse_args(argv)
+    a.add_json(p, "the manifest of the exported file")
+    a.add_runtime(p)
+
+
+def run(args) -> int:
+    from .cli.args import runtime_options
+    from .runtime import atomic_write_json
+
     if args.input_size is not None and len(args.input_size) > 2:
-        p.error("--input-size takes H W (or one number for a square input)")
-    try:
-        export_checkpoint(args.checkpoint, args.output, opset=args.opset, input_size=args.input_size,
-                          data_root=args.data_root, num_parity_images=args.num_parity_images, atol=args.atol,
-                          min_agreement=args.min_agreement, simplify=not args.no_simplify, parity=args.parity,
-                          split=args.split, threads=args.threads, inverse_n=args.inverse_n)
-        return 0
-    except ParityError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (UserError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError("--input-size takes H W (or one number for a square input)")
+    options = ExportOptions(opset=args.opset, input_size=args.input_size, data_root=args.data_root, split=args.split,
+                            parity=args.parity, num_parity_images=args.num_parity_images, atol=args.atol,
+                            max_disagreement=args.max_disagreement, simplify=not args.no_simplify,
+                            inverse_n=args.inverse_n)
+    path, manifest = export_checkpoint(args.input, args.output, options, runtime_options(args))
+    print(path)
+    if args.json:
+        atomic_write_json(args.json, manifest)
+    return 0
+
+
+def main(argv=None) -> int:
+    from .cli import run_verb
+
+    return run_verb(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpnet.runtime.options import RuntimeOptions
+
 # A ResNet-18 at base width 16 with a 16-channel head on a 4x4 prior grid: 32x32 inputs, fast on a 2-core CPU.
 TINY_OVERRIDES = ["model.prior_size=4", "model.base_width=16", "model.head_channels=16",
                   "model.aux_channels=8", "model.agg_kernel=3"]
@@ -79,5 +81,5 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
-    path, _ = export_checkpoint(tiny_checkpoint, out, threads=1, log=lambda s: None)
+    path, _ = export_checkpoint(tiny_checkpoint, out, runtime=RuntimeOptions(threads=1))
     return path

@@ -26,7 +26,7 @@ def exported(tiny_checkpoint, tmp_path_factory):
     from cpnet.export import export_checkpoint
 
     out = tmp_path_factory.mktemp("export") / "model.onnx"
-    export_checkpoint(tiny_checkpoint, out, parity="random", num_parity_images=1, log=lambda *_: None)
+    export_checkpoint(tiny_checkpoint, out, parity="random", num_parity_images=1)
     return Path(tiny_checkpoint), out
 
 

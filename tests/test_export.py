@@ -7,6 +7,8 @@ import shutil
 
 import cv2
 import numpy as np
+
+from cpnet.runtime.options import RuntimeOptions
 import pytest
 import torch
 
@@ -216,7 +218,7 @@ def test_export_refuses_other_input_size_and_missing_data(tmp_path, make_tiny_ch
     assert rc == 2 and len(err.splitlines()) == 1 and "--data-root" in err and "--parity random" in err
 
     path, m = export.export_checkpoint(ckpt, None, data_root=str(tmp_path / "nowhere"), parity="random",
-                                       num_parity_images=2, threads=1, log=lambda s: None)
+                                       num_parity_images=2, runtime=RuntimeOptions(threads=1))
     assert path == ckpt.with_name("best.onnx")  # beside a checkpoint file, named after it
     assert m["export"]["parity"]["source"] == "random"
 
@@ -225,8 +227,8 @@ def test_export_fcn_head_at_another_input_size(tmp_path, make_tiny_checkpoint):
     from cpnet.export import export_checkpoint
 
     ckpt = make_tiny_checkpoint(tmp_path / "run", head="fcn")
-    path, m = export_checkpoint(ckpt, tmp_path / "fcn.onnx", input_size=(40, 48), num_parity_images=2, threads=1,
-                                log=lambda s: None)
+    path, m = export_checkpoint(ckpt, tmp_path / "fcn.onnx", input_size=(40, 48), num_parity_images=2,
+                                runtime=RuntimeOptions(threads=1))
     assert m["input"]["shape"] == [1, 3, 40, 48] and m["input_size"] == [40, 48]
     with OnnxModel(path, threads=1) as om:
         assert om.infer(np.zeros((1, 3, 40, 48), np.float32)).shape == (1, 8, 40, 48)
@@ -298,7 +300,7 @@ def test_preprocess_postprocess(tiny_onnx):
     json.dumps(manifest)  # plain JSON all the way down
 
 
-def test_simplify_falls_back_when_onnxslim_fails_or_changes_outputs(tiny_onnx, monkeypatch):
+def test_simplify_falls_back_when_onnxslim_fails_or_changes_outputs(tiny_onnx, monkeypatch, caplog):
     import onnx
     import onnxslim
     from onnx import numpy_helper
@@ -312,9 +314,9 @@ def test_simplify_falls_back_when_onnxslim_fails_or_changes_outputs(tiny_onnx, m
         raise RuntimeError("unsupported pattern")
 
     monkeypatch.setattr(onnxslim, "slim", boom)
-    notes = []
-    model, simplified, note = _simplify(raw, (32, 32), notes.append, threads=1)
-    assert model is raw and simplified is False and "onnxslim failed (unsupported pattern)" in note and notes
+    model, simplified, note = _simplify(raw, (32, 32), threads=1)
+    assert model is raw and simplified is False and "onnxslim failed (unsupported pattern)" in note
+    assert "onnxslim failed" in caplog.text  # the user is told, as a warning
 
     def wrong(model):
         out = real_slim(model)
@@ -325,5 +327,5 @@ def test_simplify_falls_back_when_onnxslim_fails_or_changes_outputs(tiny_onnx, m
         return out
 
     monkeypatch.setattr(onnxslim, "slim", wrong)
-    model, simplified, note = _simplify(raw, (32, 32), notes.append, threads=1)
+    model, simplified, note = _simplify(raw, (32, 32), threads=1)
     assert model is raw and simplified is False and "kept the unsimplified graph" in note

@@ -1,0 +1,146 @@
+"""The ``cpnet`` command: one front door, one grammar, one error policy for every stage.
+
+    cpnet VERB INPUT [options] [key=value ...]
+
+Each verb is a module with ``DESCRIPTION`` (its first line is the summary
+``cpnet --help`` lists), ``EXAMPLES``, ``add_arguments(parser)`` and
+``run(args) -> int``; the verb's ``python -m`` form calls :func:`run_verb` on the
+same module, so both forms share one parser. Verbs are named here by module
+path and imported only when run, so this table names later stages without
+importing them, and a missing optional stage is one line, not a traceback.
+
+Errors follow :mod:`cpnet.runtime.errors`: one line on stderr, the exit code
+from its table (0 ok, 1 a check or gate failed, 2 a user error, 3 a missing
+optional dependency, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+from typing import Sequence
+
+from cpnet.runtime.errors import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CpnetError,
+                                  first_line)
+
+#: The order is the pipeline's.
+VERBS: dict[str, str] = {  # verb -> module
+    "data": "cpnet.data.synthetic",
+    "summary": "cpnet.summary",
+    "train": "cpnet.train",
+    "evaluate": "cpnet.evaluate",
+    "export": "cpnet.export",
+    "fp16": "quantize.fp16",
+    "int8": "quantize.int8",
+    "sensitivity": "quantize.sensitivity",
+    "check": "engines.check",
+    "build": "engines.build_engine",
+    "benchmark": "engines.benchmark",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that say what to do, and close-match suggestions for unknown flags."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's API
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            unknown = message.split(":", 1)[1].split()
+            known = [s for a in self._actions for s in a.option_strings]
+            for word in unknown:
+                match = difflib.get_close_matches(word.split("=")[0], known, n=1)
+                if match:
+                    hint = f"; did you mean {match[0]}?"
+                    break
+        sys.stderr.write(f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            raise CpnetError(f"{name} is not part of this installation; reinstall cpnet with the stage you need") from None
+        raise
+
+
+def build_parser(module, prog: str) -> Parser:
+    description = module.DESCRIPTION.strip()
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in module.EXAMPLES.strip().splitlines())
+    p = Parser(prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(p)
+    g = p.add_argument_group("messages")
+    g.add_argument("-v", "--verbose", action="store_true", help="more detail in the log (debug level)")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def guarded(fn, *args) -> int:
+    """Run ``fn(*args)`` under the error policy: one line on stderr and the exit code from the table."""
+    try:
+        return int(fn(*args) or EXIT_OK)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except CpnetError as e:
+        sys.stderr.write(f"error: {first_line(e, 2000)}\n")
+        return e.exit_code
+    except BrokenPipeError:  # `cpnet summary | head`
+        return EXIT_OK
+
+
+def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv`` with the verb's parser and run it under the error policy (the ``python -m`` forms)."""
+    from cpnet.runtime import log
+
+    def go() -> int:
+        module = _module(module_name)
+        parser = build_parser(module, prog or f"python -m {module_name}")
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        log.setup(verbose=args.verbose, quiet=args.quiet)
+        return module.run(args)
+
+    return guarded(go)
+
+
+def summary_of(module_name: str) -> str:
+    try:
+        return _module(module_name).DESCRIPTION.strip().splitlines()[0]
+    except Exception as e:  # a broken optional stage must not break `cpnet --help`
+        return f"(unavailable: {first_line(e, 80)})"
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: cpnet VERB [INPUT] [options]", "", "Context Prior Network, from training to the edge.", "",
+             "verbs, in pipeline order:"]
+    lines += [f"  {name:<{width}}  {summary_of(module)}" for name, module in VERBS.items()]
+    lines += ["", "cpnet VERB --help shows what a verb does, an example and every flag.", "", "exit codes:"]
+    lines += [f"  {code:<3}  {text}" for code, text in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return EXIT_OK if argv else EXIT_USER_ERROR
+    if argv[0] == "--version":
+        from cpnet import __version__
+
+        print(f"cpnet {__version__}")
+        return EXIT_OK
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        match = difflib.get_close_matches(verb, VERBS, n=1)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        sys.stderr.write(f"cpnet: error: unknown verb {verb!r}{hint} (verbs: {', '.join(VERBS)}; see cpnet --help)\n")
+        return EXIT_USER_ERROR
+    return run_verb(VERBS[verb], rest, prog=f"cpnet {verb}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Argument groups defined once and shared by every command (in the spirit of Polygraphy's tools).
+
+A command subscribes to the groups it needs; each group adds its flags with one
+name, one unit and one help text, and has a builder that turns the parsed flags
+into the option record the library takes:
+
+- :func:`add_input`: the input artifact, positional everywhere (run dir, checkpoint, ONNX file, engine);
+- :func:`add_output`: ``-o/--output``;
+- :func:`add_calibration` / :func:`calibration_options`: ``--calib-data``, ``--data-root``, ``--num-images``, ``--seed``;
+- :func:`add_runtime` / :func:`runtime_options`: ``--device``, ``--threads``, ``--providers``, ``--no-progress``;
+- :func:`add_json`: ``--json FILE`` on every command that prints figures;
+- :func:`add_keep_float`, :func:`add_max_disagreement`, :func:`add_max_miou_drift`: the precision gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
+    return value
+
+
+def percent(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"is a percentage, 0 to 100, got {text}")
+    return value
+
+
+def add_input(p: argparse.ArgumentParser, metavar: str, help: str, nargs=None) -> None:
+    p.add_argument("input", metavar=metavar, nargs=nargs, help=help)
+
+
+def add_output(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("-o", "--output", metavar="PATH", help=help)
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "the figures") -> None:
+    p.add_argument("--json", metavar="FILE", help=f"also write {what} to FILE as JSON (written atomically)")
+
+
+def add_calibration(p: argparse.ArgumentParser, num_images: int, what: str = "calibration") -> None:
+    g = p.add_argument_group(f"{what} images")
+    g.add_argument("--calib-data", metavar="DIR|CONFIG",
+                   help="a folder of images, or a config name/YAML whose training split is used "
+                        "(default: the dataset of the config in the model's manifest)")
+    g.add_argument("--data-root", metavar="DIR", help="dataset root on this machine when the images come from a config")
+    g.add_argument("--num-images", type=positive_int, default=num_images, metavar="N",
+                   help=f"how many images (default {num_images})")
+    g.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                   help="seed that picks the subset when there are more images (default 0)")
+
+
+def calibration_options(args: argparse.Namespace) -> CalibrationOptions:
+    return CalibrationOptions(data=args.calib_data, data_root=args.data_root, num_images=args.num_images,
+                              seed=args.seed)
+
+
+def add_runtime(p: argparse.ArgumentParser, device: bool = False, providers: bool = False) -> None:
+    g = p.add_argument_group("runtime")
+    if device:
+        g.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                       help="where PyTorch runs (default auto: CUDA when present, else the CPU)")
+    if providers:
+        g.add_argument("--providers", metavar="LIST",
+                       help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt (default cpu)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: the library's choice, all cores)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (plain log lines)")
+
+
+def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    providers = getattr(args, "providers", None) or ""
+    return RuntimeOptions(device=getattr(args, "device", "auto"), threads=getattr(args, "threads", None),
+                          providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
+                          progress=not getattr(args, "no_progress", False))
+
+
+def add_keep_float(p: argparse.ArgumentParser, precision: str, auto: bool = False) -> None:
+    extra = ", or 'auto' (greedy, most sensitive first, until the drift limit holds)" if auto else ""
+    p.add_argument("--keep-float", default="", metavar="NODE,..." + ("|auto" if auto else ""),
+                   help=f"node names to leave in float instead of {precision}{extra}")
+
+
+def add_max_disagreement(p: argparse.ArgumentParser, default: float) -> None:
+    p.add_argument("--max-disagreement", type=percent, default=default, metavar="PERCENT",
+                   help=f"largest share of pixels whose class may differ from the FP32 model's, in percent "
+                        f"(no labels needed; default {default:g})")
+
+
+def add_max_miou_drift(p: argparse.ArgumentParser, default: float) -> None:
+    p.add_argument("--max-miou-drift", type=non_negative_float, default=default, metavar="POINTS",
+                   help=f"largest mIoU drop against the reference, in mIoU points (default {default:g})")
