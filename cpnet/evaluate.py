@@ -23,7 +23,7 @@ from .checkpoint import config_of, load_checkpoint
 from .config import Config, ConfigError
 from .inference import predict_probs, torch_infer_fn
 from .runtime import UserError, atomic_write_json
-from .metrics import ConfusionMatrix, format_table
+from .runtime.metrics import ConfusionMatrix, format_table
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cpnet.inference import predict_probs, slide_probs
-from cpnet.metrics import ConfusionMatrix, format_table
+from cpnet.runtime.metrics import ConfusionMatrix, format_table
 
 
 def test_confusion_matrix_metrics_match_hand_computation():

@@ -1,11 +1,15 @@
-"""Segmentation metrics from a confusion matrix: IoU per class, mIoU, pixel and mean accuracy."""
+"""Segmentation metrics from a confusion matrix: IoU per class, mIoU, pixel and mean accuracy.
+
+The one mIoU implementation: evaluation, the drift report and the tests all use
+it. NumPy only; torch tensors are accepted (and the matrix summed over
+processes) without this module importing torch.
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
 
 
 class ConfusionMatrix:
@@ -14,26 +18,31 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int, ignore_index: int = 255):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred = pred.reshape(-1).to("cpu", torch.int64)
-        target = target.reshape(-1).to("cpu", torch.int64)
+    def update(self, pred, target) -> None:
+        """Add predicted and ground-truth label maps of any (equal) shape; numpy or torch."""
+        pred = _int64(pred).reshape(-1)
+        target = _int64(target).reshape(-1)
         keep = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
         idx = target[keep] * self.num_classes + pred[keep]
-        self.mat += torch.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
+        self.mat += np.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
     def all_reduce(self) -> None:
         """Sum the matrix over processes (no-op outside torch.distributed)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            backend = torch.distributed.get_backend()
-            mat = self.mat.cuda() if backend == "nccl" else self.mat
+        import sys
+
+        torch = sys.modules.get("torch")  # only a training or evaluation process has torch.distributed running
+        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            mat = torch.from_numpy(self.mat)
+            if torch.distributed.get_backend() == "nccl":
+                mat = mat.cuda()
             torch.distributed.all_reduce(mat)
-            self.mat = mat.cpu()
+            self.mat = mat.cpu().numpy()
 
     def compute(self, class_names: list[str] | None = None) -> dict:
         """mIoU etc. Classes absent from both ground truth and prediction get IoU NaN and are left out of means."""
-        m = self.mat.double().numpy()
+        m = self.mat.astype(np.float64)
         tp = np.diag(m)
         gt = m.sum(1)
         pred = m.sum(0)
@@ -54,6 +63,12 @@ class ConfusionMatrix:
             },
             "pixels": int(total),
         }
+
+
+def _int64(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False)
 
 
 def _pct(x: float) -> float | None:
