@@ -1,45 +1,72 @@
-"""Pre-flight check of an ONNX file against TensorRT's rules; runs anywhere (onnx only, no TensorRT).
+"""Pre-flight check of an ONNX file against TensorRT's ONNX-parser rules; runs anywhere (onnx only, no TensorRT).
 
-    python -m engines.check model.onnx model.fp16.onnx model.int8.onnx [--target trt10|trt11|dla] [--strict-dla]
+    cpnet check model.onnx model.fp16.onnx model.int8.onnx [--target trt10|trt10.15|trt11|dla] [--json FILE]
+    python -m engines.check ...                                    (the same parser)
 
 Checks, each reported as one line naming the node:
 
-- opset of the default domain within what the target's ONNX parser documents;
-- every operator against TensorRT's ONNX operator table (``engines/trt_ops.py``),
-  custom-domain operators (they would need a TensorRT plugin), and the table's
-  restrictions that can be read off the graph (Resize modes, pooling dilations);
-- Q/DQ: INT8 quantized type, zero point 0 (TensorRT is symmetric-only), scales
-  constant, positive and finite, per-channel axis valid for the tensor's shape and
-  per-channel only on weights;
+- opset of the default domain within what the target release documents;
+- every operator against that release's ONNX operator table (``engines/trt_ops.py``: the 10.3,
+  latest-10.x and 11.x tables and where each comes from), custom-domain operators (they would
+  need a TensorRT plugin), and every restriction the table states that can be read off the
+  graph (Resize modes, transforms, aspect-ratio policy and axes; pooling dilations; TopK
+  ``sorted`` and K; Dropout ``training_mode``; ScatterND ``reduction``; constant axes of the
+  Reduce ops, Squeeze and Unsqueeze; CumSum axis and OneHot depth; LayerNormalization's extra
+  outputs; LSTM, GridSample, Hardmax, EyeLike, STFT and Constant attributes);
+- Q/DQ: INT8 quantized type, zero point 0 (TensorRT is symmetric-only), scales a
+  build-time constant (an initializer, a Constant, or anything folded from them, as the
+  parser takes it), positive and finite; per-channel only on weights and only along the
+  output-channel axis of the layer that reads them; a QuantizeLinear without a zero point
+  is a warning, because ONNX reads it as UINT8 and TensorRT's parser as INT8;
 - static input shapes: a symbolic dimension is an error for DLA and a warning
   otherwise (TensorRT needs an optimization profile for it);
 - for ``--target dla``: DLA's layer restrictions; a node DLA cannot run "falls
   back to GPU" (warning; with ``--strict-dla`` an error).
 
-Exit status 1 when any file has an error; warnings do not fail. Otherwise one "OK" line per file.
+Targets: ``trt10`` is JetPack 6's TensorRT 10.3, the oldest release this project deploys to
+(a file that passes runs on every 10.x); ``trt10.15`` the latest 10.x; ``trt11`` TensorRT 11.x;
+``--trt-version X.Y`` checks against one exact release instead (``cpnet build`` passes the
+running TensorRT's version). Exit status 1 when any file has an error (or cannot be read as
+ONNX); warnings do not fail. Otherwise one "OK" line per file.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 if __package__ in (None, ""):  # allow `python engines/check.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cpnet.runtime import CheckFailed, UserError  # noqa: E402
 from engines import trt_ops  # noqa: E402
 
-TARGETS = ("trt10", "trt11", "dla")
+TARGETS = trt_ops.TARGETS
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_FOLD_DEPTH = 8  # how many producer levels build-time constant folding follows
+_NOT_FOLDABLE = frozenset("RandomNormal RandomNormalLike RandomUniform RandomUniformLike Multinomial Bernoulli "
+                          "If Loop Scan".split())
+FOLD_HINT = "fold constants first (polygraphy surgeon sanitize --fold-constants)"
 
 
-class CheckError(Exception):
+class CheckError(UserError):
     """The file could not be read as ONNX (shown as one line)."""
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What to check against: ``target`` (trt10 | trt10.3 | trt10.15 | trt11 | dla) or an exact
+    ``trt_version`` ("10.7", overrides the target's table); ``strict_dla``: a node DLA cannot run is an
+    error; ``assume_fp16``: the build sets TensorRT 10's FP16 flag (an FP32 file is then fine for DLA)."""
+
+    target: str = "trt10"
+    strict_dla: bool = False
+    assume_fp16: bool = False
+    trt_version: str | None = None
 
 
 @dataclass
@@ -54,6 +81,9 @@ class Problem:
         prefix = f"{path}: " if path else ""
         return f"{prefix}{self.level}: {where}{self.message}"
 
+    def to_json(self) -> dict:
+        return {"level": self.level, "node": self.node, "op": self.op, "message": self.message}
+
 
 @dataclass
 class CheckResult:
@@ -62,6 +92,8 @@ class CheckResult:
     opset: int | None
     num_nodes: int
     problems: list[Problem] = field(default_factory=list)
+    table: str = ""
+    unreadable: str | None = None  # why the file could not be read as ONNX
 
     @property
     def errors(self) -> list[Problem]:
@@ -73,10 +105,13 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and self.unreadable is None
 
     def summary(self) -> str:
-        tail = f"target {self.target}, opset {self.opset}, {self.num_nodes} nodes"
+        if self.unreadable is not None:
+            return f"FAILED: {self.unreadable}"
+        table = f", {self.table} table" if self.table else ""
+        tail = f"target {self.target}{table}, opset {self.opset}, {self.num_nodes} nodes"
         if self.ok:
             w = f"; {len(self.warnings)} warning(s)" if self.warnings else ""
             return f"OK: {self.path} ({tail}{w})"
@@ -85,13 +120,18 @@ class CheckResult:
     def lines(self) -> list[str]:
         return [p.format(self.path) for p in self.problems] + [self.summary()]
 
+    def to_json(self) -> dict:
+        return {"path": self.path, "target": self.target, "table": self.table, "ok": self.ok, "opset": self.opset,
+                "nodes": self.num_nodes, "unreadable": self.unreadable,
+                "problems": [p.to_json() for p in self.problems]}
+
 
 # ---------------------------------------------------------------------------------------------
 # graph helpers
 
 
 class _Graph:
-    """Constants, shapes and producers of one ONNX model (including nested subgraphs)."""
+    """Constants, shapes, producers and consumers of one ONNX model (including nested subgraphs)."""
 
     def __init__(self, model):
         import onnx
@@ -99,10 +139,13 @@ class _Graph:
 
         self.onnx = onnx
         self.model = model
-        self.consts: dict[str, np.ndarray] = {}
+        self.opset = next((int(i.version) for i in model.opset_import if i.domain in _DEFAULT_DOMAINS), 17)
+        self.consts: dict[str, np.ndarray] = {}     # initializers and Constant outputs (what the parser calls weights)
+        self._folded: dict[str, np.ndarray | None] = {}
         self.shapes: dict[str, list] = {}
         self.types: dict[str, int] = {}
         self.producer: dict[str, object] = {}
+        self.consumers: dict[str, list[tuple[object, int]]] = {}
         self.nodes: list[tuple[str, object]] = []  # (label, node)
 
         try:
@@ -139,6 +182,9 @@ class _Graph:
             self.nodes.append((label, node))
             for out in node.output:
                 self.producer[out] = node
+            for j, inp in enumerate(node.input):
+                if inp:
+                    self.consumers.setdefault(inp, []).append((node, j))
             if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
                 for a in node.attribute:
                     if a.name == "value":
@@ -153,8 +199,47 @@ class _Graph:
                     for g in a.graphs:
                         self._walk(g, numpy_helper, prefix=f"{label}/")
 
-    def const(self, name: str) -> np.ndarray | None:
+    def literal(self, name: str) -> np.ndarray | None:
+        """An initializer or a Constant node's output (what the parser's tables call "an initializer")."""
         return self.consts.get(name) if name else None
+
+    def const(self, name: str, depth: int = _FOLD_DEPTH) -> np.ndarray | None:
+        """A build-time constant: a literal, or a node whose inputs all are (Identity, Cast, Reshape...
+        of constants), evaluated with ONNX's reference evaluator. None if it depends on a graph input."""
+        if not name:
+            return None
+        if name in self.consts:
+            return self.consts[name]
+        if name in self._folded:
+            return self._folded[name]
+        self._folded[name] = None  # guards cycles
+        node = self.producer.get(name)
+        value = None
+        if (node is not None and depth > 0 and node.domain in _DEFAULT_DOMAINS and node.op_type not in _NOT_FOLDABLE
+                and not any(a.type in (self.onnx.AttributeProto.GRAPH, self.onnx.AttributeProto.GRAPHS)
+                            for a in node.attribute)):
+            inputs = [self.const(i, depth - 1) if i else None for i in node.input]
+            if all(v is not None for v, i in zip(inputs, node.input) if i):
+                value = self._evaluate(node, inputs, name)
+        self._folded[name] = value
+        return value
+
+    def _evaluate(self, node, inputs, name) -> np.ndarray | None:
+        from onnx import helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            ins = [n for n in node.input if n]
+            inits = [numpy_helper.from_array(np.asarray(v), n) for v, n in zip(inputs, node.input) if n]
+            outs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+            graph = helper.make_graph([node], "fold", [], outs, initializer=inits)
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+            results = ReferenceEvaluator(model).run(None, {})
+            values = dict(zip([o for o in node.output if o], results))
+            del ins
+            return np.asarray(values[name]) if name in values else None
+        except Exception:  # anything the reference evaluator cannot run is "not known at check time"
+            return None
 
     def shape(self, name: str) -> list | None:
         return self.shapes.get(name) if name else None
@@ -175,6 +260,21 @@ class _Graph:
             name = node.input[0]
             seen += 1
         return False
+
+    def readers(self, name: str, through=("Identity", "Cast")) -> list[tuple[object, int]]:
+        """(node, input index) of the layers that read ``name``, looking through Identity and Cast."""
+        out, todo, seen = [], [name], set()
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            for node, j in self.consumers.get(n, []):
+                if node.op_type in through and node.output:
+                    todo.append(node.output[0])
+                else:
+                    out.append((node, j))
+        return out
 
 
 def _attrs(node) -> dict:
@@ -198,13 +298,17 @@ def _dtype_name(elem_type: int | None) -> str:
         return str(elem_type)
 
 
+def _input(node, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
 # ---------------------------------------------------------------------------------------------
 # individual checks
 
 
-def _check_opset(model, target: str) -> tuple[int | None, list[Problem]]:
+def _check_opset(model, table: trt_ops.OperatorTable) -> tuple[int | None, list[Problem]]:
     problems = []
-    lo, documented, hard = trt_ops.OPSET_BOUNDS[target]
+    lo, documented, hard = table.opset_min, table.opset_documented, table.opset_hard
     opset = None
     for imp in model.opset_import:
         if imp.domain in _DEFAULT_DOMAINS:
@@ -215,49 +319,241 @@ def _check_opset(model, target: str) -> tuple[int | None, list[Problem]]:
         problems.append(Problem("error", f"opset {opset} is below {lo}, the oldest TensorRT's parser supports; "
                                          f"re-export with opset_version=17"))
     elif opset > hard:
-        problems.append(Problem("error", f"opset {opset} is above {hard}, the newest the {target} parser "
-                                         f"documents; re-export with opset_version=17"))
+        problems.append(Problem("error", f"opset {opset} is above {hard}, the newest any TensorRT "
+                                         f"{table.version[0]}.x parser documents; re-export with opset_version=17"))
     elif opset > documented:
-        problems.append(Problem("warning", f"opset {opset} is above {documented}: newer TensorRT 10 releases "
-                                           f"parse it (10.15 documents <= 24) but JetPack 6's TensorRT 10.3 may not; "
-                                           f"opset 17 is the safe choice"))
+        problems.append(Problem("warning", f"opset {opset} is above {documented}, the newest {table.label} "
+                                           f"documents (newer releases parse up to {hard}); opset 17 is the safe "
+                                           f"choice"))
     return opset, problems
 
 
-def _check_op(label: str, node, g: _Graph) -> list[Problem]:
+Rule = Callable[[str, object, "_Graph", trt_ops.OperatorTable], list[Problem]]
+_RULES: dict[str, Rule] = {}
+
+
+def _rule(*ops: str):
+    def register(fn: Rule) -> Rule:
+        for op in ops:
+            _RULES[op] = fn
+        return fn
+
+    return register
+
+
+def _check_op(label: str, node, g: _Graph, table: trt_ops.OperatorTable) -> list[Problem]:
     op, domain = node.op_type, node.domain
-    P = lambda level, msg: Problem(level, msg, label, op)  # noqa: E731
     if domain not in _DEFAULT_DOMAINS:
-        return [P("error", f"custom-domain operator '{domain}::{op}': TensorRT's ONNX parser has no importer "
-                           f"for it (it would need a TensorRT plugin); export with standard ONNX operators")]
-    support = trt_ops.parser_support(op)
+        return [Problem("error", f"custom-domain operator '{domain}::{op}': TensorRT's ONNX parser has no importer "
+                                 f"for it (it would need a TensorRT plugin); export with standard ONNX operators",
+                        label, op)]
+    support = table.support(op)
     if support == "N":
-        return [P("error", "not supported by TensorRT's ONNX parser (onnx-tensorrt operators.md)")]
+        return [Problem("error", f"not supported by {table.label}'s ONNX parser (onnx-tensorrt operators.md)",
+                        label, op)]
     if support == "?":
-        return [P("error", "not in TensorRT's ONNX operator table (onnx-tensorrt operators.md); "
-                           "the parser will reject it")]
-    a = _attrs(node)
-    out = []
-    if op == "Resize":
-        mode = _s(a.get("mode", "nearest"))
-        ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
-        if mode not in trt_ops.RESIZE_MODES:
-            out.append(P("error", f"Resize mode '{mode}' is not supported (TensorRT: nearest, linear)"))
-        if ctm not in trt_ops.RESIZE_TRANSFORMS:
-            out.append(P("error", f"Resize coordinate_transformation_mode '{ctm}' is not supported"))
-        if int(a.get("antialias", 0)):
-            out.append(P("error", "Resize antialias is not supported by TensorRT"))
-    elif op in ("MaxPool", "AveragePool", "LpPool"):
-        dil = a.get("dilations")
-        if dil and any(int(d) != 1 for d in dil):
-            out.append(P("error", f"{op} dilations {list(dil)}: TensorRT needs them empty or all ones"))
-        k = a.get("kernel_shape")
-        if k is not None and len(k) not in (2, 3) and op != "LpPool":
-            out.append(P("error", f"{op} over {len(k)} spatial dims: TensorRT pools in 2D or 3D only"))
-        if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
-            out.append(P("error", "MaxPool Indices output is not supported by TensorRT"))
-    elif op == "Cast" and int(a.get("to", 1)) == 11:  # DOUBLE
-        out.append(P("warning", "cast to DOUBLE: TensorRT computes it in FLOAT (clamped to +-FLT_MAX)"))
+        return [Problem("error", f"not in {table.label}'s ONNX operator table (onnx-tensorrt operators.md); "
+                                 f"the parser will reject it", label, op)]
+    rule = _RULES.get(op)
+    return rule(label, node, g, table) if rule else []
+
+
+def _P(label, node):
+    return lambda level, msg: Problem(level, msg, label, node.op_type)  # noqa: E731
+
+
+@_rule("Resize")
+def _resize(label, node, g, table):
+    P, a, out = _P(label, node), _attrs(node), []
+    mode = _s(a.get("mode", "nearest"))
+    ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
+    policy = _s(a.get("keep_aspect_ratio_policy", "stretch"))
+    if mode not in trt_ops.RESIZE_MODES:
+        out.append(P("error", f"Resize mode '{mode}' is not supported (TensorRT: nearest, linear)"))
+    if ctm not in trt_ops.RESIZE_TRANSFORMS:
+        out.append(P("error", f"Resize coordinate_transformation_mode '{ctm}' is not supported"))
+    if policy not in trt_ops.RESIZE_ASPECT_POLICIES:
+        out.append(P("error", f"Resize keep_aspect_ratio_policy '{policy}' is not supported (TensorRT: stretch only)"))
+    if int(a.get("antialias", 0)):
+        out.append(P("error", "Resize antialias is not supported by TensorRT"))
+    axes = a.get("axes")
+    scales = _input(node, 2)
+    if axes is not None and scales and g.const(scales) is None:
+        rank = g.rank(node.input[0])
+        axes = [int(v) for v in axes]
+        if rank is None or axes != list(range(rank)):
+            out.append(P("error", f"Resize axes {axes} with run-time scales: TensorRT needs axes to be "
+                                  f"[0..rank-1] ({'rank unknown' if rank is None else list(range(rank))})"))
+    return out
+
+
+@_rule("MaxPool", "AveragePool", "LpPool")
+def _pool(label, node, g, table):
+    P, a, out, op = _P(label, node), _attrs(node), [], node.op_type
+    dil = a.get("dilations")
+    if dil and any(int(d) != 1 for d in dil):
+        out.append(P("error", f"{op} dilations {list(dil)}: TensorRT needs them empty or all ones"))
+    k = a.get("kernel_shape")
+    if k is not None and len(k) not in (2, 3) and op != "LpPool":
+        out.append(P("error", f"{op} over {len(k)} spatial dims: TensorRT pools in 2D or 3D only"))
+    if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        out.append(P("error", "MaxPool Indices output is not supported by TensorRT"))
+    return out
+
+
+@_rule("Cast")
+def _cast(label, node, g, table):
+    if int(_attrs(node).get("to", 1)) == 11:  # DOUBLE
+        return [_P(label, node)("warning", "cast to DOUBLE: TensorRT computes it in FLOAT (clamped to +-FLT_MAX)")]
+    return []
+
+
+@_rule("TopK")
+def _topk(label, node, g, table):
+    P, a, out = _P(label, node), _attrs(node), []
+    if int(a.get("sorted", 1)) != 1:
+        out.append(P("error", "TopK sorted=0: TensorRT's parser needs sorted=1"))
+    k_name = _input(node, 1)
+    k = g.const(k_name) if k_name else (np.asarray(a["k"]) if "k" in a else None)
+    if k is None:
+        out.append(P("warning", f"TopK K is computed at run time; TensorRT needs K < {trt_ops.TOPK_MAX_K}"))
+    elif np.asarray(k).size and int(np.asarray(k).reshape(-1)[0]) >= trt_ops.TOPK_MAX_K:
+        out.append(P("error", f"TopK K={int(np.asarray(k).reshape(-1)[0])}: TensorRT needs K < {trt_ops.TOPK_MAX_K}"))
+    return out
+
+
+@_rule("ScatterND")
+def _scatternd(label, node, g, table):
+    reduction = _s(_attrs(node).get("reduction", "none"))
+    if reduction != "none":
+        return [_P(label, node)("error", f"ScatterND reduction '{reduction}': TensorRT supports only 'none'")]
+    return []
+
+
+@_rule("Dropout")
+def _dropout(label, node, g, table):
+    P = _P(label, node)
+    name = _input(node, 2)
+    if not name:  # training_mode absent: inference
+        return []
+    value = g.literal(name)
+    if value is None:
+        folded = g.const(name)
+        how = "is computed from constants" if folded is not None else "is a run-time tensor"
+        return [P("error", f"Dropout training_mode '{name}' {how}: TensorRT needs an initializer that is False"
+                           + (f" ({FOLD_HINT})" if folded is not None else ""))]
+    if np.asarray(value).size and bool(np.asarray(value).reshape(-1)[0]):
+        return [P("error", "Dropout training_mode=True: TensorRT parses inference graphs only (training_mode must "
+                           "be False); export the model in eval mode")]
+    return []
+
+
+def _needs_constant(label, node, g, index: int, what: str, literal_only: bool = False) -> list[Problem]:
+    name = _input(node, index)
+    if not name:
+        return []
+    if g.literal(name) is not None:
+        return []
+    folded = g.const(name)
+    if folded is not None and not literal_only:
+        return []
+    P = _P(label, node)
+    if folded is not None:
+        return [P("error", f"{what} '{name}' is computed from constants, but {node.op_type} needs an initializer "
+                           f"({FOLD_HINT})")]
+    return [P("error", f"{what} '{name}' depends on a graph input; TensorRT needs a build-time constant")]
+
+
+@_rule("CumSum")
+def _cumsum(label, node, g, table):
+    return _needs_constant(label, node, g, 1, "CumSum axis")
+
+
+@_rule("OneHot")
+def _onehot(label, node, g, table):
+    return _needs_constant(label, node, g, 1, "OneHot depth")
+
+
+@_rule(*trt_ops.REDUCE_OPS)
+def _reduce(label, node, g, table):
+    return _needs_constant(label, node, g, 1, f"{node.op_type} axes", literal_only=True)
+
+
+@_rule("Squeeze", "Unsqueeze")
+def _squeeze(label, node, g, table):
+    dynamic_ok = table.at_least(trt_ops.SQUEEZE_DYNAMIC_AXES_FROM)
+    out = _needs_constant(label, node, g, 1, f"{node.op_type} axes", literal_only=not dynamic_ok)
+    if (node.op_type == "Squeeze" and not _input(node, 1) and "axes" not in _attrs(node)
+            and not table.at_least(trt_ops.SQUEEZE_WITHOUT_AXES_FROM)):
+        out.append(_P(label, node)("error", f"Squeeze without axes (squeeze every size-1 dim): {table.label} needs "
+                                            f"explicit axes (TensorRT 11.5 added this form)"))
+    return out
+
+
+@_rule("LayerNormalization")
+def _layernorm(label, node, g, table):
+    extra = [o for o in list(node.output)[1:] if o]
+    if extra:
+        return [_P(label, node)("error", f"LayerNormalization outputs {extra} (Mean/InvStdDev): TensorRT supports "
+                                         f"only the first output Y")]
+    return []
+
+
+@_rule("Constant")
+def _constant(label, node, g, table):
+    bad = [a for a in _attrs(node) if a in ("sparse_value", "value_string", "value_strings")]
+    if bad:
+        return [_P(label, node)("error", f"Constant with {bad[0]}: TensorRT's parser does not support it")]
+    return []
+
+
+@_rule("LSTM")
+def _lstm(label, node, g, table):
+    a, out, P = _attrs(node), [], _P(label, node)
+    if int(a.get("input_forget", 0)) != 0:
+        out.append(P("error", "LSTM input_forget=1: TensorRT needs 0"))
+    if int(a.get("layout", 0)) != 0:
+        out.append(P("error", "LSTM layout=1 (batch first): TensorRT needs layout 0"))
+    return out
+
+
+@_rule("GridSample")
+def _gridsample(label, node, g, table):
+    rank = g.rank(node.input[0])
+    ok = {4, 5} if table.at_least(trt_ops.GRIDSAMPLE_5D_FROM) else {4}
+    if rank is not None and rank not in ok:
+        return [_P(label, node)("error", f"GridSample on a rank-{rank} input: {table.label} supports "
+                                         f"{' and '.join(f'{r}-D' for r in sorted(ok))} inputs")]
+    return []
+
+
+@_rule("Hardmax")
+def _hardmax(label, node, g, table):
+    shape = g.shape(node.input[0])
+    if shape:
+        axis = int(_attrs(node).get("axis", -1)) % len(shape)
+        if not isinstance(shape[axis], int) or shape[axis] <= 0:
+            return [_P(label, node)("error", f"Hardmax along a dynamic dimension ({shape[axis]}): TensorRT needs "
+                                             f"that dimension known at build time")]
+    return []
+
+
+@_rule("EyeLike")
+def _eyelike(label, node, g, table):
+    shape = g.shape(node.input[0])
+    if shape and not all(isinstance(d, int) and d > 0 for d in shape):
+        return [_P(label, node)("error", f"EyeLike of a dynamically shaped input {shape}: TensorRT needs static "
+                                         f"dimensions")]
+    return []
+
+
+@_rule("STFT")
+def _stft(label, node, g, table):
+    out = _needs_constant(label, node, g, 1, "STFT frame_step", literal_only=True)
+    out += _needs_constant(label, node, g, 2, "STFT window", literal_only=True)
+    shape = g.shape(node.input[0])
+    if shape and shape[-1] == 2:
+        out.append(_P(label, node)("error", "STFT of a complex signal: TensorRT supports real-valued input only"))
     return out
 
 
@@ -273,23 +569,46 @@ def _qtype_of(name: str, g: _Graph) -> int | None:
     return g.types.get(name)
 
 
-def _check_qdq(label: str, node, g: _Graph) -> list[Problem]:
+def _no_zero_point_q(node, g: _Graph) -> bool:
+    """A QuantizeLinear whose output type ONNX and TensorRT read differently: no zero point, no output_dtype."""
+    return (node is not None and node.op_type == "QuantizeLinear" and node.domain in _DEFAULT_DOMAINS
+            and not _input(node, 2) and not int(_attrs(node).get("output_dtype", 0)))
+
+
+#: the axis of a layer's weights that holds its output channels (NVIDIA, "Working with Quantized Types":
+#: weights are quantized per output channel): Conv KCRS -> 0, ConvTranspose CKRS -> 1, MatMul [K, N] -> last.
+def _output_channel_axis(reader, index: int, rank: int) -> int | None:
+    op = reader.op_type
+    if op == "Conv" and index == 1:
+        return 0
+    if op == "ConvTranspose" and index == 1:
+        return 1
+    if op == "MatMul" and index == 1:
+        return rank - 1
+    if op == "Gemm" and index == 1:
+        return 0 if int(_attrs(reader).get("transB", 0)) else 1
+    return None
+
+
+@_rule("QuantizeLinear", "DequantizeLinear")
+def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
     import onnx
 
     op = node.op_type
-    P = lambda level, msg: Problem(level, msg, label, op)  # noqa: E731
+    P = _P(label, node)
     out: list[Problem] = []
     a = _attrs(node)
     x = node.input[0]
-    scale_name = node.input[1] if len(node.input) > 1 else ""
-    zp_name = node.input[2] if len(node.input) > 2 else ""
-    fix = "make the TensorRT flavour: python -m quantize int8 ... --flavour tensorrt"
+    scale_name = _input(node, 1)
+    zp_name = _input(node, 2)
+    fix = "make the TensorRT flavour: cpnet int8 ... --flavour tensorrt"
 
     # quantized type and zero point
     if zp_name:
         zp = g.const(zp_name)
         if zp is None:
-            out.append(P("error", f"zero point '{zp_name}' is computed at run time; TensorRT needs a constant 0"))
+            out.append(P("error", f"zero point '{zp_name}' depends on a graph input; TensorRT needs a build-time "
+                                  f"constant 0"))
             qtype = g.types.get(zp_name)
         else:
             qtype = _qtype_of(zp_name, g)
@@ -298,7 +617,13 @@ def _check_qdq(label: str, node, g: _Graph) -> list[Problem]:
                 out.append(P("error", f"zero point {int(nz)} (asymmetric): TensorRT's parser accepts only "
                                       f"symmetric Q/DQ (zero point 0); {fix}"))
     elif op == "QuantizeLinear":
-        qtype = int(a.get("output_dtype", 0)) or onnx.TensorProto.UINT8  # ONNX default without a zero point
+        qtype = int(a.get("output_dtype", 0)) or None
+        if qtype is None:
+            out.append(P("warning", "QuantizeLinear without a zero point: ONNX (and ONNX Runtime) quantize to UINT8 "
+                                    "(negative values clamp to 0) but TensorRT's parser to INT8, so this file computes "
+                                    "different things on the two runtimes; give it an INT8 zero point of 0"))
+    elif _no_zero_point_q(g.producer.get(x), g):
+        qtype = None  # reported once, at the QuantizeLinear that feeds it
     else:
         qtype = _qtype_of(x, g)
     if qtype is not None and qtype != onnx.TensorProto.INT8:
@@ -312,10 +637,11 @@ def _check_qdq(label: str, node, g: _Graph) -> list[Problem]:
             out.append(P("error", f"quantized type {_dtype_name(qtype)}: this project's TensorRT path expects INT8 "
                                   f"(FP8/INT4/FP4 need other TensorRT support)"))
 
-    # scales
+    # scales: any build-time constant (initializer, Constant, or folded from them)
     scale = g.const(scale_name)
     if scale is None:
-        out.append(P("error", f"scale '{scale_name}' is computed at run time; TensorRT needs constant scales"))
+        out.append(P("error", f"scale '{scale_name}' depends on a graph input; TensorRT needs a build-time "
+                              f"constant scale"))
         return out
     s = scale.astype(np.float64).reshape(-1)
     if s.size == 0:
@@ -325,8 +651,9 @@ def _check_qdq(label: str, node, g: _Graph) -> list[Problem]:
         out.append(P("error", f"scale has non-finite values ({int(np.sum(~np.isfinite(s)))} of {s.size})"))
     elif np.any(s <= 0):
         out.append(P("error", f"scale has values <= 0 (min {s.min():.3g}); scales must be positive"))
-    if zp_name and g.const(zp_name) is not None and g.const(zp_name).size not in (s.size,):
-        out.append(P("error", f"zero point has {g.const(zp_name).size} values but scale has {s.size}"))
+    zp = g.const(zp_name) if zp_name else None
+    if zp is not None and zp.size != s.size:
+        out.append(P("error", f"zero point has {zp.size} values but scale has {s.size}"))
 
     # per-tensor vs per-channel
     if int(a.get("block_size", 0)):
@@ -337,15 +664,21 @@ def _check_qdq(label: str, node, g: _Graph) -> list[Problem]:
         shape = g.shape(x)
         if rank is None:
             out.append(P("warning", "per-channel scale on a tensor of unknown rank; axis could not be verified"))
+        elif not -rank <= axis < rank:
+            out.append(P("error", f"axis {axis} is out of range for a rank-{rank} tensor"))
         else:
-            if not -rank <= axis < rank:
-                out.append(P("error", f"axis {axis} is out of range for a rank-{rank} tensor"))
-            else:
-                ax = axis % rank
-                dim = shape[ax] if shape is not None else None
-                if isinstance(dim, int) and dim > 0 and dim != s.size:
-                    out.append(P("error", f"per-channel scale has {s.size} values but axis {axis} of '{x}' has "
-                                          f"{dim} channels"))
+            ax = axis % rank
+            dim = shape[ax] if shape is not None else None
+            if isinstance(dim, int) and dim > 0 and dim != s.size:
+                out.append(P("error", f"per-channel scale has {s.size} values but axis {axis} of '{x}' has "
+                                      f"{dim} channels"))
+            if g.is_weight(x) and op == "DequantizeLinear":
+                for reader, j in g.readers(node.output[0]):
+                    want = _output_channel_axis(reader, j, rank)
+                    if want is not None and ax != want:
+                        out.append(P("error", f"per-channel weight scales on axis {axis}, but '{reader.name}' "
+                                              f"({reader.op_type}) has its output channels on axis {want}: TensorRT "
+                                              f"quantizes weights per output channel"))
         if not g.is_weight(x):
             out.append(P("error", "per-channel quantization of an activation: TensorRT quantizes activations "
                                   "per tensor and only weights per channel"))
@@ -370,7 +703,7 @@ def _check_inputs(model, g: _Graph, target: str) -> list[Problem]:
                                             f"needs static shapes; re-export with a fixed input size"))
             else:
                 out.append(Problem("warning", f"input '{inp.name}' has dynamic dims ({', '.join(dynamic)}): "
-                                              f"TensorRT needs an optimization profile (build_engine makes one from "
+                                              f"TensorRT needs an optimization profile (cpnet build makes one from "
                                               f"the manifest's input size and --batch)"))
         elif target == "dla":
             vals = [d.dim_value for d in dims]
@@ -510,46 +843,6 @@ def _check_dla_precision(model, g: _Graph, strict: bool, assume_fp16: bool = Fal
                     "model.fp16.onnx or model.int8.onnx (or, on TensorRT 10, model.onnx with --fp16-flag)")]
 
 
-# ---------------------------------------------------------------------------------------------
-# driver
-
-
-def load(path: "str | Path"):
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckError(f"{path}: no such file")
-    try:
-        return onnx.load(str(path))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckError(f"{path}: not a readable ONNX file ({first[:160]})") from None
-
-
-def check_model(model, target: str = "trt10", strict_dla: bool = False, path: str = "<model>",
-                assume_fp16: bool = False) -> CheckResult:
-    """Check a loaded onnx.ModelProto for ``target`` (trt10 | trt11 | dla).
-
-    ``assume_fp16``: the build will set TensorRT 10's FP16 flag (``--fp16-flag``), so an FP32
-    graph is not a DLA precision problem.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    g = _Graph(model)
-    opset, problems = _check_opset(model, target)
-    problems += _check_inputs(model, g, target)
-    if target == "dla":
-        problems += _check_dla_precision(model, g, strict_dla, assume_fp16)
-    for label, node in g.nodes:
-        problems += _check_op(label, node, g)
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain in _DEFAULT_DOMAINS:
-            problems += _check_qdq(label, node, g)
-        if target == "dla" and node.domain in _DEFAULT_DOMAINS:
-            problems += _dla_node(label, node, g, strict_dla)
-    return CheckResult(path=path, target=target, opset=opset, num_nodes=len(g.nodes), problems=problems)
-
-
 def _dla_node(label: str, node, g: _Graph, strict: bool) -> list[Problem]:
     op = node.op_type
     if op in trt_ops.DLA_TRANSPARENT:
@@ -567,43 +860,134 @@ def _dla_node(label: str, node, g: _Graph, strict: bool) -> list[Problem]:
     return [Problem(level, f"{verb}: {'; '.join(reasons)}", label, op)]
 
 
+# ---------------------------------------------------------------------------------------------
+# driver
+
+
+def load(path: "str | Path"):
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckError(f"{path}: not a readable ONNX file ({first[:160]})") from None
+
+
+def _options(options: CheckOptions | None, **kw) -> CheckOptions:
+    if options is None:
+        options = CheckOptions(**{k: v for k, v in kw.items() if v is not None})
+    if options.target not in TARGETS:
+        raise UserError(f"target must be one of {', '.join(TARGETS)}, got {options.target!r}")
+    return options
+
+
+def table_for(options: CheckOptions) -> trt_ops.OperatorTable:
+    try:
+        return trt_ops.operator_table(options.trt_version or options.target)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def check_model(model, target: str = "trt10", strict_dla: bool = False, path: str = "<model>",
+                assume_fp16: bool = False, trt_version: str | None = None,
+                options: CheckOptions | None = None) -> CheckResult:
+    """Check a loaded onnx.ModelProto against one TensorRT release's rules (see :class:`CheckOptions`)."""
+    o = _options(options, target=target, strict_dla=strict_dla, assume_fp16=assume_fp16, trt_version=trt_version)
+    table = table_for(o)
+    g = _Graph(model)
+    opset, problems = _check_opset(model, table)
+    problems += _check_inputs(model, g, o.target)
+    if o.target == "dla":
+        problems += _check_dla_precision(model, g, o.strict_dla, o.assume_fp16)
+    for label, node in g.nodes:
+        problems += _check_op(label, node, g, table)
+        if o.target == "dla" and node.domain in _DEFAULT_DOMAINS:
+            problems += _dla_node(label, node, g, o.strict_dla)
+    return CheckResult(path=path, target=o.target, opset=opset, num_nodes=len(g.nodes), problems=problems,
+                       table=table.label)
+
+
 def check_file(path: "str | Path", target: str = "trt10", strict_dla: bool = False,
-               assume_fp16: bool = False) -> CheckResult:
-    return check_model(load(path), target=target, strict_dla=strict_dla, path=str(path), assume_fp16=assume_fp16)
+               assume_fp16: bool = False, trt_version: str | None = None,
+               options: CheckOptions | None = None) -> CheckResult:
+    o = _options(options, target=target, strict_dla=strict_dla, assume_fp16=assume_fp16, trt_version=trt_version)
+    return check_model(load(path), path=str(path), options=o)
 
 
-def run(paths: Iterable["str | Path"], target: str = "trt10", strict_dla: bool = False,
-        out=None, assume_fp16: bool = False) -> int:
-    """Check files, print one line per problem and a summary per file; return the exit status."""
-    out = out or sys.stdout
-    status = 0
+def check_files(paths: Iterable["str | Path"], options: CheckOptions = CheckOptions()) -> list[CheckResult]:
+    """Check every file; a file that is not readable ONNX becomes a failed result (a missing one is a UserError)."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"no such file: {', '.join(missing)}")
+    results = []
     for p in paths:
         try:
-            res = check_file(p, target=target, strict_dla=strict_dla, assume_fp16=assume_fp16)
+            results.append(check_file(p, options=options))
         except CheckError as e:
-            print(f"error: {e}", file=out)
-            status = 1
-            continue
+            results.append(CheckResult(path=str(p), target=options.target, opset=None, num_nodes=0, unreadable=str(e)))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# the `cpnet check` verb
+
+DESCRIPTION = """Check ONNX files against TensorRT's ONNX-parser rules before building (no TensorRT needed).
+
+Every operator against the target release's operator table (JetPack 6's 10.3, the latest 10.x,
+or 11.x), the table's restrictions, Q/DQ rules and input shapes, each problem one line naming
+the node; --target dla adds DLA's layer limits. Exit 1 when a file has an error."""
+
+EXAMPLES = """cpnet check runs/quickstart/export/model.int8.onnx
+cpnet check model.onnx model.fp16.onnx model.int8.onnx --target trt11 --json check.json
+cpnet check model.fp16.onnx --target dla --strict-dla
+cpnet check model.onnx --trt-version 10.7"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    a.add_input(p, "ONNX", "ONNX file(s): model.onnx, model.fp16.onnx, model.int8.onnx", nargs="+")
+    p.add_argument("--target", choices=TARGETS, default="trt10",
+                   help="trt10 (= trt10.3, JetPack 6: passes here runs on every 10.x), trt10.15 (latest 10.x), "
+                        "trt11, or dla (Jetson DLA with GPU fallback); default trt10")
+    p.add_argument("--trt-version", metavar="X.Y",
+                   help="check against this exact TensorRT release's table instead of the target's (e.g. 10.7)")
+    p.add_argument("--strict-dla", action="store_true",
+                   help="with --target dla: a node DLA cannot run is an error instead of a GPU-fallback warning")
+    p.add_argument("--fp16-flag", action="store_true",
+                   help="the build will use TensorRT 10's FP16 flag (DLA: an FP32 file is then not a problem)")
+    a.add_json(p, "every file's result and problems")
+
+
+def run(args) -> int:
+    from cpnet.runtime import atomic_write_json
+
+    options = CheckOptions(target=args.target, strict_dla=args.strict_dla, assume_fp16=args.fp16_flag,
+                           trt_version=args.trt_version)
+    table_for(options)  # a bad --trt-version is a user error before any file is read
+    results = check_files(args.input, options)
+    for res in results:
         for line in res.lines():
-            print(line, file=out)
-        if not res.ok:
-            status = 1
-    return status
+            print(line)
+    if args.json:
+        atomic_write_json(args.json, {"target": options.target, "trt_version": options.trt_version,
+                                      "files": [r.to_json() for r in results]})
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(results)} file(s) failed the TensorRT pre-flight check "
+                          f"({results[0].table or options.target})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engines.check", description=__doc__.split("\n\n")[0],
-                                 epilog="trt11: " + trt_ops.TARGET_NOTES["trt11"] + " dla: TensorRT 11.0-11.3 have no "
-                                        "DLA; use JetPack 6's TensorRT 10 (or 11.4.1+ on AGX Orin).")
-    ap.add_argument("onnx", nargs="+", help="ONNX file(s): model.onnx, model.fp16.onnx, model.int8.onnx")
-    ap.add_argument("--target", choices=TARGETS, default="trt10",
-                    help="trt10 (desktop or JetPack 6), trt11, or dla (Jetson DLA with GPU fallback); default trt10")
-    ap.add_argument("--strict-dla", action="store_true",
-                    help="with --target dla: a node DLA cannot run is an error instead of a GPU-fallback warning")
-    ap.add_argument("--fp16-flag", action="store_true",
-                    help="the build will use TensorRT 10's FP16 flag (DLA: an FP32 file is then not a problem)")
-    args = ap.parse_args(argv)
-    return run(args.onnx, target=args.target, strict_dla=args.strict_dla, assume_fp16=args.fp16_flag)
+    from cpnet.cli import run_verb
+
+    return run_verb("engines.check", argv)
 
 
 if __name__ == "__main__":

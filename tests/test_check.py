@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -106,11 +107,22 @@ def test_nonzero_int8_zero_point_is_an_error():
     assert any(p.node == "q_input" and "zero point 3" in p.message for p in res.errors)
 
 
-def test_quantize_without_zero_point_defaults_to_uint8():
+def test_quantize_without_zero_point_is_a_warning_naming_the_difference():
+    """Defect 4: ONNX reads a zero-point-less QuantizeLinear as UINT8, TensorRT's parser as INT8: a warning, not an error."""
     m = qdq_model()
     m.graph.node[0].input.pop()  # QuantizeLinear(image, x_scale): output type is UINT8 by ONNX's default
+    m.graph.node[1].input.pop()  # and its DequantizeLinear reads that UINT8 tensor
     res = check.check_model(m)
-    assert any(p.node == "q_input" and "UINT8" in p.message for p in res.errors)
+    assert res.ok, [p.format() for p in res.problems]
+    warned = [p for p in res.warnings if p.node == "q_input"]
+    assert len(warned) == 1 and "UINT8" in warned[0].message and "INT8" in warned[0].message
+    assert "ONNX Runtime" in warned[0].message and "zero point of 0" in warned[0].message
+    assert not [p for p in res.problems if p.node == "dq_input"]  # reported once, at the Q
+    # with output_dtype=INT8 (opset 21) ONNX agrees with TensorRT: nothing to say
+    m.opset_import[0].version = 21
+    m.graph.node[0].attribute.append(helper.make_attribute("output_dtype", TensorProto.INT8))
+    res = check.check_model(m, target="trt10.15")
+    assert not [p for p in res.problems if p.node == "q_input"], [p.format() for p in res.problems]
 
 
 def test_per_channel_axis_must_match_the_weight_shape():
@@ -136,6 +148,220 @@ def test_per_channel_activation_quantization_is_an_error():
             init.CopyFrom(numpy_helper.from_array(np.zeros(3, np.int8), "x_zp"))
     res = check.check_model(m)
     assert any(p.node == "q_input" and "activation" in p.message for p in res.errors)
+
+
+def _scale_via(kind: str):
+    """qdq_model whose input scale reaches the Q/DQ through ``kind``: identity-of-constant, mul-of-initializers, input."""
+    m = qdq_model()
+    g = m.graph
+    if kind == "identity-of-constant":
+        g.node.insert(0, helper.make_node("Constant", [], ["s_c"], name="s_const",
+                                          value=numpy_helper.from_array(np.array(0.05, np.float32))))
+        g.node.insert(1, helper.make_node("Identity", ["s_c"], ["s_id"], name="s_identity"))
+        src = "s_id"
+    elif kind == "mul-of-initializers":
+        g.initializer.extend([numpy_helper.from_array(np.array(0.1, np.float32), "s_a"),
+                              numpy_helper.from_array(np.array(0.5, np.float32), "s_b")])
+        g.node.insert(0, helper.make_node("Mul", ["s_a", "s_b"], ["s_mul"], name="s_mul"))
+        src = "s_mul"
+    else:  # computed from the image at run time
+        g.node.insert(0, helper.make_node("ReduceMax", ["image"], ["s_rt"], name="s_runtime", keepdims=0))
+        src = "s_rt"
+    for n in g.node:
+        if n.name in ("q_input", "dq_input"):
+            n.input[1] = src
+    return m
+
+
+@pytest.mark.parametrize("kind", ["identity-of-constant", "mul-of-initializers"])
+def test_scale_may_be_any_build_time_constant(kind):
+    """Defect 4: the parser takes any build-time constant scale, not only an initializer or a Constant output."""
+    res = check.check_model(_scale_via(kind))
+    assert res.ok, [p.format() for p in res.problems]
+
+
+def test_scale_from_a_graph_input_is_an_error():
+    res = check.check_model(_scale_via("runtime"))
+    assert any(p.node == "q_input" and "depends on a graph input" in p.message for p in res.errors)
+
+
+def test_per_channel_weight_scales_must_be_on_the_output_channel_axis():
+    # Conv weights are (K=4, C=3, 3, 3): three scales on axis 1 match the shape but are input channels
+    res = check.check_model(qdq_model(w_scale=[0.1, 0.1, 0.1], w_axis=1))
+    err = [p for p in res.errors if p.node == "dq_weight"]
+    assert err and "output channels on axis 0" in err[0].message and "'conv1' (Conv)" in err[0].message
+    assert check.check_model(qdq_model(w_axis=0)).ok
+
+
+def test_per_channel_weight_axis_of_a_transposed_conv_and_a_matmul():
+    wq = numpy_helper.from_array(np.ones((3, 4, 2, 2), np.int8), "Wq")  # ConvTranspose: (C_in, C_out, kH, kW)
+    zp = numpy_helper.from_array(np.zeros(4, np.int8), "w_zp")
+    sc = numpy_helper.from_array(np.full(4, 0.1, np.float32), "w_scale")
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zp"], ["W"], name="dq_w", axis=1),
+             helper.make_node("ConvTranspose", ["image", "W"], ["logits"], name="deconv", strides=[2, 2])]
+    assert check.check_model(_model(nodes, [wq, zp, sc], out_shape=(1, 4, 16, 16))).ok
+    nodes[0].attribute[0].i = 0
+    sc0 = numpy_helper.from_array(np.full(3, 0.1, np.float32), "w_scale")
+    zp0 = numpy_helper.from_array(np.zeros(3, np.int8), "w_zp")
+    res = check.check_model(_model(nodes, [wq, zp0, sc0], out_shape=(1, 4, 16, 16)))
+    assert any(p.node == "dq_w" and "output channels on axis 1" in p.message for p in res.errors)
+    # MatMul weights (K, N): output channels on the last axis
+    wm = numpy_helper.from_array(np.ones((8, 5), np.int8), "Wm")
+    nodes = [helper.make_node("DequantizeLinear", ["Wm", "ms", "mz"], ["M"], name="dq_m", axis=0),
+             helper.make_node("MatMul", ["image", "M"], ["logits"], name="mm")]
+    inits = [wm, numpy_helper.from_array(np.full(8, 0.1, np.float32), "ms"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "mz")]
+    res = check.check_model(_model(nodes, inits, inp_shape=(1, 3, 8, 8), out_shape=(1, 3, 8, 5)))
+    assert any(p.node == "dq_m" and "output channels on axis 1" in p.message for p in res.errors)
+
+
+# ------------------------------------------------------------------------------ the table's restrictions (defect 5)
+
+
+def _one(op, inputs, inits=(), opset=17, out_shape=(1, 3, 8, 8), outputs=("logits",), **attrs):
+    nodes = [helper.make_node(op, list(inputs), list(outputs), name="n", **attrs)]
+    return _model(nodes, list(inits), out_shape=out_shape, opset=opset)
+
+
+def _errors(model, **kw):
+    return [p.message for p in check.check_model(model, **kw).errors if p.node == "n"]
+
+
+def test_every_restriction_in_the_table_is_checked():
+    from engines import trt_ops
+
+    unchecked = set(trt_ops.RESTRICTIONS) - set(check._RULES)
+    assert not unchecked, f"restrictions quoted but never checked: {sorted(unchecked)}"
+
+
+def test_resize_keep_aspect_ratio_policy_must_be_stretch():
+    sizes = numpy_helper.from_array(np.array([1, 3, 16, 16], np.int64), "sizes")
+    m = _one("Resize", ["image", "", "", "sizes"], [sizes], opset=18, out_shape=(1, 3, 16, 16),
+             keep_aspect_ratio_policy="not_larger")
+    assert any("keep_aspect_ratio_policy 'not_larger'" in e for e in _errors(m))
+    ok = _one("Resize", ["image", "", "", "sizes"], [sizes], opset=18, out_shape=(1, 3, 16, 16))
+    assert _errors(ok) == []
+
+
+def test_resize_axes_with_run_time_scales_must_be_iota():
+    nodes = [helper.make_node("Shape", ["image"], ["shp"], name="shape"),
+             helper.make_node("Cast", ["shp"], ["scales"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Resize", ["image", "", "scales"], ["logits"], name="n", axes=[2, 3])]
+    res = check.check_model(_model(nodes, [], opset=18))
+    assert any(p.node == "n" and "axes [2, 3]" in p.message for p in res.errors)
+
+
+@pytest.mark.parametrize("how,ok", [("initializer", True), ("constant-node", True), ("computed", False),
+                                    ("graph-input", False)])
+def test_reduce_mean_opset18_axes_must_be_an_initializer(how, ok):
+    inits, nodes = [], []
+    if how == "initializer":
+        inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    elif how == "constant-node":
+        nodes = [helper.make_node("Constant", [], ["axes"], name="c", value=numpy_helper.from_array(
+            np.array([2, 3], np.int64)))]
+    elif how == "computed":
+        inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes0")]
+        nodes = [helper.make_node("Identity", ["axes0"], ["axes"], name="id")]
+    else:
+        nodes = [helper.make_node("Shape", ["image"], ["s"], name="shape", start=2),
+                 helper.make_node("Sub", ["s", "s"], ["axes"], name="sub")]
+    nodes.append(helper.make_node("ReduceMean", ["image", "axes"], ["logits"], name="n", keepdims=1))
+    errs = [p.message for p in check.check_model(_model(nodes, inits, opset=18, out_shape=(1, 3, 1, 1))).errors
+            if p.node == "n"]
+    if ok:
+        assert errs == []
+    else:
+        assert errs and "ReduceMean axes" in errs[0]
+        assert ("computed from constants" in errs[0]) == (how == "computed")
+
+
+def test_topk_must_be_sorted_and_k_below_3840():
+    k = numpy_helper.from_array(np.array([2], np.int64), "k")
+    assert any("sorted=0" in e for e in _errors(_one("TopK", ["image", "k"], [k], outputs=("logits", "idx"),
+                                                     sorted=0)))
+    big = numpy_helper.from_array(np.array([4000], np.int64), "k")
+    assert any("K=4000" in e for e in _errors(_one("TopK", ["image", "k"], [big], outputs=("logits", "idx"))))
+    assert _errors(_one("TopK", ["image", "k"], [k], outputs=("logits", "idx"))) == []
+
+
+@pytest.mark.parametrize("value,ok", [(False, True), (True, False)])
+def test_dropout_training_mode(value, ok):
+    tm = numpy_helper.from_array(np.array(value), "tm")
+    r = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    errs = _errors(_one("Dropout", ["image", "ratio", "tm"], [tm, r]))
+    assert (errs == []) == ok
+    if not ok:
+        assert "training_mode=True" in errs[0]
+
+
+def test_scatternd_reduction_cumsum_axis_onehot_depth_layernorm_outputs():
+    idx = numpy_helper.from_array(np.zeros((1, 1), np.int64), "idx")
+    upd = numpy_helper.from_array(np.zeros((1, 3, 8, 8), np.float32), "upd")
+    assert any("reduction 'add'" in e for e in _errors(_one("ScatterND", ["image", "idx", "upd"], [idx, upd],
+                                                            reduction="add", opset=18)))
+    nodes = [helper.make_node("Shape", ["image"], ["s"], name="shape", start=0, end=1),
+             helper.make_node("Squeeze", ["s"], ["ax"], name="sq", ),
+             helper.make_node("CumSum", ["image", "ax"], ["logits"], name="n")]
+    res = check.check_model(_model(nodes, []))
+    assert any(p.node == "n" and "CumSum axis" in p.message for p in res.errors)
+    nodes = [helper.make_node("Shape", ["image"], ["s"], name="shape", start=1, end=2),
+             helper.make_node("OneHot", ["image", "s", "vals"], ["logits"], name="n")]
+    vals = numpy_helper.from_array(np.array([0, 1], np.float32), "vals")
+    res = check.check_model(_model(nodes, [vals]))
+    assert any(p.node == "n" and "OneHot depth" in p.message for p in res.errors)
+    sc = numpy_helper.from_array(np.ones(8, np.float32), "sc")
+    assert any("only the first output" in e for e in _errors(
+        _one("LayerNormalization", ["image", "sc"], [sc], outputs=("logits", "mean", "inv_std"))))
+    assert _errors(_one("LayerNormalization", ["image", "sc"], [sc])) == []
+
+
+# ------------------------------------------------------------------------------ per-version operator tables
+
+
+def test_operator_tables_per_version():
+    from engines import trt_ops
+
+    t103, t1015, t11 = (trt_ops.operator_table(t) for t in ("trt10", "trt10.15", "trt11"))
+    assert t103.version == (10, 3) and t1015.version == (10, 15) and t11.version == (11, 5)
+    for op in ("HannWindow", "BlackmanWindow", "STFT", "Attention", "RMSNormalization"):
+        assert t103.support(op) == "N" or t103.support(op) == "?", op
+        assert t1015.support(op) == "Y" and t11.support(op) == "Y", op
+    assert trt_ops.operator_table("10.4.0").support("HannWindow") == "Y"
+    assert trt_ops.operator_table("10.4.0").support("STFT") == "N"
+    assert t1015.support("Swish") == "?" and t11.support("Swish") == "Y"
+    assert trt_ops.operator_table((11, 0)).support("DFT") == "N" and t11.support("DFT") == "Y"
+    assert (t103.opset_documented, t1015.opset_documented, t11.opset_documented) == (20, 24, 25)
+    assert "10.1-GA" in t103.source
+
+
+def test_window_operator_fails_on_jetpack6_and_passes_on_the_latest_10():
+    size = numpy_helper.from_array(np.array(8, np.int64), "size")
+    m = _one("HannWindow", ["size"], [size], opset=17, out_shape=(8,))
+    assert any("TensorRT 10.3" in e for e in _errors(m, target="trt10"))
+    assert _errors(m, target="trt10.15") == [] and _errors(m, target="trt11") == []
+    assert _errors(m, trt_version="10.4.1") == []
+
+
+def test_squeeze_rules_follow_the_version():
+    nodes = [helper.make_node("Squeeze", ["image"], ["logits"], name="n")]  # no axes: every size-1 dim
+    m = _model(nodes, [], out_shape=(3, 8, 8), opset=17)
+    assert any("without axes" in p.message for p in check.check_model(m, trt_version="11.0").errors)
+    assert check.check_model(m, target="trt11").ok
+    ax0 = numpy_helper.from_array(np.array([0], np.int64), "ax0")
+    nodes = [helper.make_node("Identity", ["ax0"], ["ax"], name="id"),
+             helper.make_node("Squeeze", ["image", "ax"], ["logits"], name="n")]
+    m = _model(nodes, [ax0], out_shape=(3, 8, 8), opset=17)
+    assert any("computed from constants" in p.message for p in check.check_model(m, target="trt10").errors)
+    assert check.check_model(m, trt_version="10.7").ok
+
+
+def test_gridsample_5d_needs_11_2():
+    grid = numpy_helper.from_array(np.zeros((1, 2, 8, 8, 3), np.float32), "grid")
+    m = _model([helper.make_node("GridSample", ["image", "grid"], ["logits"], name="n")], [grid],
+               inp_shape=(1, 3, 2, 8, 8), out_shape=(1, 3, 2, 8, 8), opset=20)
+    assert any(p.node == "n" and "rank-5" in p.message for p in check.check_model(m, target="trt10.15").errors)
+    assert not [p for p in check.check_model(m, target="trt11").errors if p.node == "n"]
 
 
 # ------------------------------------------------------------------------------ operators, opset, shapes
@@ -238,6 +464,37 @@ def test_cli_ok_and_error_exit_codes(tmp_path):
     junk.write_bytes(b"not a model")
     r = _run_cli(junk)
     assert r.returncode == 1 and len(r.stdout.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_json_missing_file_and_bad_version(tmp_path):
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(qdq_model(), str(good))
+    onnx.save(qdq_model(act_zp=128, act_zp_dtype=np.uint8), str(bad))
+    out = tmp_path / "check.json"
+    r = _run_cli(good, bad, "--target", "trt10.15", "--json", out)
+    assert r.returncode == 1
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert err == ["error: 1 of 2 file(s) failed the TensorRT pre-flight check (TensorRT 10.15)"]
+    data = json.loads(out.read_text())
+    assert [f["ok"] for f in data["files"]] == [True, False] and data["target"] == "trt10.15"
+    assert any(p["node"] == "q_input" and p["level"] == "error" for p in data["files"][1]["problems"])
+    r = _run_cli(tmp_path / "missing.onnx")  # a user error: exit 2, one line, nothing checked
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    r = _run_cli(good, "--trt-version", "9.0")
+    assert r.returncode == 2 and "TensorRT 10" in r.stderr and "Traceback" not in r.stderr
+    r = _run_cli(good, "--trt-version", "10.4")
+    assert r.returncode == 0 and "TensorRT 10.4 table" in r.stdout
+
+
+def test_cpnet_check_help_and_script_form(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cpnet", "check", "--help"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 0 and "--trt-version" in r.stdout and "cpnet check" in r.stdout
+    good = tmp_path / "good.onnx"
+    onnx.save(fp32_model(), str(good))
+    r = subprocess.run([sys.executable, str(ROOT / "engines" / "check.py"), str(good)], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("OK: ")
 
 
 # ------------------------------------------------------------------------------ the project's own files
