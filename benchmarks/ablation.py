@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     if not (Path(args.data) / "classes.yaml").exists():
-        subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "--out", args.data], check=True)
+        subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "-o", args.data], check=True)
     from cpnet.checkpoint import iter_checkpoints
     from cpnet.data.synthetic import LOOKALIKE_PAIRS
 
@@ -44,12 +44,12 @@ def main(argv=None) -> int:
     for label, extra in VARIANTS:
         work = Path(args.out) / extra[0].split("=")[1]
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "cpnet.train", "--config", args.config, "--data-root", args.data,
-                        "--work-dir", str(work), "--no-progress", *extra, *args.overrides], check=True)
+        subprocess.run([sys.executable, "-m", "cpnet.train", args.config, "--data-root", args.data,
+                        "-o", str(work), "--no-progress", *extra, *args.overrides], check=True)
         out = work / "eval.json"
         final = iter_checkpoints(work)[-1][1]  # the last iterate, not best.pt: no selection on the val split
         subprocess.run([sys.executable, "-m", "cpnet.evaluate", str(final), "--data-root", args.data,
-                        "--out", str(out), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+                        "--json", str(out), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
         rows.append((label, json.loads(out.read_text()), time.time() - t0))
     looks = [c for pair in LOOKALIKE_PAIRS for c in pair]
     print()

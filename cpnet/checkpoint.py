@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
 ``torch.load(weights_only=True)`` and nothing in it can run code:
 ``model`` (state dict), ``config`` (the full config as a dict), ``iter``,
 ``classes`` and ``palette``, and for resuming ``optimizer``, ``scheduler``,
-``scaler``, ``rng`` and ``best_miou``. A manifest (DESIGN.md §1) sits beside it.
+``scaler``, ``rng`` and ``best_miou``. A manifest (docs/architecture.md) sits beside it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign / pickled files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot load checkpoint ({first[:200]}); is the file complete and made by cpnet.train?") from None
+        raise UserError(f"{path}: cannot load checkpoint ({first[:200]}); is the file complete and made by cpnet train?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a cpnet checkpoint (expected keys 'model' and 'config')")
     ckpt["path"] = str(path)
@@ -70,6 +70,25 @@ def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
 
 def config_of(ckpt: dict) -> Config:
     return from_dict(ckpt["config"])
+
+
+def load_model(path: "str | Path", device="cpu"):
+    """(model, cfg, ckpt): the eval-mode CPNet of a checkpoint or run directory, its config and the checkpoint.
+
+    The one way every stage turns a checkpoint into a model; weights that do not
+    fit the checkpoint's own config are a one-line UserError.
+    """
+    from .models import CPNet
+
+    ckpt = load_checkpoint(path)
+    cfg = config_of(ckpt)
+    model = CPNet(cfg.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{ckpt['path']}: weights do not fit the model of its own config "
+                        f"({str(e).strip().splitlines()[0][:200]})") from None
+    return model.to(device).eval(), cfg, ckpt
 
 
 def save_checkpoint(path: "str | Path", state: dict, cfg: Config, classes, palette) -> None:

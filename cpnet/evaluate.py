@@ -1,8 +1,8 @@
 """Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy and mean accuracy.
 
-    python -m cpnet.evaluate runs/quickstart
-    python -m cpnet.evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 \\
-        --mode whole --scales 0.5,0.75,1,1.5,1.75 --flip --out ade_ms.json
+    cpnet evaluate runs/quickstart
+    cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 \\
+        --mode whole --scales 0.5,0.75,1,1.5,1.75 --flip --json ade_ms.json
 
 CHECKPOINT_OR_RUN_DIR is a checkpoint file or a run directory (its best.pt, else
 the newest checkpoint). Data, classes and model come from the checkpoint's own
@@ -11,7 +11,6 @@ config; --data-root points at the data on this machine.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import config_of, load_checkpoint
-from .config import Config, ConfigError
+from .config import Config
 from .inference import predict_probs, torch_infer_fn
 from .runtime import UserError, atomic_write_json
 from .runtime.metrics import ConfusionMatrix, format_table
@@ -101,51 +99,63 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cpnet.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    p.add_argument("--data-root", help="dataset root on this machine (default: the one in the checkpoint's config)")
-    p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
-    p.add_argument("--mode", choices=["whole", "slide"], help="default: the config's eval.mode")
-    p.add_argument("--scales", help="comma-separated test scales, e.g. 0.5,0.75,1,1.5,1.75 (default 1)")
-    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
-    p.add_argument("--out", help="write the metrics as JSON here")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--on-bad-data", choices=["stop", "skip"])
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        from .data import build_dataset
-        from .models import CPNet
+DESCRIPTION = """Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy and mean accuracy.
 
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg = config_of(ckpt)
-        if args.data_root:
-            cfg.data.root = args.data_root
-        if args.on_bad_data:
-            cfg.data.on_bad_data = args.on_bad_data
-        scales = parse_scales(args.scales) if args.scales else (1.0,)
-        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-        model = CPNet(cfg.model)
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
-        split = args.split or cfg.data.val_split
-        dataset = build_dataset(cfg.data, split, cfg.crop_size, train=False, num_classes=cfg.model.num_classes)
-        result = evaluate_model(model, dataset, cfg, device, mode=args.mode, scales=scales, flip=args.flip,
-                                progress=not args.no_progress)
-        result["checkpoint"] = ckpt["path"]
-        result["split"] = split
-        print(format_table(result))
-        print(f"{result['images']} images, mode {result['mode']}, scales {result['scales']}, flip {result['flip']}"
-              + (f", {result['skipped']} skipped (bad data)" if result["skipped"] else ""))
-        if args.out:
-            atomic_write_json(args.out, result)
-            print(f"wrote {args.out}")
-        return 0
-    except (UserError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+Data, classes and model come from the checkpoint's own config; --data-root points at the
+data on this machine."""
+
+EXAMPLES = """cpnet evaluate runs/quickstart
+cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 --scales 0.5,0.75,1,1.5,1.75 --flip"""
+
+
+def add_arguments(p) -> None:
+    from .cli import args as a
+
+    a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint, or a run directory (its best.pt, else the newest checkpoint)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (default: the one in the checkpoint's config)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
+    p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: the config's eval.mode)")
+    p.add_argument("--scales", metavar="S,S,...", help="comma-separated test scales, e.g. 0.5,0.75,1,1.5,1.75 (default 1)")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    p.add_argument("--on-bad-data", choices=["stop", "skip"],
+                   help="what an unreadable image or mask does: stop with its name (default) or skip it")
+    a.add_json(p, "the metrics")
+    a.add_runtime(p, device=True)
+
+
+def run(args) -> int:
+    from .checkpoint import load_model
+    from .data import build_dataset
+    from .runtime.device import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, cfg, ckpt = load_model(args.input, device)
+    if args.data_root:
+        cfg.data.root = args.data_root
+    if args.on_bad_data:
+        cfg.data.on_bad_data = args.on_bad_data
+    scales = parse_scales(args.scales) if args.scales else (1.0,)
+    split = args.split or cfg.data.val_split
+    dataset = build_dataset(cfg.data, split, cfg.crop_size, train=False, num_classes=cfg.model.num_classes)
+    result = evaluate_model(model, dataset, cfg, device, mode=args.mode, scales=scales, flip=args.flip,
+                            progress=not args.no_progress)
+    result["checkpoint"] = ckpt["path"]
+    result["split"] = split
+    print(format_table(result))
+    print(f"{result['images']} images, mode {result['mode']}, scales {result['scales']}, flip {result['flip']}"
+          + (f", {result['skipped']} skipped (bad data)" if result["skipped"] else ""))
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .cli import run_verb
+
+    return run_verb(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import config_of, load_checkpoint
+from .checkpoint import load_model
 from .config import Config
 from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
 from .runtime.log import get_logger
@@ -260,7 +260,6 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     import onnx
 
     from .deploy import DeployCPNet
-    from .models import CPNet
 
     o = replace(options, **overrides) if overrides else options
     opset, input_size, data_root, split, parity = o.opset, o.input_size, o.data_root, o.split, o.parity
@@ -272,8 +271,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     if num_parity_images < 1:
         raise UserError("--num-parity-images must be at least 1")
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_of(ckpt)
+    model, cfg, ckpt = load_model(ckpt_path)
     if data_root:  # recorded in the manifest's config, so later stages (calibration) find the data too
         cfg.data.root = str(data_root)
     out = Path(out_path) if out_path else default_output(ckpt_path, ckpt["path"])
@@ -282,13 +280,6 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     size = _input_size(cfg, input_size)
     classes, palette = _classes_and_palette(ckpt, cfg)
 
-    model = CPNet(cfg.model)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise UserError(f"{ckpt['path']}: weights do not fit the model of its own config "
-                        f"({str(e).strip().splitlines()[0][:200]})") from None
-    model.eval()
     if inverse_n not in ("conv", "prior"):
         raise UserError(f"--inverse-n must be 'conv' or 'prior', got {inverse_n!r}")
     deploy = DeployCPNet(model, input_size=size, inverse_n=inverse_n)

@@ -1,7 +1,7 @@
 """Print parameters and FLOPs of named configs, after a real forward pass on a random batch.
 
-    python -m cpnet.summary                     # every named config
-    python -m cpnet.summary ade20k_r50 cityscapes_r101 --forward full
+    cpnet summary                     # every named config
+    cpnet summary ade20k_r50 cityscapes_r101 --forward full
 
 FLOPs are counted with PyTorch's own FlopCounterMode on the ``meta`` device at
 the config's full input size (so a 768x768 ResNet-101 costs no compute); one
@@ -11,7 +11,6 @@ counted (no auxiliary head, as the paper reports it).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -19,7 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, load_config, named_configs
+from .config import load_config, named_configs
 from .models import CPNet
 
 
@@ -72,28 +71,48 @@ def summarize(name: str, forward: str = "reduced") -> dict:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cpnet.summary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="*", help="named configs or YAML files (default: every named config)")
-    parser.add_argument("--forward", choices=["reduced", "full"], default="reduced",
-                        help="run the check forward at the full input or at 64x64 (default)")
-    args = parser.parse_args(argv)
+DESCRIPTION = """Parameters and FLOPs of named configs (or YAML files), after a real forward pass on a random batch.
+
+FLOPs are counted at the config's full input on PyTorch's meta device (no compute); one FLOP is
+a multiply or an add (GFLOP = 2 x GMAC); the auxiliary head is left out, as the paper counts."""
+
+EXAMPLES = """cpnet summary                                   # every named config
+cpnet summary ade20k_r50 cityscapes_r101 --forward full --json sizes.json"""
+
+
+def add_arguments(p) -> None:
+    from .cli import args as a
+
+    a.add_input(p, "CONFIG", "named configs or YAML files (default: every named config)", nargs="*")
+    p.add_argument("--forward", choices=["reduced", "full"], default="reduced",
+                   help="run the check forward at the full input or at 64x64 (default)")
+    a.add_json(p, "the rows")
+
+
+def run(args) -> int:
+    from .runtime import atomic_write_json
+
     torch.manual_seed(0)
-    names = args.configs or named_configs()
+    names = args.input or named_configs()
     header = f"{'config':<22}{'backbone':>9}{'input':>7}{'prior':>7}{'params (M)':>12}{'+aux (M)':>10}{'GFLOP':>9}{'GMAC':>9}{'fwd':>14}"
     print(header)
     print("-" * len(header))
+    rows = []
     for name in names:
-        try:
-            r = summarize(name, args.forward)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        r = summarize(name, args.forward)
+        rows.append(r)
         fwd = f"{r['forward_s'] * 1000:.0f} ms@{r['forward_input']}"
         print(f"{r['name']:<22}{'R' + str(r['depth']):>9}{r['input']:>7}{r['prior']:>7}"
               f"{r['params_infer_m']:>12.2f}{r['params_train_m']:>10.2f}{r['gflops']:>9.1f}{r['gmacs']:>9.1f}{fwd:>14}")
+    if args.json:
+        atomic_write_json(args.json, rows)
     return 0
+
+
+def main(argv=None) -> int:
+    from .cli import run_verb
+
+    return run_verb(__name__, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Train CPNet: one process (CPU or one GPU), or many GPUs / nodes / CPU processes through torchrun.
 
-    python -m cpnet.train --config quickstart --data-root data/synthetic --work-dir runs/quickstart
-    torchrun --nproc_per_node 4 -m cpnet.train --config ade20k_r50 --init-backbone resnet50_v1c.pth
-    python -m cpnet.train --config quickstart --work-dir runs/quickstart --resume
-    python -m cpnet.train --config quickstart train.iters=500 train.lr=0.01   # key.sub=value overrides
+    cpnet train quickstart --data-root data/synthetic -o runs/quickstart
+    torchrun --nproc_per_node 4 -m cpnet.train ade20k_r50 --init-backbone resnet50_v1c.pth
+    cpnet train quickstart -o runs/quickstart --resume
+    cpnet train quickstart train.iters=500 train.lr=0.01   # key.sub=value overrides
 
 The run directory holds config.yaml, checkpoints/iter_*.pt (+ manifests),
 best.pt (by validation mIoU), tb/ (TensorBoard) and val_*.json.
@@ -18,7 +18,6 @@ checkpoint's RNG state.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -36,8 +35,12 @@ import yaml
 
 from .checkpoint import iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, load_config
-from .runtime import UserError, atomic_write_json, atomic_write_text, manifest_path
+from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
+from .runtime.device import resolve_device
+from .runtime.log import get_logger
 from .losses import build_loss
+
+log = get_logger("train")
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -63,14 +66,10 @@ def setup_distributed(device_arg: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
-    if device_arg == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device cpu")
+    device = resolve_device(device_arg, local_rank)
+    use_cuda = device.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+        torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Dist(rank, world, local_rank, device)
@@ -187,23 +186,8 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- main loop
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m cpnet.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="named config (e.g. quickstart, ade20k_r50) or a YAML file")
-    p.add_argument("--data-root", help="dataset root (overrides data.root)")
-    p.add_argument("--work-dir", help="run directory (default runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --work-dir")
-    p.add_argument("--init-backbone", help="ImageNet backbone weights (local file; mmcv V1c or torchvision V1b naming)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--on-bad-data", choices=["stop", "skip"], help="overrides data.on_bad_data")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
-    return p.parse_args(argv)
+class NonFiniteLoss(CheckFailed):
+    """The loss became NaN or infinite: training stops (exit 1) and keeps the last good checkpoint."""
 
 
 def build_config(args) -> Config:
@@ -212,7 +196,7 @@ def build_config(args) -> Config:
         overrides.append(f"data.root={args.data_root}")
     if args.on_bad_data:
         overrides.append(f"data.on_bad_data={args.on_bad_data}")
-    return load_config(args.config, overrides)
+    return load_config(args.input, overrides)
 
 
 def make_loaders(cfg: Config, d: Dist, start_step: int):
@@ -247,7 +231,7 @@ def build_training_model(cfg: Config, d: Dist, init_backbone: str | None):
     if init_backbone:
         report = load_backbone_weights(model, init_backbone)
         if d.main:
-            print(f"backbone: loaded {report['loaded']} tensors from {init_backbone}")
+            log.info(f"backbone: loaded {report['loaded']} tensors from {init_backbone}")
     if d.enabled and cfg.train.sync_bn:
         from .sync_bn import convert_sync_batchnorm
         model = convert_sync_batchnorm(model, d.device)
@@ -278,11 +262,11 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
         ckpt_path = latest_checkpoint(work_dir)
         if ckpt_path is None:
             if d.main:
-                print(f"--resume: no checkpoint in {work_dir / 'checkpoints'}, starting from iteration 0")
+                log.warning(f"--resume: no checkpoint in {work_dir / 'checkpoints'}, starting from iteration 0")
         else:
             ckpt = load_checkpoint(ckpt_path)
             if ckpt["config"]["model"] != cfg.to_dict()["model"]:
-                raise UserError(f"{ckpt_path}: was trained with another model config; use another --work-dir or the same config")
+                raise UserError(f"{ckpt_path}: was trained with another model config; use another run directory (-o) or the same config")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -291,7 +275,7 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             set_rng_state(ckpt["rng"])
             start_iter, best_miou = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
             if d.main:
-                print(f"resumed from {ckpt_path} at iteration {start_iter}")
+                log.info(f"resumed from {ckpt_path} at iteration {start_iter}")
 
     train_set, val_set, loader = make_loaders(cfg, d, start_iter)
     classes, palette = train_set.classes, train_set.palette
@@ -339,9 +323,9 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             if improved:
                 best_miou = miou
                 save_checkpoint(work_dir / "best.pt", state(it), cfg, classes, palette)
-            msg = (f"[val] iter {it}/{cfg.train.iters}  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
+            msg = (f"val iter {it}/{cfg.train.iters}  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
                    f"mAcc {result['mAcc']:.2f}  best {best_miou:.2f}{'  (new best, saved best.pt)' if improved else ''}")
-            _print(msg, progress)
+            log.info(msg)
         model.train()
         return result
 
@@ -402,8 +386,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
                 if bar is not None:
                     bar.set_postfix(lr=f"{lr:.2e}", img_s=f"{ips:.1f}", **post)
                 else:
-                    print(f"iter {it}/{cfg.train.iters} lr {lr:.2e} {ips:.1f} img/s " +
-                          " ".join(f"{k} {v}" for k, v in post.items()), flush=True)
+                    log.info(f"iter {it}/{cfg.train.iters} lr {lr:.2e} {ips:.1f} img/s " +
+                             " ".join(f"{k} {v}" for k, v in post.items()))
             sums, t_last, imgs_since = {}, now, 0
         if it % cfg.train.val_interval == 0 or it == cfg.train.iters:
             last_val = validate(it)
@@ -416,16 +400,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     if writer is not None:
         writer.close()
     if skipped and d.main:
-        print(f"skipped {skipped} bad training samples (--on-bad-data skip)")
+        log.warning(f"skipped {skipped} bad training samples (--on-bad-data skip)")
     return {"iter": it, "best_miou": best_miou, "last_val": last_val, "skipped": skipped}
-
-
-def _print(msg: str, progress: bool) -> None:
-    if progress:
-        from tqdm import tqdm
-        tqdm.write(msg)
-    else:
-        print(msg, flush=True)
 
 
 @torch.no_grad()
@@ -450,18 +426,44 @@ def _log_images(writer, model, val_set, cfg, device, it, colorize, denormalize, 
         writer.add_image("val/prior_row_center", heat, it, dataformats="HWC")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+DESCRIPTION = """Train a CPNet: on the CPU, one GPU, or many GPUs / nodes / CPU processes through torchrun.
+
+The run directory holds config.yaml, checkpoints/iter_*.pt (+ manifests), best.pt (by
+validation mIoU), tb/ (TensorBoard) and val_*.json; --resume continues where a run stopped,
+seeing exactly the samples and augmentations an uninterrupted run would."""
+
+EXAMPLES = """cpnet train quickstart --data-root data/synthetic -o runs/quickstart
+cpnet train quickstart -o runs/quickstart --resume
+cpnet train quickstart train.iters=500 train.lr=0.01     # key.sub=value config overrides
+torchrun --nproc_per_node 4 -m cpnet.train ade20k_r50 --init-backbone resnet50_v1c.pth"""
+
+
+def add_arguments(p) -> None:
+    from .cli import args as a
+
+    a.add_input(p, "CONFIG", "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.iters=500")
+    a.add_output(p, "run directory (default runs/<config name>)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (overrides data.root)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--init-backbone", metavar="FILE",
+                   help="ImageNet backbone weights (a local file; mmcv V1c or torchvision V1b naming)")
+    p.add_argument("--on-bad-data", choices=["stop", "skip"],
+                   help="what an unreadable image or mask does: stop with its name (default) or skip it")
+    a.add_runtime(p, device=True)
+
+
+def run(args) -> int:
     try:
         cfg = build_config(args)
         d = setup_distributed(args.device)
-        work_dir = Path(args.work_dir or Path("runs") / cfg.name)
+        work_dir = Path(args.output or Path("runs") / cfg.name)
         if d.main:
-            print(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {cfg.crop_size}, "
-                  f"prior {cfg.model.prior_size}x{cfg.model.prior_size}, {cfg.train.iters} iters, batch {cfg.train.batch_size}, "
-                  f"{d.world} process(es) on {d.device.type}; run dir {work_dir}")
+            log.info(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {cfg.crop_size}, "
+                     f"prior {cfg.model.prior_size}x{cfg.model.prior_size}, {cfg.train.iters} iters, "
+                     f"batch {cfg.train.batch_size}, {d.world} process(es) on {d.device.type}; run dir {work_dir}")
         if d.device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
+            torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // d.world))
         result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress)
         if d.enabled:
             # rank 0 may still be writing checkpoints and TensorBoard: tear the process group down together,
@@ -470,15 +472,18 @@ def main(argv=None) -> int:
         if d.main:
             print(f"done: {result['iter']} iterations, best val mIoU {result['best_miou']:.2f}; checkpoints in {work_dir}")
         return 0
-    except (UserError, ConfigError, NonFiniteLoss) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, NonFiniteLoss) else 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume (the newest checkpoint is kept)", file=sys.stderr)
-        return 130
+        log.warning("resume with --resume (the newest checkpoint is kept)")
+        raise
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def main(argv=None) -> int:
+    from .cli import run_verb
+
+    return run_verb("cpnet.train", argv)
 
 
 if __name__ == "__main__":

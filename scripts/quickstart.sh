@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-PY=.venv/bin/python
+CPNET=.venv/bin/cpnet
 DATA=${CPNET_DATA:-data/synthetic}
 RUN=${CPNET_RUN:-runs/quickstart}
 start=$(date +%s)
 # every named config: build, one forward pass on a random batch, parameters and FLOPs
-$PY -m cpnet.summary
+$CPNET summary
 if [ ! -f "$DATA/classes.yaml" ]; then
-  $PY -m cpnet.data.synthetic --out "$DATA" --train 400 --val 100 --size 128 --seed 0
+  $CPNET data -o "$DATA" --train 400 --val 100 --size 128 --seed 0
 fi
-$PY -m cpnet.train --config quickstart --data-root "$DATA" --work-dir "$RUN" "$@"
-$PY -m cpnet.evaluate "$RUN" --data-root "$DATA" --out "$RUN/eval.json"
+$CPNET train quickstart --data-root "$DATA" -o "$RUN" "$@"
+$CPNET evaluate "$RUN" --data-root "$DATA" --json "$RUN/eval.json"
 echo "quickstart finished in $(( $(date +%s) - start )) s (setup excluded); results in $RUN"

@@ -83,3 +83,12 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
     path, _ = export_checkpoint(tiny_checkpoint, out, runtime=RuntimeOptions(threads=1))
     return path
+
+
+def error_line(stderr: str) -> str:
+    """The one error line a failed command writes to stderr (its log lines may precede it), no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith(("error:", "cpnet", "python -m"))
+              and "error" in line]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    return errors[0]

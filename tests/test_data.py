@@ -169,7 +169,7 @@ def test_folder_errors(tmp_path):
 
 
 def test_build_dataset_root_errors(tmp_path):
-    with pytest.raises(UserError, match="python -m cpnet.data.synthetic --out"):
+    with pytest.raises(UserError, match="cpnet data -o"):
         build_dataset(DataConfig(dataset="synthetic", root=str(tmp_path / "nope")), "train", 64, True)
     with pytest.raises(UserError, match="data root .* not found"):
         build_dataset(DataConfig(dataset="cityscapes", root=str(tmp_path / "nope")), "train", 64, True)

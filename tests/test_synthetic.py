@@ -120,11 +120,11 @@ def test_lookalikes_differ_only_by_context():
 
 def test_cli(tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "--out", str(out), "--train", "3",
+    r = subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "-o", str(out), "--train", "3",
                         "--val", "2", "--size", "32", "--seed", "5"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "RuntimeWarning" not in r.stderr
     assert len(list((out / "images/train").glob("*.png"))) == 3 and (out / "classes.yaml").is_file()
-    r = subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "--out", str(out), "--size", "8"],
+    r = subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "-o", str(out), "--size", "8"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "--size" in r.stderr

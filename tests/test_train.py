@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cpnet import evaluate as evaluate_cli
+from conftest import error_line
 from cpnet import train as train_cli
 from cpnet.checkpoint import iter_checkpoints, load_checkpoint
 
@@ -33,7 +34,7 @@ def synth(tmp_path_factory):
 
 
 def run_train(work, synth, *extra):
-    argv = ["--config", "quickstart", "--data-root", str(synth), "--work-dir", str(work), "--no-progress", *TINY, *extra]
+    argv = ["quickstart", "--data-root", str(synth), "-o", str(work), "--no-progress", *TINY, *extra]
     return train_cli.main(argv)
 
 
@@ -48,7 +49,7 @@ def test_train_writes_checkpoints_best_and_tensorboard_then_evaluate(tmp_path, s
     ckpt = load_checkpoint(work)
     assert ckpt["path"].endswith("best.pt")
     out = tmp_path / "metrics.json"
-    assert evaluate_cli.main([str(work), "--out", str(out), "--no-progress"]) == 0
+    assert evaluate_cli.main([str(work), "--json", str(out), "--no-progress"]) == 0
     res = json.loads(out.read_text())
     assert 0 <= res["mIoU"] <= 100 and len(res["per_class"]) == 8
     assert "mIoU" in capsys.readouterr().out
@@ -68,8 +69,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, synth):
     assert run_train(tmp_path / "full", synth, *common) == 0
     # killed with SIGKILL right after its first checkpoint, then resumed
     work = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "cpnet.train", "--config", "quickstart", "--data-root", str(synth),
-           "--work-dir", str(work), "--no-progress", *TINY, *common]
+    cmd = [sys.executable, "-m", "cpnet.train", "quickstart", "--data-root", str(synth),
+           "-o", str(work), "--no-progress", *TINY, *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -91,11 +92,11 @@ def test_torchrun_two_cpu_processes(tmp_path, synth):
     work = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cpnet.train", "--config", "quickstart", "--data-root", str(synth), "--work-dir", str(work),
+           "-m", "cpnet.train", "quickstart", "--data-root", str(synth), "-o", str(work),
            "--device", "cpu", "--no-progress", *TINY, "train.iters=3", "train.ckpt_interval=3", "train.val_interval=3"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 process(es)" in r.stdout
+    assert "2 process(es)" in r.stderr  # the log goes to stderr, results to stdout
     ckpt = load_checkpoint(work / "checkpoints" / "iter_0000003.pt")
     # SyncBN state dicts keep BatchNorm2d keys, so a DDP checkpoint loads into a plain model
     from cpnet.models import CPNet
@@ -110,8 +111,8 @@ def test_non_finite_loss_stops_with_iteration_and_saves_nothing_bad(tmp_path, sy
                    "train.lr=1e30", "train.warmup_iters=0")
     assert rc == 1
     err = capsys.readouterr().err
-    assert "iteration" in err and "non-finite" in err or "not finite" in err
-    assert err.count("\n") == 1
+    line = error_line(err)  # the log goes to stderr too; one error line
+    assert "iteration" in line and "non-finite" in line or "not finite" in line
     for _, path in iter_checkpoints(work):
         for v in load_checkpoint(path)["model"].values():
             if v.is_floating_point():
@@ -130,18 +131,19 @@ def test_skip_bad_training_data_counts(tmp_path, synth, capsys):
     # the same from a DataLoader worker process: still one line naming the file, no traceback
     assert run_train(tmp_path / "stop_w", data, "train.iters=4", "train.val_interval=1000", "data.num_workers=1") == 2
     err = capsys.readouterr().err
-    assert victim.name in err and err.count("\n") == 1 and "Traceback" not in err
+    assert victim.name in error_line(err)
     assert run_train(tmp_path / "skip", data, "train.iters=4", "train.val_interval=1000", "--on-bad-data", "skip") == 0
-    assert "skipped" in capsys.readouterr().out
+    assert "skipped" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(tmp_path, synth, capsys):
-    assert train_cli.main(["--config", "nope", "--no-progress"]) == 2
-    assert train_cli.main(["--config", "quickstart", "--data-root", str(tmp_path / "missing"),
-                           "--work-dir", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert train_cli.main(["nope", "--no-progress"]) == 2
+    assert train_cli.main(["quickstart", "--data-root", str(tmp_path / "missing"),
+                           "-o", str(tmp_path / "w"), "--no-progress"]) == 2
     assert evaluate_cli.main([str(tmp_path / "missing.pt")]) == 2
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 100)
     assert evaluate_cli.main([str(bad)]) == 2
     err = capsys.readouterr().err
-    assert all(line.startswith("error: ") for line in err.strip().splitlines())
+    lines = [line for line in err.strip().splitlines() if not line.startswith("[")]  # "[stage] ..." are log lines
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines) and "Traceback" not in err

@@ -35,6 +35,7 @@ VERBS: dict[str, str] = {  # verb -> module
     "fp16": "quantize.fp16",
     "int8": "quantize.int8",
     "sensitivity": "quantize.sensitivity",
+    "report": "quantize.report",
     "check": "engines.check",
     "build": "engines.build_engine",
     "benchmark": "engines.benchmark",
@@ -99,7 +100,7 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
     def go() -> int:
         module = _module(module_name)
         parser = build_parser(module, prog or f"python -m {module_name}")
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
         log.setup(verbose=args.verbose, quiet=args.quiet)
         return module.run(args)
 

@@ -63,13 +63,13 @@ def _check_root(data_cfg) -> Path:
     root = Path(data_cfg.root).expanduser()
     if not root.is_dir():
         if data_cfg.dataset == "synthetic":
-            hint = f"run python -m cpnet.data.synthetic --out {data_cfg.root} to generate it"
+            hint = f"run cpnet data -o {data_cfg.root} to generate it"
         else:
             hint = _ROOT_HINTS.get(data_cfg.dataset, "set data.root=PATH")
         raise UserError(f"data root {data_cfg.root} not found; {hint}")
     if data_cfg.dataset == "synthetic" and not any((root / n).is_file() for n in ("classes.yaml", "classes.json")):
         raise UserError(f"{root / 'classes.yaml'} not found, so {root} holds no complete synthetic dataset; "
-                        f"run python -m cpnet.data.synthetic --out {data_cfg.root}")
+                        f"run cpnet data -o {data_cfg.root}")
     return root
 
 

@@ -1,6 +1,6 @@
 """A synthetic dataset where context matters, written in the folder format.
 
-``python -m cpnet.data.synthetic --out DIR [--train 400] [--val 100] [--size 128] [--seed 0]``
+``cpnet data -o DIR [--train 400] [--val 100] [--size 128] [--seed 0]``
 writes ``DIR/images/{train,val}/syn_NNNNN.png``, ``DIR/masks/{train,val}/syn_NNNNN.png``
 (class ids, single channel) and ``DIR/classes.yaml``. The output is a pure
 function of the arguments: image ``i`` of a split is drawn from
@@ -39,7 +39,6 @@ brightness change keep the task from being per-pixel trivial.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,9 @@ import numpy as np
 import yaml
 
 from cpnet.runtime import UserError, atomic_write_text
+from cpnet.runtime.log import get_logger
+
+log = get_logger("data")
 
 SYNTHETIC_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("sky", (70, 130, 180)),
@@ -372,7 +374,7 @@ def generate(out: "str | Path", n_train: int = 400, n_val: int = 100, size: int 
             (out / "images" / split / name).write_bytes(_encode_png(cv2.cvtColor(img, cv2.COLOR_RGB2BGR)))
             (out / "masks" / split / name).write_bytes(_encode_png(lab))
             if progress and (i + 1) % 100 == 0:
-                print(f"  {split}: {i + 1}/{n}", file=sys.stderr)
+                log.info(f"{split}: {i + 1}/{n}")
     header = (f"# cpnet synthetic dataset v{GENERATOR_VERSION}: seed {seed}, size {size}, "
               f"train {n_train}, val {n_val}\n# look-alike pairs: "
               + ", ".join(f"{a}/{b}" for a, b in LOOKALIKE_PAIRS) + "\n")
@@ -380,24 +382,37 @@ def generate(out: "str | Path", n_train: int = 400, n_val: int = 100, size: int 
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cpnet.data.synthetic",
-                                description="Write the synthetic context dataset in cpnet's folder format.")
-    p.add_argument("--out", required=True, help="output folder (e.g. data/synthetic)")
-    p.add_argument("--train", type=int, default=400, help="training images (default 400)")
-    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
+DESCRIPTION = """Write the built-in synthetic dataset (a context-dependent street/beach scene) in cpnet's folder format.
+
+Deterministic: the same options give the same bytes. Nothing is downloaded."""
+
+EXAMPLES = """cpnet data                                   # -> data/synthetic (400 train + 100 val, 128 px)
+cpnet data -o data/syn256 --size 256 --train 800"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    a.add_output(p, "output folder (default data/synthetic)")
+    p.add_argument("--train", type=a.non_negative_int, default=400, metavar="N", help="training images (default 400)")
+    p.add_argument("--val", type=a.non_negative_int, default=100, metavar="N", help="validation images (default 100)")
+    p.add_argument("--size", type=a.positive_int, default=128, metavar="PIXELS", help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=a.non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+
+
+def run(args) -> int:
+    out = args.output or "data/synthetic"
     t0 = time.perf_counter()
-    try:
-        generate(args.out, args.train, args.val, args.size, args.seed, progress=True)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.train} train + {args.val} val images of {args.size}x{args.size} to {args.out} "
+    generate(out, args.train, args.val, args.size, args.seed, progress=True)
+    print(f"wrote {args.train} train + {args.val} val images of {args.size}x{args.size} to {out} "
           f"in {time.perf_counter() - t0:.1f} s (classes: {', '.join(SYNTHETIC_NAMES)})")
     return 0
+
+
+def main(argv=None) -> int:
+    from cpnet.cli import run_verb
+
+    return run_verb(__name__, argv)
 
 
 if __name__ == "__main__":

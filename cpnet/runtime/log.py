@@ -22,6 +22,23 @@ class _StageFormatter(logging.Formatter):
         return f"{prefix}{level}{record.getMessage()}"
 
 
+class _Handler(logging.Handler):
+    """Writes to the current sys.stderr (not the one of when it was made), through tqdm when it is
+    there, so a log line never tears a progress bar apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                sys.stderr.write(line + "\n")
+            else:
+                tqdm.write(line, file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def get_logger(stage: str) -> logging.Logger:
     """The logger of a stage (``train``, ``export``, ``int8``, ``engines``...): ``cpnet.<stage>``."""
     return logging.getLogger(f"{ROOT}.{stage}")
@@ -32,7 +49,7 @@ def setup(verbose: bool = False, quiet: bool = False) -> None:
     root = logging.getLogger(ROOT)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not any(getattr(h, "_cpnet", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Handler()
         handler.setFormatter(_StageFormatter())
         handler._cpnet = True  # type: ignore[attr-defined]
         root.addHandler(handler)

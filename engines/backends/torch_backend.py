@@ -44,19 +44,14 @@ class TorchBackend(Backend):
                             f"(known: device, precision, channels_last, threads)")
         import torch
 
-        from cpnet.checkpoint import config_of, load_checkpoint, resolve_checkpoint
+        from cpnet.checkpoint import load_model, resolve_checkpoint
         from cpnet.runtime import read_manifest
-        from cpnet.models import build_model
+        from cpnet.runtime.device import resolve_device
 
         precision = str(precision).lower()
         if precision not in PRECISIONS:
             raise UserError(f"torch backend: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("torch backend: device cuda requested but torch.cuda.is_available() is False "
-                            "(no CUDA GPU, or a CPU-only torch build)")
+        dev = resolve_device(device)
         if dev.type == "cpu" and precision == "fp16":
             raise UserError("torch backend: fp16 autocast needs CUDA; on the CPU use precision=bf16 or fp32")
         if dev.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
@@ -66,19 +61,11 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(threads))
 
         ckpt_path = resolve_checkpoint(path)
-        ckpt = load_checkpoint(ckpt_path)
-        cfg = config_of(ckpt)
+        model, cfg, ckpt = load_model(ckpt_path, dev)
         manifest = read_manifest(ckpt_path, required=False)
         if manifest is None:  # rebuild what the manifest would say from the checkpoint itself
             manifest = _manifest_from_ckpt(ckpt, cfg)
         super().__init__(str(ckpt_path), manifest)
-
-        model = build_model(cfg)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        if missing:
-            raise UserError(f"{ckpt_path}: checkpoint lacks {len(missing)} weights of this model "
-                            f"(e.g. {missing[0]}); does the config match?")
-        model.eval().to(dev)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
