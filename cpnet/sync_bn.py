@@ -1,6 +1,6 @@
 """Synchronised batch norm for every device: PyTorch's SyncBatchNorm on GPUs, a small all-reduce version on CPUs.
 
-torch.nn.SyncBatchNorm refuses CPU tensors, but DESIGN.md §6 wants the
+torch.nn.SyncBatchNorm refuses CPU tensors, but the project wants the
 multi-process path (torchrun + DDP + SyncBN) to be the same on CPUs with gloo,
 so it can be tested without a GPU. ``CPUSyncBatchNorm`` computes the batch
 statistics over all processes with an autograd-aware all-reduce of (sum, sum of
