@@ -116,6 +116,9 @@ def add_max_disagreement(p: argparse.ArgumentParser, default: float) -> None:
                         f"(no labels needed; default {default:g})")
 
 
-def add_max_miou_drift(p: argparse.ArgumentParser, default: float) -> None:
+def add_max_miou_drift(p: argparse.ArgumentParser, default: float | None, default_text: str | None = None) -> None:
+    """``default=None`` with ``default_text`` when the limit depends on something else (the drift report's
+    per-precision limits)."""
+    text = default_text if default_text is not None else f"{default:g}"
     p.add_argument("--max-miou-drift", type=non_negative_float, default=default, metavar="POINTS",
-                   help=f"largest mIoU drop against the reference, in mIoU points (default {default:g})")
+                   help=f"largest mIoU drop against the reference, in mIoU points (default {text})")

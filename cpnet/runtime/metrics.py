@@ -65,6 +65,20 @@ class ConfusionMatrix:
         }
 
 
+def iou_from_counts(tp, gt, pred) -> np.ndarray:
+    """IoU (fractions) from true positives, ground-truth and predicted pixel counts per class, vectorised.
+
+    The arrays broadcast and the last axis is the class: (..., C) in, (..., C)
+    out, NaN where a class is absent from both ground truth and prediction --
+    the same rule as :meth:`ConfusionMatrix.compute`, for many matrices at once
+    (the drift report's bootstrap sums per-image counts over resampled images).
+    """
+    tp, gt, pred = (np.asarray(a, dtype=np.float64) for a in (tp, gt, pred))
+    union = gt + pred - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
 def _int64(x) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()

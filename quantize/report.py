@@ -1,0 +1,787 @@
+"""The accuracy-drift report: every variant against the float model, per class, with intervals, pictures and a gate.
+
+    cpnet report runs/quickstart                       # its checkpoint against every file in runs/quickstart/export
+    cpnet report model.onnx model.fp16.onnx model.int8.onnx --data data/synthetic -o drift/
+
+What it measures (one pass per artifact over the same images, reference first):
+
+- every image goes through the artifact's own manifest: the deploy preprocessing
+  (:func:`cpnet.runtime.preprocess.preprocess`, the whole frame resized to the model
+  input, one scale, no flip) and :func:`~cpnet.runtime.preprocess.postprocess` back to
+  the label's size; ``--mode slide``, ``--scales`` or ``--flip`` switch to
+  :func:`cpnet.inference.predict_probs` instead;
+- per artifact: a confusion matrix (:class:`cpnet.runtime.metrics.ConfusionMatrix`,
+  the one mIoU implementation) and, per image, its true-positive, ground-truth and
+  predicted pixel counts per class; pixel agreement with the reference's prediction;
+  the wall time of every model call (median reported, after warm-up calls);
+- drift = variant minus reference, in mIoU (or IoU) points. Its 95% interval is a
+  paired bootstrap over images: the same resampled image sets for the reference and
+  every variant (``--bootstrap`` resamples, ``--seed``), mIoU recomputed from the
+  summed counts of each resample (:func:`cpnet.runtime.metrics.iou_from_counts`), the
+  2.5th and 97.5th percentiles of the differences. A variant that predicts exactly
+  what the reference predicts has the interval [0, 0];
+- worst images: the ``--worst`` images where the variant disagrees most with the reference.
+
+The gate is on point estimates: a variant fails when its mIoU *drop* is larger than
+its limit (``--max-miou-drift``; by default 0.01 points for FP32, 0.1 for FP16/BF16,
+0.5 for INT8) or, with ``--max-class-drift``, when a class's IoU drops more than that.
+Gains do not fail the gate. Intervals are reported, not gated. A variant that cannot
+be opened or run is a "not run" row with the reason. Exit codes: 1 when a variant
+fails the gate, else 3 when a variant was not run, else 0; the report is written in
+every case.
+
+The recommendation is the fastest artifact on this machine (median latency) within
+its limits; artifacts within 5% of the fastest count as ties, settled by the smaller
+drift. The reference qualifies too (drift 0). Every latency carries the machine line
+(:mod:`cpnet.runtime.machine`).
+
+Outputs, each written atomically, in ``-o DIR`` (default: ``<run dir>/report``, or a
+``report`` folder beside a reference file): ``report.html`` (self-contained, images
+embedded), ``report.md``, ``report.json`` (everything; its ``kind`` is ``report``) and
+the PNGs (:mod:`quantize.report_pages`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cpnet.runtime import CheckFailed, MissingDependency, UserError, atomic_write_json
+from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, first_line
+from cpnet.runtime.log import get_logger
+
+log = get_logger("report")
+
+#: mIoU drop allowed by default, in points, by the variant's precision (the old quantize_drift targets).
+DEFAULT_MIOU_DRIFT = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
+FALLBACK_MIOU_DRIFT = 0.5
+#: Latencies within this factor of the fastest count as ties for the recommendation.
+TIE_FACTOR = 1.05
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the report measures and how it gates (the command's flags, minus output and runtime)."""
+
+    data: str | None = None
+    data_root: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    mode: str = "deploy"  # deploy | whole | slide
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    max_miou_drift: float | None = None  # None: DEFAULT_MIOU_DRIFT by precision
+    max_class_drift: float | None = None
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    worst: int = 4
+    warmup: int = 2
+
+    @property
+    def eval_mode(self) -> str:
+        """``deploy`` (manifest preprocessing, one call per image), or ``whole``/``slide`` through predict_probs."""
+        if self.mode == "deploy" and tuple(self.scales) == (1.0,) and not self.flip:
+            return "deploy"
+        return "slide" if self.mode == "slide" else "whole"
+
+    def miou_limit(self, precision: str) -> float:
+        if self.max_miou_drift is not None:
+            return float(self.max_miou_drift)
+        return DEFAULT_MIOU_DRIFT.get(str(precision).lower(), FALLBACK_MIOU_DRIFT)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def find_variants(run_dir: "str | Path") -> list[Path]:
+    """The exported files of a run (``RUN/export/*.onnx``, engines), FP32 first, each with its manifest."""
+    from cpnet.runtime import read_manifest
+
+    export = Path(run_dir) / "export"
+    found = []
+    for p in sorted(export.glob("*")) if export.is_dir() else []:
+        if p.suffix.lower() in ARTIFACT_SUFFIXES and p.is_file() and p.with_name(p.name + ".json").is_file():
+            man = read_manifest(p, required=False) or {}
+            found.append((p.suffix.lower() != ".onnx", PRECISION_ORDER.get(str(man.get("precision")), 9),
+                          str(man.get("flavour") or ""), p.name, p))
+    if not found:
+        raise UserError(f"{export}: no exported files (ONNX files or engines with their manifests); run cpnet export "
+                        f"{run_dir} (and cpnet fp16|int8) first, or name the variants after the reference")
+    return [item[-1] for item in sorted(found)]
+
+
+def open_dataset(options: ReportOptions, manifest: dict):
+    """The labelled images: a folder-format dataset, a config's dataset, or the reference manifest's config's."""
+    from cpnet.config import ConfigError, from_dict, load_config, named_configs
+    from cpnet.data import FolderDataset, build_dataset
+
+    source = options.data
+    if source and Path(source).expanduser().is_dir():
+        root = Path(source).expanduser()
+        split = options.split or "val"
+        if not (root / "images" / split).is_dir():
+            raise UserError(f"{root}: not a labelled dataset folder (expected images/{split}/, masks/{split}/ and "
+                            f"classes.yaml); the report needs ground truth, or pass a config name")
+        return FolderDataset(root, split), f"{split} split of {root}"
+    try:
+        if source:
+            if source not in named_configs() and Path(source).suffix.lower() not in (".yaml", ".yml"):
+                raise UserError(f"--data {source}: no such folder, and not a named config or YAML file")
+            cfg = load_config(source)
+        else:
+            config = manifest.get("config")
+            if not config:
+                raise UserError("the reference's manifest records no config; pass --data DIR (a dataset folder) "
+                                "or a config name")
+            cfg = from_dict(config)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    if options.data_root:
+        cfg.data.root = str(options.data_root)
+    split = options.split or cfg.data.val_split
+    ds = build_dataset(cfg.data, split, cfg.crop_size, train=False)
+    return ds, f"{split} split of {cfg.data.dataset} at {cfg.data.root}"
+
+
+def open_options(path: "str | Path", runtime) -> dict:
+    """engines.open options for an artifact from the runtime flags."""
+    from engines import backend_for
+
+    backend = backend_for(path)
+    if backend == "torch":
+        return {"device": runtime.device, "threads": runtime.threads}
+    if backend == "onnxruntime":
+        return {"providers": list(runtime.providers) or None, "threads": runtime.threads}
+    return {}
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+def _pack(label: np.ndarray):
+    """A label map kept compactly in memory for the passes after the reference's (PNG, lossless)."""
+    if label.dtype == np.uint8:
+        import cv2
+
+        ok, buf = cv2.imencode(".png", label)
+        if ok:
+            return buf.tobytes()
+    return label.copy()
+
+
+def _unpack(packed) -> np.ndarray:
+    if isinstance(packed, bytes):
+        import cv2
+
+        return cv2.imdecode(np.frombuffer(packed, np.uint8), cv2.IMREAD_UNCHANGED)
+    return packed
+
+
+def make_predictor(model, options: ReportOptions):
+    """``predict(image_rgb) -> (label map, [ms of each model call])`` in the report's evaluation mode."""
+    from cpnet.runtime.preprocess import postprocess, preprocess
+
+    if options.eval_mode == "deploy":
+        def predict(image):
+            x = preprocess(image, model.manifest)
+            t0 = time.perf_counter()
+            logits = model.infer(x)
+            ms = (time.perf_counter() - t0) * 1000
+            return postprocess(logits, image.shape[:2]), [ms]
+
+        return predict
+
+    import torch
+
+    from cpnet.inference import predict_probs
+
+    h, w = model.input_size
+    if h != w:
+        raise UserError(f"{model.path}: --mode {options.mode} / --scales / --flip need a square model input, "
+                        f"this one is {h}x{w}")
+    times: list[float] = []
+    overlap = float(((model.manifest.get("config") or {}).get("eval") or {}).get("slide_overlap", 1 / 3))
+
+    def timed(batch):
+        t0 = time.perf_counter()
+        out = model(batch)
+        times.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    def predict(image):
+        # the manifest's normalisation at the image's own size; predict_probs resizes and windows
+        x = torch.from_numpy(preprocess(image, {**model.manifest, "input_size": list(image.shape[:2])}))
+        probs = predict_probs(x, timed, h, model.num_classes, mode=options.eval_mode, scales=options.scales,
+                              flip=options.flip, overlap=overlap)
+        label = probs.argmax(1)[0].numpy()
+        out = list(times)
+        times.clear()
+        return label.astype(np.uint8 if model.num_classes <= 256 else np.int32), out
+
+    return predict
+
+
+@dataclass
+class Pass:
+    """What one artifact's pass over the images leaves: counts, agreement, latencies, worst images."""
+
+    counts: np.ndarray  # (N, 3, C): true positives, ground-truth pixels, predicted pixels per class and image
+    matrix: np.ndarray  # (C, C) confusion matrix, rows ground truth
+    same: np.ndarray  # (N,) pixels equal to the reference's prediction
+    pixels: np.ndarray  # (N,) pixels per image
+    latencies_ms: list[float]
+    worst: list = field(default_factory=list)  # [(disagreement, index in indices, packed prediction)]
+    seconds: float = 0.0
+
+
+def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptions, reference_preds: list | None,
+             progress: bool, keep_predictions: bool = False) -> tuple[Pass, list]:
+    """One pass of ``model`` over ``indices``; with ``reference_preds`` also agreement and worst images.
+
+    Returns the pass and, with ``keep_predictions``, every prediction packed (the reference's).
+    """
+    from tqdm import tqdm
+
+    from cpnet.runtime.metrics import ConfusionMatrix
+
+    C = len(dataset.classes)
+    predict = make_predictor(model, options)
+    n = len(indices)
+    counts = np.zeros((n, 3, C), np.int64)
+    total = ConfusionMatrix(C, dataset.ignore_index)
+    same = np.zeros(n, np.int64)
+    pixels = np.zeros(n, np.int64)
+    latencies: list[float] = []
+    worst: list = []
+    kept: list = []
+    t0 = time.perf_counter()
+    for k, i in enumerate(tqdm(indices, desc=name, unit="img", disable=not progress, dynamic_ncols=True,
+                               file=sys.stderr)):
+        image, label = dataset.load(i)
+        if k == 0:
+            for _ in range(options.warmup):
+                predict(image)
+        pred, ms = predict(image)
+        latencies.extend(ms)
+        if pred.shape != label.shape:
+            raise RuntimeError(f"prediction of {pred.shape[1]}x{pred.shape[0]} for a label of "
+                               f"{label.shape[1]}x{label.shape[0]} ({dataset.sample_path(i)})")
+        one = ConfusionMatrix(C, dataset.ignore_index)
+        one.update(pred, label)
+        total.mat += one.mat
+        counts[k] = (np.diag(one.mat), one.mat.sum(1), one.mat.sum(0))
+        pixels[k] = pred.size
+        if keep_predictions:
+            kept.append(_pack(pred))
+        if reference_preds is not None:
+            differ = pred != _unpack(reference_preds[k])
+            same[k] = pred.size - int(differ.sum())
+            if options.worst > 0:
+                item = (float(differ.mean()), -k, k, None)
+                if len(worst) < options.worst or item > worst[0]:
+                    item = item[:3] + (_pack(pred),)
+                    (heapq.heappush if len(worst) < options.worst else heapq.heapreplace)(worst, item)
+        else:
+            same[k] = pred.size
+    result = Pass(counts=counts, matrix=total.mat.copy(), same=same, pixels=pixels, latencies_ms=latencies,
+                  worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],
+                  seconds=time.perf_counter() - t0)
+    return result, kept
+
+
+def usable_indices(dataset, limit: int | None) -> tuple[list[int], list[str]]:
+    """The first ``limit`` images that load (image and label); unreadable ones are skipped and named."""
+    from cpnet.data import BadSampleError
+
+    good, bad = [], []
+    for i in range(len(dataset)):
+        if limit is not None and len(good) >= limit:
+            break
+        try:
+            dataset.load(i)
+        except BadSampleError as e:
+            log.warning("skipping bad sample: %s", e)
+            bad.append(str(e))
+            continue
+        good.append(i)
+    if not good:
+        raise UserError(f"no usable labelled image ({len(bad)} bad sample(s)); check --data / --split")
+    return good, bad
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def miou_of(tp, gt, pred) -> np.ndarray:
+    """mIoU in points over the last (class) axis from summed counts; NaN where no class is present."""
+    from cpnet.runtime.metrics import iou_from_counts
+
+    iou = iou_from_counts(tp, gt, pred)
+    present = ~np.isnan(iou)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present.any(-1), np.nansum(np.nan_to_num(iou), -1) / present.sum(-1), np.nan) * 100
+
+
+def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) float64: how often each image is drawn in each bootstrap resample (n draws with replacement)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
+def bootstrap_stats(counts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per resample: (mIoU in points (B,), per-class IoU in points (B, C)) from per-image counts (N, 3, C).
+
+    Sums of integer counts times integer weights are exact in float64, so the
+    same counts give bit-identical statistics whatever the summation order.
+    """
+    from cpnet.runtime.metrics import iou_from_counts
+
+    n, three, c = counts.shape
+    summed = (weights @ counts.reshape(n, three * c).astype(np.float64)).reshape(-1, three, c)
+    tp, gt, pred = summed[:, 0], summed[:, 1], summed[:, 2]
+    return miou_of(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
+
+
+def interval(samples: np.ndarray, confidence: float) -> list[float] | None:
+    """The central ``confidence`` percentile interval of bootstrap samples (NaN ignored); None if all NaN."""
+    samples = np.asarray(samples, np.float64)
+    samples = samples[~np.isnan(samples)]
+    if samples.size == 0:
+        return None
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def describe_artifact(model, path: Path) -> dict:
+    """Path, backend, precision, flavour, calibration record, sha256 and parent sha256, file size."""
+    man = model.manifest
+    files = [Path(model.path)]
+    side = Path(model.path).with_name(Path(model.path).name + ".data")
+    if side.exists():
+        files.append(side)
+    calibration = man.get("calibration") or (man.get("fp16") or {}).get("calibration")
+    return {
+        "path": str(path),
+        "file": str(model.path),
+        "backend": model.name,
+        "runs_as": model.describe(),
+        "precision": str(model.precision),
+        "flavour": man.get("flavour"),
+        "calibration": calibration,
+        "sha256": man.get("sha256"),
+        "parent_sha256": (man.get("parent") or {}).get("sha256"),
+        "parent": (man.get("parent") or {}).get("path"),
+        "size_bytes": sum(f.stat().st_size for f in files if f.exists()),
+        "input_size": list(model.input_size),
+    }
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Short row names: file names, with the parent folder where two would be equal, then a counter."""
+    names = [p.name for p in paths]
+    for i, p in enumerate(paths):
+        if names.count(p.name) > 1:
+            names[i] = f"{p.parent.name}/{p.name}"
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if names.count(n) > 1:
+            names[i] = f"{n} #{seen[n]}"
+    return names
+
+
+def default_output(reference: "str | Path") -> Path:
+    ref = Path(reference)
+    return ref / "report" if ref.is_dir() else ref.parent / "report"
+
+
+def build_report(reference: "str | Path", variants: list["str | Path"], options: ReportOptions,
+                 runtime=None) -> dict:
+    """Measure the reference and every variant; return the report as a dict (see :func:`write_report`)."""
+    import engines
+    from cpnet.runtime.machine import machine_info, machine_line
+    from cpnet.runtime.manifest import SCHEMA, versions
+    from cpnet.runtime.options import RuntimeOptions
+
+    runtime = runtime or RuntimeOptions()
+    t_start = time.perf_counter()
+    reference = Path(reference)
+    if not variants:
+        if not reference.is_dir():
+            raise UserError(f"{reference}: name the variants to compare after the reference (only a run "
+                            f"directory finds its exported files itself)")
+        variants = find_variants(reference)
+    variants = [Path(v) for v in variants]
+    names = _names([reference, *variants])
+    ref_name, var_names = names[0], names[1:]
+    if reference.is_dir():  # a run directory: name it by the checkpoint that stands for it
+        from cpnet.checkpoint import resolve_checkpoint
+
+        ref_name = f"{reference.name}/{resolve_checkpoint(reference).name}"
+
+    with engines.open(reference, **open_options(reference, runtime)) as ref:
+        dataset, data_desc = open_dataset(options, ref.manifest)
+        classes = list(dataset.classes)
+        if ref.num_classes and ref.num_classes != len(classes):
+            raise UserError(f"{reference}: the model has {ref.num_classes} classes, the dataset ({data_desc}) "
+                            f"{len(classes)}; pass the dataset the model was trained for")
+        indices, bad = usable_indices(dataset, options.limit)
+        log.info(f"{len(indices)} image(s) from the {data_desc}; {ref_name} is the reference "
+                 f"({ref.describe()}), {len(variants)} variant(s)")
+        ref_pass, ref_preds = run_pass(ref, ref_name, dataset, indices, options, None, runtime.progress,
+                                       keep_predictions=True)
+        ref_info = describe_artifact(ref, reference)
+
+    weights = resample_weights(len(indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
+    ref_boot = bootstrap_stats(ref_pass.counts, weights) if weights is not None else None
+    ref_metrics = _metrics(ref_pass, classes)
+    rows = [{"name": ref_name, "role": "reference", "status": "reference", **ref_info, **ref_metrics,
+             "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if weights is not None else None,
+             "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
+                                                                 else None for c in classes},
+             "class_drift_ci": {}, "worst": []}]
+    passes = {ref_name: ref_pass}
+    for name, path in zip(var_names, variants):
+        row = {"name": name, "role": "variant", "path": str(path)}
+        try:
+            model = engines.open(path, **open_options(path, runtime))
+        except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
+            rows.append(_not_run(row, e, "cannot be opened"))
+            continue
+        try:
+            with model:
+                if model.num_classes and model.num_classes != len(classes):
+                    raise UserError(f"it has {model.num_classes} classes, the reference {len(classes)}")
+                row.update(describe_artifact(model, path))
+                p, _ = run_pass(model, name, dataset, indices, options, ref_preds, runtime.progress)
+        except Exception as e:  # noqa: BLE001 - nor one that fails while running
+            rows.append(_not_run(row, e, "failed while running"))
+            continue
+        passes[name] = p
+        row.update(_metrics(p, classes))
+        row.update(_drift(row, rows[0], p, ref_pass, classes, weights, ref_boot, options))
+        for w in row["worst"]:
+            w["file"] = str(dataset.sample_path(indices[w["index"]]))
+        log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
+                 f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median")
+        rows.append(row)
+
+    offenders = gate(rows, options)
+    info = machine_info()
+    report = {
+        "schema": SCHEMA,
+        "kind": "report",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "reference": ref_name,
+        "rows": rows,
+        "classes": classes,
+        "palette": [list(map(int, c)) for c in dataset.palette],
+        "data": {"description": data_desc, "images": len(indices), "skipped": bad,
+                 "files": [str(dataset.sample_path(i)) for i in indices]},
+        "evaluation": {"mode": options.eval_mode, "scales": list(options.scales), "flip": options.flip,
+                       "latency": f"median wall time of one model call (infer), after {options.warmup} warm-up "
+                                  f"call(s), pre/post-processing excluded"},
+        "bootstrap": {"resamples": options.bootstrap, "confidence": options.confidence, "seed": options.seed,
+                      "over": "images, paired (the same resamples for every artifact)"},
+        "gate": {"max_miou_drift": options.max_miou_drift,
+                 "default_max_miou_drift": DEFAULT_MIOU_DRIFT if options.max_miou_drift is None else None,
+                 "max_class_drift": options.max_class_drift, "on": "drops of the point estimates",
+                 "offenders": offenders,
+                 "not_run": [r["name"] for r in rows if r["status"] == "not run"],
+                 "passed": not offenders and all(r["status"] != "not run" for r in rows)},
+        "machine": info,
+        "machine_line": machine_line(info),
+        "runtime": {"threads": runtime.threads, "device": runtime.device, "providers": list(runtime.providers)},
+        "versions": versions(),
+    }
+    report["recommendation"] = recommend(rows, report["machine_line"])
+    report["seconds_measuring"] = time.perf_counter() - t_start
+    report["_passes"] = passes  # for the pictures; not written to JSON
+    report["_dataset"] = dataset
+    report["_indices"] = indices
+    report["_reference_predictions"] = ref_preds
+    return report
+
+
+def _not_run(row: dict, e: Exception, what: str) -> dict:
+    reason = first_line(e, 300)
+    log.warning(f"{row['name']}: not run: {what}: {reason}")
+    row.update({"status": "not run", "reason": f"{what}: {reason}",
+                "missing_dependency": isinstance(e, MissingDependency) or type(e).__name__ == "MissingDependency"})
+    return row
+
+
+def _metrics(p: Pass, classes: list[str]) -> dict:
+    from cpnet.runtime.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(len(classes))
+    cm.mat = p.matrix
+    res = cm.compute(classes)
+    lat = np.asarray(p.latencies_ms, np.float64)
+    return {
+        "mIoU": res["mIoU"],
+        "aAcc": res["aAcc"],
+        "per_class": {c: res["per_class"][c]["IoU"] for c in classes},
+        "class_pixels": {c: res["per_class"][c]["pixels"] for c in classes},
+        "latency_ms": float(np.median(lat)) if lat.size else None,
+        "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
+        "latency_calls": int(lat.size),
+        "confusion_matrix": p.matrix.tolist(),
+        "pass_seconds": p.seconds,
+    }
+
+
+def _drift(row: dict, ref_row: dict, p: Pass, ref: Pass, classes, weights, ref_boot, options) -> dict:
+    class_drift = {}
+    for c in classes:
+        a, b = row["per_class"][c], ref_row["per_class"][c]
+        class_drift[c] = None if a is None or b is None else a - b
+    out = {
+        "status": "pass",
+        "miou_drift": row["mIoU"] - ref_row["mIoU"],
+        "agreement": float(p.same.sum() / max(1, p.pixels.sum()) * 100),
+        "class_drift": class_drift,
+        "miou_drift_ci": None,
+        "class_drift_ci": {},
+        "limit": options.miou_limit(row["precision"]),
+        "worst": [{"index": int(k), "file": None, "disagreement": d * 100} for d, k, _ in p.worst],
+    }
+    if weights is not None:
+        miou_b, iou_b = bootstrap_stats(p.counts, weights)
+        out["miou_drift_ci"] = interval(miou_b - ref_boot[0], options.confidence)
+        diff = iou_b - ref_boot[1]
+        out["class_drift_ci"] = {c: interval(diff[:, j], options.confidence) for j, c in enumerate(classes)}
+    return out
+
+
+def gate(rows: list[dict], options: ReportOptions) -> list[str]:
+    """One line per offender (variant, class, figures); sets each measured row's ``status``."""
+    lines = []
+    eps = 1e-9
+    for r in rows:
+        if r["role"] != "variant":
+            continue
+        if r["status"] == "not run":
+            lines.append(f"{r['name']}: not run ({r['reason']})")
+            continue
+        failed = []
+        ci = r.get("miou_drift_ci")
+        ci_text = f", 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+        if -r["miou_drift"] > r["limit"] + eps:
+            failed.append(f"{r['name']}: mIoU drift {r['miou_drift']:+.3f} points ({r['mIoU']:.3f} against "
+                          f"{r['mIoU'] - r['miou_drift']:.3f}{ci_text}) is beyond the {r['precision']} limit of "
+                          f"-{r['limit']:g}")
+        if options.max_class_drift is not None:
+            for c, d in r["class_drift"].items():
+                if d is not None and -d > options.max_class_drift + eps:
+                    cci = r["class_drift_ci"].get(c)
+                    failed.append(f"{r['name']}: class {c}: IoU drift {d:+.3f} points ({r['per_class'][c]:.3f} "
+                                  f"against {r['per_class'][c] - d:.3f}"
+                                  f"{f', 95% CI [{cci[0]:+.3f}, {cci[1]:+.3f}]' if cci else ''}) is beyond "
+                                  f"--max-class-drift {options.max_class_drift:g}")
+        r["status"] = "fail" if failed else "pass"
+        r["offences"] = failed
+        lines += failed
+    return lines
+
+
+def recommend(rows: list[dict], machine: str) -> dict:
+    """The fastest artifact within its limits on this machine (ties within 5% go to the smaller drift)."""
+    ok = [r for r in rows if r["status"] in ("pass", "reference") and r.get("latency_ms") is not None]
+    if not ok:
+        return {"name": None, "line": "No artifact could be measured; nothing to recommend."}
+    fastest = min(r["latency_ms"] for r in ok)
+    tied = [r for r in ok if r["latency_ms"] <= fastest * TIE_FACTOR]
+    best = min(tied, key=lambda r: (abs(r["miou_drift"]), r["latency_ms"]))
+    ref = rows[0]
+    speed = ref["latency_ms"] / best["latency_ms"] if best["latency_ms"] else float("nan")
+    failing = [r["name"] for r in rows if r["status"] in ("fail", "not run")]
+    if best["role"] == "reference":
+        what = f"the reference itself, {best['name']}: no variant within its limits is faster on this machine"
+    else:
+        what = (f"{best['name']} ({best['precision']}{', ' + best['flavour'] + ' flavour' if best.get('flavour') else ''}"
+                f", {best['backend']}): mIoU drift {best['miou_drift']:+.3f} points (drop limit {best['limit']:g}), "
+                f"{speed:.2f}x the reference's speed")
+    line = (f"Recommended on this machine: {what}; {best['latency_ms']:.2f} ms median per image "
+            f"({machine}).")
+    if failing:
+        line += f" Not eligible: {', '.join(failing)}."
+    return {"name": best["name"], "line": line, "speedup_vs_reference": speed}
+
+
+def exit_code(report: dict) -> int:
+    if report["gate"]["offenders"] and any(r["status"] == "fail" for r in report["rows"]):
+        return EXIT_CHECK_FAILED
+    if report["gate"]["not_run"]:
+        return EXIT_MISSING_DEPENDENCY
+    return 0
+
+
+def write_report(report: dict, out_dir: "str | Path", command: str | None = None) -> dict[str, Path]:
+    """Write the PNGs, report.md, report.html and report.json (last) into ``out_dir``, each atomically."""
+    from . import report_pages
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; -o takes the report's folder")
+    report["command"] = command
+    images = report_pages.render_images(report)  # name -> PNG bytes
+    paths = {}
+    from cpnet.runtime import atomic_write_bytes, atomic_write_text
+
+    for name, data in images.items():
+        atomic_write_bytes(out_dir / name, data)
+        paths[name] = out_dir / name
+    report["images"] = {k: v for k, v in report_pages.image_index(report, images).items()}
+    report["seconds_writing"] = time.perf_counter() - t0
+    md = report_pages.markdown(report)
+    atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.html", report_pages.html(report, images))
+    atomic_write_json(out_dir / "report.json", public(report))
+    paths.update({"report.md": out_dir / "report.md", "report.html": out_dir / "report.html",
+                  "report.json": out_dir / "report.json"})
+    return paths
+
+
+def public(report: dict) -> dict:
+    """The report without the in-memory parts (passes, dataset, predictions)."""
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------- the command
+
+DESCRIPTION = """Accuracy-drift report: every variant against the reference, per class, with intervals, pictures and a gate.
+
+The reference (a checkpoint, run dir or ONNX file) and every variant (any artifact engines.open
+takes: ONNX files, engines, checkpoints) run the same labelled images through their manifest's
+deploy preprocessing, one pass each. Per variant: mIoU, per-class IoU, drift in points with a 95%
+bootstrap interval over images, pixel agreement with the reference, median latency on this machine
+(with the machine line), size, precision and calibration record; the worst images; plots. Writes
+report.html (one file, opens offline), report.md, report.json and the PNGs, and says in one line
+which artifact to deploy on this machine. Exit 1 when a variant's mIoU drop (or a class's, with
+--max-class-drift) is beyond its limit, 3 when a variant could not be run (the report is still written)."""
+
+EXAMPLES = """cpnet report runs/quickstart --data data/synthetic
+cpnet report runs/quickstart runs/quickstart/export/model.int8-cpu.onnx --limit 50 --max-class-drift 2
+cpnet report model.onnx model.fp16.onnx model.int8.onnx --data cityscapes --data-root data/cityscapes -o drift/"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    d = ReportOptions()
+    a.add_input(p, "REFERENCE", "the float model: a checkpoint (.pt), a run directory (its best.pt) or an ONNX file")
+    p.add_argument("variants", metavar="VARIANT", nargs="*",
+                   help="artifacts to compare (ONNX files, engines, checkpoints); default with a run directory: "
+                        "every file in RUN/export with a manifest")
+    a.add_output(p, "report folder (default: RUN_DIR/report, or a report folder beside a reference file)")
+    g = p.add_argument_group("images (labelled)")
+    g.add_argument("--data", metavar="DIR|CONFIG",
+                   help="a dataset folder (images/SPLIT, masks/SPLIT, classes.yaml) or a config name/YAML "
+                        "(default: the config in the reference's manifest)")
+    g.add_argument("--data-root", metavar="DIR", help="dataset root on this machine when the images come from a config")
+    g.add_argument("--split", help="split to use (default: the config's val split, or val for a folder)")
+    g.add_argument("--limit", type=a.positive_int, metavar="N", help="the first N images only (default: all)")
+    g = p.add_argument_group("evaluation (default: the manifest's deploy preprocessing, one call per image)")
+    g.add_argument("--mode", choices=["deploy", "whole", "slide"], default=d.mode,
+                   help="deploy (the whole frame resized to the model input, as deployed; default), whole or slide "
+                        "(cpnet evaluate's test-time modes)")
+    g.add_argument("--scales", metavar="LIST", help="comma-separated test scales, e.g. 0.75,1,1.25 (default 1)")
+    g.add_argument("--flip", action="store_true", help="also average horizontally flipped inputs")
+    g = p.add_argument_group("gate (on point estimates; gains never fail)")
+    a.add_max_miou_drift(g, None, "by precision: 0.01 FP32, 0.1 FP16/BF16, 0.5 INT8")
+    g.add_argument("--max-class-drift", type=a.non_negative_float, metavar="POINTS",
+                   help="largest IoU drop of any class against the reference, in IoU points (default: off)")
+    g = p.add_argument_group("statistics and pictures")
+    g.add_argument("--bootstrap", type=a.non_negative_int, default=d.bootstrap, metavar="N",
+                   help=f"bootstrap resamples over images for the 95%% intervals (default {d.bootstrap}; 0: none)")
+    g.add_argument("--seed", type=a.non_negative_int, default=d.seed, metavar="N",
+                   help=f"seed of the bootstrap resamples (default {d.seed})")
+    g.add_argument("--worst", type=a.non_negative_int, default=d.worst, metavar="K",
+                   help=f"worst images shown per variant, by disagreement with the reference (default {d.worst})")
+    g.add_argument("--warmup", type=a.non_negative_int, default=d.warmup, metavar="N",
+                   help=f"untimed model calls before each pass (default {d.warmup})")
+    a.add_json(p, "the report (as report.json)")
+    a.add_runtime(p, device=True, providers=True)
+
+
+def options_from_args(args) -> ReportOptions:
+    from cpnet.evaluate import parse_scales
+
+    scales = parse_scales(args.scales) if args.scales else (1.0,)
+    return ReportOptions(data=args.data, data_root=args.data_root, split=args.split, limit=args.limit, mode=args.mode,
+                         scales=scales, flip=args.flip, max_miou_drift=args.max_miou_drift,
+                         max_class_drift=args.max_class_drift, bootstrap=args.bootstrap, seed=args.seed,
+                         worst=args.worst, warmup=args.warmup)
+
+
+def command_line(args) -> str:
+    """The ``cpnet report`` command that reproduces these figures (flags left at their defaults omitted)."""
+    parts = ["cpnet", "report", args.input, *args.variants]
+    d = ReportOptions()
+    for flag, value, default in (("--data", args.data, None), ("--data-root", args.data_root, None),
+                                 ("--split", args.split, None), ("--limit", args.limit, None),
+                                 ("--mode", args.mode, d.mode), ("--scales", args.scales, None),
+                                 ("--max-miou-drift", args.max_miou_drift, None),
+                                 ("--max-class-drift", args.max_class_drift, None),
+                                 ("--bootstrap", args.bootstrap, d.bootstrap), ("--seed", args.seed, d.seed),
+                                 ("--worst", args.worst, d.worst), ("--threads", args.threads, None),
+                                 ("--device", args.device, "auto"), ("--providers", args.providers, None),
+                                 ("-o", args.output, None)):
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    if args.flip:
+        parts.append("--flip")
+    return shlex.join(str(p) for p in parts)
+
+
+def run(args) -> int:
+    from cpnet.cli.args import runtime_options
+    from . import report_pages
+
+    options = options_from_args(args)
+    out_dir = Path(args.output) if args.output else default_output(args.input)
+    report = build_report(args.input, list(args.variants), options, runtime_options(args))
+    paths = write_report(report, out_dir, command_line(args))
+    if args.json:
+        atomic_write_json(args.json, public(report))
+    print(report["recommendation"]["line"])
+    print()
+    print(report_pages.headline_table(report))
+    print()
+    print(f"report: {paths['report.html']} (also report.md, report.json and {len(paths) - 3} PNG(s) in {out_dir})")
+    for line in report["gate"]["offenders"]:
+        sys.stderr.write(f"gate: {line}\n")
+    code = exit_code(report)
+    if code == EXIT_CHECK_FAILED:
+        n = sum(r["status"] == "fail" for r in report["rows"])
+        raise CheckFailed(f"drift gate failed: {n} variant(s) beyond the limits (lines above); report in {out_dir}")
+    if code == EXIT_MISSING_DEPENDENCY:
+        names = ", ".join(report["gate"]["not_run"])
+        raise MissingDependency(f"not run: {names} (reasons above and in the report); the gate cannot pass without "
+                                f"them; report in {out_dir}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from cpnet.cli import run_verb
+
+    return run_verb(__name__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
