@@ -13,7 +13,7 @@ What it measures (one pass per artifact over the same images, reference first):
 - per artifact: a confusion matrix (:class:`cpnet.runtime.metrics.ConfusionMatrix`,
   the one mIoU implementation) and, per image, its true-positive, ground-truth and
   predicted pixel counts per class; pixel agreement with the reference's prediction;
-  the wall time of every model call (median reported, after warm-up calls);
+  the model's wall time per image, summed over its calls (median over images reported, after warm-up);
 - drift = variant minus reference, in mIoU (or IoU) points. Its 95% interval is a
   paired bootstrap over images: the same resampled image sets for the reference and
   every variant (``--bootstrap`` resamples, ``--seed``), mIoU recomputed from the
@@ -238,7 +238,7 @@ class Pass:
     matrix: np.ndarray  # (C, C) confusion matrix, rows ground truth
     same: np.ndarray  # (N,) pixels equal to the reference's prediction
     pixels: np.ndarray  # (N,) pixels per image
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # per image: the model calls' wall time summed
     worst: list = field(default_factory=list)  # [(disagreement, index in indices, packed prediction)]
     seconds: float = 0.0
 
@@ -271,7 +271,7 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
             for _ in range(options.warmup):
                 predict(image)
         pred, ms = predict(image)
-        latencies.extend(ms)
+        latencies.append(sum(ms))  # one call per image in deploy mode; every window, scale and flip otherwise
         if pred.shape != label.shape:
             raise RuntimeError(f"prediction of {pred.shape[1]}x{pred.shape[0]} for a label of "
                                f"{label.shape[1]}x{label.shape[0]} ({dataset.sample_path(i)})")
@@ -492,8 +492,9 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         "data": {"description": data_desc, "images": len(indices), "skipped": bad,
                  "files": [str(dataset.sample_path(i)) for i in indices]},
         "evaluation": {"mode": options.eval_mode, "scales": list(options.scales), "flip": options.flip,
-                       "latency": f"median wall time of one model call (infer), after {options.warmup} warm-up "
-                                  f"call(s), pre/post-processing excluded"},
+                       "latency": f"median over images of the model's wall time per image (infer: one call in "
+                                  f"deploy mode, every window, scale and flip otherwise), after {options.warmup} "
+                                  f"warm-up image(s), pre/post-processing excluded"},
         "bootstrap": {"resamples": options.bootstrap, "confidence": options.confidence, "seed": options.seed,
                       "over": "images, paired (the same resamples for every artifact)"},
         "gate": {"max_miou_drift": options.max_miou_drift,
@@ -538,7 +539,7 @@ def _metrics(p: Pass, classes: list[str]) -> dict:
         "class_pixels": {c: res["per_class"][c]["pixels"] for c in classes},
         "latency_ms": float(np.median(lat)) if lat.size else None,
         "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
-        "latency_calls": int(lat.size),
+        "latency_images": int(lat.size),
         "confusion_matrix": p.matrix.tolist(),
         "pass_seconds": p.seconds,
     }

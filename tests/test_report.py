@@ -179,6 +179,18 @@ def test_a_variant_that_cannot_be_opened_is_a_not_run_row(artifacts, tmp_path, c
     assert load(out)["gate"]["passed"] is False
 
 
+def test_slide_and_multi_scale_modes_run_through_predict_probs(artifacts, tmp_path, capsys):
+    out = tmp_path / "rep"
+    code = cpnet(["report", str(artifacts["reference"]), str(artifacts["identical"]), "--data", str(artifacts["data"]),
+                  "--mode", "slide", "--scales", "0.75,1", "--flip", "--limit", "2", "--worst", "0", "-o", str(out),
+                  *COMMON])
+    assert code == 0, capsys.readouterr().err
+    rep = load(out)
+    assert rep["evaluation"]["mode"] == "slide" and rep["evaluation"]["flip"] is True
+    assert rep["data"]["images"] == 2
+    assert rep["rows"][1]["miou_drift_ci"] == [0.0, 0.0]
+
+
 # --------------------------------------------------------------------------- per-class IoU, brute force
 
 
