@@ -2,7 +2,9 @@
 
 ``DeployCPNet(model)`` copies a trained :class:`~cpnet.models.CPNet` (the
 original is not touched) and returns logits (B, C, H, W) at the input size
-from ``forward(x)``: no auxiliary head, no prior-map output, no dropout. Each
+from ``forward(x)``: no auxiliary head, no dropout, and no prior-map output
+unless ``with_prior=True`` (then ``(logits, P)``, P as the model's own
+``prior``: (B, N, N), row i = prior-grid pixel i, the live demo's prior view). Each
 rewrite is a separate function whose docstring gives its algebra; all are
 exact in real arithmetic and differ from the eval-mode model only by float
 rounding (the tests hold them to 1e-5 of the logits' scale):
@@ -193,8 +195,11 @@ class DeployContextPriorHead(nn.Module):
         self.context_scale = 1.0 / self.prior_channels
         self.prior_scale = 1.0
         self.inter_from_sum = False
+        self.return_prior = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
+        """Logits (B, classes, s, s); with ``return_prior``, ``(logits, P)`` where P (B, N, N) is the
+        sigmoid prior with row i = pixel i (the training head's ``prior``; P^T transposed once)."""
         s, n, c = self.prior_size, self.prior_channels, self.channels
         if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and tuple(x.shape[-2:]) != (s, s):
             raise ValueError(f"the Context Prior head needs a {s}x{s} feature map, got {tuple(x.shape[-2:])}: "
@@ -202,6 +207,7 @@ class DeployContextPriorHead(nn.Module):
         value = self.aggregation(x)                                         # (B, C, s, s)
         v = value.reshape(-1, c, n)                                         # V^T: (B, C, N)
         prior_t = torch.sigmoid(self.prior_bn(self.prior_conv(value))).reshape(-1, n, n)  # P^T: (B, N, N_pix)
+        prior = prior_t.transpose(1, 2) if self.return_prior else None      # P: (B, N_pix, N), before any 1/N
         if self.prior_scale != 1.0:
             prior_t = prior_t * self.prior_scale                            # P / N (fold_inverse_n_into_prior)
         intra = torch.matmul(v, prior_t)                                    # (P V)^T: (B, C, N_pix)
@@ -216,7 +222,8 @@ class DeployContextPriorHead(nn.Module):
         intra = self.intra_conv(intra.reshape(-1, c, s, s))
         inter = self.inter_conv(inter.reshape(-1, c, s, s))
         out = self.bottleneck(torch.cat([x, intra, inter], dim=1))
-        return self.classifier(out)
+        logits = self.classifier(out)
+        return (logits, prior) if prior is not None else logits
 
 
 @torch.no_grad()
@@ -282,10 +289,13 @@ class DeployCPNet(nn.Module):
     exported graph; by default it is 8 * prior_size for the cpnet head (its
     only input size) and the input's own size for ``agg``/``fcn``. ``inverse_n``:
     ``"conv"`` (:func:`fold_inverse_n`) or ``"prior"`` (:func:`fold_inverse_n_into_prior`).
+    ``with_prior`` (cpnet head only): ``forward`` returns ``(logits, P)``, P the sigmoid prior
+    map (B, N, N) as the eval-mode model's head computes it, row i = pixel i of the prior grid
+    (row-major); the logits are unchanged.
     """
 
     def __init__(self, model: CPNet, rewrites: Iterable[str] = ALL_REWRITES,
-                 input_size: Sequence[int] | int | None = None, inverse_n: str = "prior"):
+                 input_size: Sequence[int] | int | None = None, inverse_n: str = "prior", with_prior: bool = False):
         super().__init__()
         rewrites = tuple(rewrites)
         unknown = set(rewrites) - set(ALL_REWRITES)
@@ -331,15 +341,24 @@ class DeployCPNet(nn.Module):
             if "inter_from_sum" in rewrites:
                 use_inter_from_sum(head)
                 applied.append("inter_from_sum")
+        if with_prior:
+            if not isinstance(head, DeployContextPriorHead):
+                raise ValueError(f"with_prior: the {self.head_type!r} head has no context prior (only the cpnet head)")
+            head.return_prior = True
+        self.with_prior = bool(with_prior)
         self.rewrites = applied
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         if (self.input_size is not None and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
                 and tuple(x.shape[-2:]) != self.input_size):
             raise ValueError(f"this deploy model takes {self.input_size[0]}x{self.input_size[1]} inputs, "
                              f"got {tuple(x.shape[-2:])}")
         _, c4 = self.backbone(x)
         logits = self.head(c4)
+        prior = None
+        if self.with_prior:
+            logits, prior = logits
         size = self.input_size if self.input_size is not None else x.shape[-2:]
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return (logits, prior) if prior is not None else logits

@@ -4,7 +4,7 @@
     python -m cpnet.export runs/ade/best.pt -o ade.onnx --data-root data/ade/ADEChallengeData2016
 
 The graph is :class:`cpnet.deploy.DeployCPNet` (BN folded, 1/N folded, one
-N x N matmul, no auxiliary head and no prior output), exported with PyTorch's
+N x N matmul, no auxiliary head, no prior output unless --with-prior), exported with PyTorch's
 TorchScript exporter at a fixed input (1, 3, S, S) named ``image`` to logits
 (1, C, S, S) named ``logits``, S = 8 x the prior grid. The graph is slimmed
 with onnxslim when that shrinks it without changing its outputs.
@@ -18,6 +18,14 @@ random inputs instead, where no dataset is at hand, and the manifest says so.
 
 The manifest ``model.onnx.json`` beside the file carries what the next stages
 need: input size, normalisation, classes, palette, precision, lineage.
+
+``--with-prior`` (cpnet head) adds the context prior map as a second output
+``prior`` (1, N, N), N = the prior grid's h*w: row i is pixel i of the grid
+(row-major) and holds the sigmoid prior probabilities that pixel i shares its
+class with each pixel j, as the eval-mode model's head computes them (before
+the 1/N that ``--inverse-n prior`` applies). ``cpnet demo --show-prior`` draws
+its rows. The logits are the same graph's; the manifest's ``prior`` entry
+names the output and its grid, and the parity check covers both outputs.
 """
 
 from __future__ import annotations
@@ -95,11 +103,12 @@ def _input_size(cfg: Config, input_size: "Sequence[int] | int | None") -> tuple[
 
 def _torch_export(deploy: torch.nn.Module, path: Path, size: tuple[int, int], opset: int) -> None:
     dummy = torch.zeros(1, 3, *size)
+    outputs = ["logits", "prior"] if getattr(deploy, "with_prior", False) else ["logits"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer chatter
         with torch.no_grad():
             torch.onnx.export(deploy, (dummy,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=["logits"], do_constant_folding=True,
+                              input_names=["image"], output_names=outputs, do_constant_folding=True,
                               export_params=True)
 
 
@@ -207,23 +216,39 @@ def parity_inputs(cfg: Config, manifest: dict, num_images: int, data_root: str |
 
 
 def check_parity(model: torch.nn.Module, onnx_path: Path, inputs, atol: float, min_agreement: float,
-                 threads: int | None = None) -> dict:
-    """Run ``inputs`` through the eval-mode torch model and ONNX Runtime; the numbers for the manifest."""
+                 threads: int | None = None, with_prior: bool = False) -> dict:
+    """Run ``inputs`` through the eval-mode torch model and ONNX Runtime; the numbers for the manifest.
+
+    With ``with_prior`` the file's second output is compared with the eval-mode head's P too
+    (``prior_max_abs``, held to the same ``atol``).
+    """
     from .runtime.compare import Comparison
     from .runtime.ort import make_session
 
     sess = make_session(onnx_path, threads=threads)
     name = sess.get_inputs()[0].name
     result = Comparison()
+    prior_max_abs = 0.0
     model.eval()
     with torch.no_grad():
         for x in inputs:
-            ref = model(torch.from_numpy(x)).float().numpy()
-            out = sess.run(None, {name: x})[0].astype(np.float32)
+            t = torch.from_numpy(x)
+            ref = model(t).float().numpy()
+            outs = sess.run(None, {name: x})
+            out = outs[0].astype(np.float32)
             if out.shape != ref.shape:
                 raise ParityError(f"{onnx_path.name}: ONNX output shape {out.shape} != PyTorch {ref.shape}")
             result.update(out, ref)
-    return {**result.metrics(), "atol": float(atol), "min_agreement": float(min_agreement)}
+            if with_prior:
+                _, _, p_ref = model.forward_head(model.forward_features(t)[1])
+                p_out = outs[1].astype(np.float32)
+                if p_out.shape != tuple(p_ref.shape):
+                    raise ParityError(f"{onnx_path.name}: ONNX prior shape {p_out.shape} != PyTorch {tuple(p_ref.shape)}")
+                prior_max_abs = max(prior_max_abs, float(np.abs(p_out - p_ref.float().numpy()).max()))
+    stats = {**result.metrics(), "atol": float(atol), "min_agreement": float(min_agreement)}
+    if with_prior:
+        stats["prior_max_abs"] = prior_max_abs
+    return stats
 
 
 @dataclass(frozen=True)
@@ -231,7 +256,8 @@ class ExportOptions:
     """How to export: ``opset``; ``input_size`` (H, W) (default 8 x the prior grid); the parity check's
     images (``parity`` "data" from ``split`` of the dataset at ``data_root``, or "random") and limits
     (``atol`` in logit units, ``max_disagreement`` in percent of pixels); ``simplify`` with onnxslim;
-    ``inverse_n`` "prior" or "conv" (where the context's 1/N goes)."""
+    ``inverse_n`` "prior" or "conv" (where the context's 1/N goes); ``with_prior``: the prior map P as a
+    second output ``prior`` (cpnet head only)."""
 
     opset: int = DEFAULT_OPSET
     input_size: "Sequence[int] | int | None" = None
@@ -243,6 +269,7 @@ class ExportOptions:
     max_disagreement: float = 0.1
     simplify: bool = True
     inverse_n: str = "prior"
+    with_prior: bool = False
 
 
 def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None,
@@ -282,7 +309,10 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
 
     if inverse_n not in ("conv", "prior"):
         raise UserError(f"--inverse-n must be 'conv' or 'prior', got {inverse_n!r}")
-    deploy = DeployCPNet(model, input_size=size, inverse_n=inverse_n)
+    if o.with_prior and cfg.model.head != "cpnet":
+        raise UserError(f"--with-prior: this model's head is {cfg.model.head!r}, which has no context prior "
+                        f"(only the cpnet head has one)")
+    deploy = DeployCPNet(model, input_size=size, inverse_n=inverse_n, with_prior=o.with_prior)
     c = cfg.model.num_classes
     manifest = {
         "kind": "onnx",
@@ -300,6 +330,11 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         "opset": int(opset),
         "parent": {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"])},
     }
+    if o.with_prior:
+        s, n = cfg.model.prior_size, cfg.model.prior_size ** 2
+        manifest["prior"] = {"output": "prior", "shape": [1, n, n], "dtype": "float32", "grid": [s, s],
+                             "rows": "row i = pixel i of the prior grid (row-major); P[0, i, j] = sigmoid prior "
+                                     "that pixels i and j share a class"}
     # Parity inputs first: a missing dataset should fail before minutes of export work.
     inputs, source = parity_inputs(cfg, manifest, num_parity_images, None, split, parity)
 
@@ -322,8 +357,11 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         staged = Path(tmp_dir) / out.name
         _save_onnx(onnx_model, staged)
 
-        stats = check_parity(model, staged, inputs, atol, min_agreement, threads)
+        stats = check_parity(model, staged, inputs, atol, min_agreement, threads, with_prior=o.with_prior)
         stats["source"] = source
+        if stats.get("prior_max_abs", 0.0) > atol:
+            raise ParityError(f"parity check failed on {stats['images']} image(s) ({source}): max |prior diff| "
+                              f"{stats['prior_max_abs']:.3g} (atol {atol:g}); {out} not written")
         if stats["max_abs"] > atol or stats["agreement"] < min_agreement:
             raise ParityError(
                 f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
@@ -360,7 +398,8 @@ input size, normalisation, classes and lineage for the next stages."""
 
 EXAMPLES = """cpnet export runs/quickstart                  # -> runs/quickstart/export/model.onnx
 cpnet export runs/ade/best.pt -o ade.onnx --data-root data/ade/ADEChallengeData2016
-cpnet export runs/quickstart --parity random  # no dataset at hand"""
+cpnet export runs/quickstart --parity random  # no dataset at hand
+cpnet export runs/quickstart --with-prior -o prior.onnx  # + the prior map P, for cpnet demo --show-prior"""
 
 
 def add_arguments(p) -> None:
@@ -386,6 +425,9 @@ def add_arguments(p) -> None:
     p.add_argument("--inverse-n", choices=["conv", "prior"], default=d.inverse_n,
                    help="where the context's 1/N goes: applied to the prior map before the matmul (default; keeps "
                         "the matmul in FP16 range for large prior grids), or folded into the 1x1 convs")
+    p.add_argument("--with-prior", action="store_true",
+                   help="also output the context prior map P as 'prior' (1, N, N), for cpnet demo --show-prior "
+                        "(cpnet head only)")
     a.add_json(p, "the manifest of the exported file")
     a.add_runtime(p)
 
@@ -399,7 +441,7 @@ def run(args) -> int:
     options = ExportOptions(opset=args.opset, input_size=args.input_size, data_root=args.data_root, split=args.split,
                             parity=args.parity, num_parity_images=args.num_parity_images, atol=args.atol,
                             max_disagreement=args.max_disagreement, simplify=not args.no_simplify,
-                            inverse_n=args.inverse_n)
+                            inverse_n=args.inverse_n, with_prior=args.with_prior)
     path, manifest = export_checkpoint(args.input, args.output, options, runtime_options(args))
     print(path)
     if args.json:

@@ -92,3 +92,14 @@ def error_line(stderr: str) -> str:
     assert len(errors) == 1, stderr
     assert "Traceback" not in stderr, stderr
     return errors[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+    """``tiny_checkpoint`` exported with ``--with-prior``: outputs ``logits`` and ``prior`` (1, 16, 16)."""
+    from cpnet.export import ExportOptions, export_checkpoint
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny_prior_onnx") / "model.prior.onnx"
+    path, _ = export_checkpoint(tiny_checkpoint, out, ExportOptions(with_prior=True), RuntimeOptions(threads=1))
+    return path

@@ -329,3 +329,66 @@ def test_simplify_falls_back_when_onnxslim_fails_or_changes_outputs(tiny_onnx, m
     monkeypatch.setattr(onnxslim, "slim", wrong)
     model, simplified, note = _simplify(raw, (32, 32), threads=1)
     assert model is raw and simplified is False and "kept the unsimplified graph" in note
+
+
+# ---------------------------------------------------------------- --with-prior
+
+
+def test_deploy_model_with_prior_returns_the_heads_prior():
+    model, _ = build_tiny_model("cpnet")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        _, _, p_ref = model.forward_head(model.forward_features(x)[1])
+        for inverse_n in ("prior", "conv"):
+            logits, prior = DeployCPNet(model, inverse_n=inverse_n, with_prior=True)(x)
+            assert rel_diff(logits, ref) <= 1e-5
+            assert prior.shape == (2, 16, 16) and float((prior - p_ref).abs().max()) <= 1e-5
+        assert isinstance(DeployCPNet(model)(x), torch.Tensor)  # without it: the logits alone
+    fcn, _ = build_tiny_model("fcn")
+    with pytest.raises(ValueError, match="no context prior"):
+        DeployCPNet(fcn, with_prior=True)
+
+
+def test_export_with_prior(tiny_prior_onnx, tiny_onnx, tiny_checkpoint):
+    m = read_manifest(tiny_prior_onnx)
+    assert m["output"]["name"] == "logits"  # the logits stay the first output, as every stage expects
+    assert m["prior"]["output"] == "prior" and m["prior"]["shape"] == [1, 16, 16] and m["prior"]["grid"] == [4, 4]
+    par = m["export"]["parity"]
+    assert par["max_abs"] <= 1e-3 and par["agreement"] >= 0.999 and par["prior_max_abs"] <= 1e-3
+
+    from cpnet.checkpoint import load_model
+
+    model, _, _ = load_model(tiny_checkpoint)
+    x = torch.randn(1, 3, 32, 32)
+    with OnnxModel(tiny_prior_onnx, threads=1) as om, OnnxModel(tiny_onnx, threads=1) as plain, torch.no_grad():
+        assert om.output_names == ["logits", "prior"] and plain.output_names == ["logits"]
+        out = om.infer_all(x.numpy())
+        assert set(out) == {"logits", "prior"}
+        # parity on the logits, with the model and with the file exported without the prior
+        ref = model(x).numpy()
+        assert np.abs(out["logits"] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+        assert np.abs(om.infer(x) - plain.infer(x)).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+        # P: (1, N, N), N = the prior grid's h*w; row i holds pixel i's sigmoid prior probabilities
+        prior_logits = model.forward_head(model.forward_features(x)[1])[1]
+        p = out["prior"]
+        assert p.shape == (1, 16, 16) and p.dtype == np.float32
+        assert np.abs(p - torch.sigmoid(prior_logits).numpy()).max() <= 1e-5
+        assert (p > 0).all() and (p < 1).all()
+        assert plain.infer_all(x.numpy()).keys() == {"logits"}
+
+
+def test_export_with_prior_cli_and_refusal(tmp_path, make_tiny_checkpoint, capsys):
+    from cpnet import export
+
+    run = make_tiny_checkpoint(tmp_path / "run")
+    out = tmp_path / "p.onnx"
+    assert export.main([str(run), "-o", str(out), "--with-prior", "--threads", "1", "--parity", "random",
+                        "--num-parity-images", "1"]) == 0
+    assert read_manifest(out)["prior"]["grid"] == [4, 4]
+    fcn = make_tiny_checkpoint(tmp_path / "fcn", head="fcn")
+    capsys.readouterr()
+    assert export.main([str(fcn), "-o", str(tmp_path / "f.onnx"), "--with-prior", "--parity", "random"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no context prior" in err[0]
+    assert not (tmp_path / "f.onnx").exists()

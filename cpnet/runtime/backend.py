@@ -62,6 +62,16 @@ class Backend(abc.ABC):
     def infer(self, batch: Any) -> np.ndarray:
         """Logits (N, C, H, W) float32 for a preprocessed (N, 3, H, W) float32 batch (numpy or torch)."""
 
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the model's outputs, the logits first (``prior`` follows in files exported with --with-prior)."""
+        return ["logits"]
+
+    def infer_all(self, batch: Any) -> dict[str, np.ndarray]:
+        """Every output of the model by name, as float32 numpy; backends with more outputs than the logits
+        override it (the context prior ``prior`` of ``cpnet export --with-prior``)."""
+        return {"logits": self.infer(batch)}
+
     def __call__(self, batch: Any):
         """An ``InferFn`` for cpnet.inference: torch in, torch out (numpy in, numpy out)."""
         if hasattr(batch, "detach"):  # a torch tensor, without importing torch on the deploy side

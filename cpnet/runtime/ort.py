@@ -3,6 +3,7 @@
     with OnnxModel("runs/q/export/model.onnx") as m:        # FP32, FP16 or INT8
         logits = m.infer(preprocess(image, m.manifest))     # numpy (1, C, H, W) float32
         labels = m.segment(image_rgb)                       # (h, w) label map
+        outputs = m.infer_all(x)                            # {"logits": ..., "prior": ...} (--with-prior files)
 
 :func:`make_session` is the only place an ``onnxruntime.InferenceSession`` is
 made (threads, providers, optimisation level, a one-line error for a bad file);
@@ -178,6 +179,24 @@ class OnnxModel(Backend):
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: x})[0]
         return np.asarray(out, dtype=np.float32)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph's outputs in order: ``logits``, then ``prior`` in files exported with --with-prior."""
+        return [o.name for o in self.session.get_outputs()] if self.session is not None else [self.output_name]
+
+    def infer_all(self, batch) -> dict[str, np.ndarray]:
+        """Every output by name as float32 numpy (``infer`` returns the logits alone)."""
+        if self.session is None:
+            raise RuntimeError(f"{self.path}: the model was closed")
+        x = as_numpy_batch(batch).astype(self.input_dtype, copy=False)
+        names = self.output_names
+        parts = [x] if self.fixed_batch in (None, x.shape[0]) else [x[i:i + 1] for i in range(x.shape[0])]
+        if len(parts) > 1 and self.fixed_batch != 1:
+            raise ValueError(f"{Path(self.path).name} takes batches of {self.fixed_batch}, got {x.shape[0]}")
+        runs = [self.session.run(names, {self.input_name: p}) for p in parts]
+        return {n: np.concatenate([np.asarray(r[i], dtype=np.float32) for r in runs], axis=0)
+                for i, n in enumerate(names)}
 
     def describe(self) -> str:
         short = ",".join(p.replace("ExecutionProvider", "") for p in self.providers)
