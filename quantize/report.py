@@ -234,6 +234,7 @@ def make_predictor(model, options: ReportOptions):
 class Pass:
     """What one artifact's pass over the images leaves: counts, agreement, latencies, worst images."""
 
+    indices: list[int]  # the dataset's images this pass used, in order
     counts: np.ndarray  # (N, 3, C): true positives, ground-truth pixels, predicted pixels per class and image
     matrix: np.ndarray  # (C, C) confusion matrix, rows ground truth
     same: np.ndarray  # (N,) pixels equal to the reference's prediction
@@ -244,29 +245,39 @@ class Pass:
 
 
 def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptions, reference_preds: list | None,
-             progress: bool, keep_predictions: bool = False) -> tuple[Pass, list]:
+             progress: bool, keep_predictions: bool = False, limit: int | None = None,
+             skipped: list | None = None) -> tuple[Pass, list]:
     """One pass of ``model`` over ``indices``; with ``reference_preds`` also agreement and worst images.
 
-    Returns the pass and, with ``keep_predictions``, every prediction packed (the reference's).
+    With ``skipped`` (a list; the reference's pass) a bad sample is logged, named
+    in ``skipped`` and passed over, and the pass stops after ``limit`` usable
+    images; ``Pass.indices`` says which were used, for the variants' passes.
+    Returns the pass and, with ``keep_predictions``, every prediction packed.
     """
     from tqdm import tqdm
 
+    from cpnet.data import BadSampleError
     from cpnet.runtime.metrics import ConfusionMatrix
 
     C = len(dataset.classes)
     predict = make_predictor(model, options)
-    n = len(indices)
-    counts = np.zeros((n, 3, C), np.int64)
     total = ConfusionMatrix(C, dataset.ignore_index)
-    same = np.zeros(n, np.int64)
-    pixels = np.zeros(n, np.int64)
-    latencies: list[float] = []
-    worst: list = []
-    kept: list = []
+    used, counts, same, pixels, latencies, worst, kept = [], [], [], [], [], [], []
     t0 = time.perf_counter()
-    for k, i in enumerate(tqdm(indices, desc=name, unit="img", disable=not progress, dynamic_ncols=True,
-                               file=sys.stderr)):
-        image, label = dataset.load(i)
+    expected = len(indices) if limit is None else min(limit, len(indices))
+    bar = tqdm(total=expected, desc=name, unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    for i in indices:
+        if limit is not None and len(used) >= limit:
+            break
+        try:
+            image, label = dataset.load(i)
+        except BadSampleError as e:
+            if skipped is None:
+                raise
+            log.warning("skipping bad sample: %s", e)
+            skipped.append(str(e))
+            continue
+        k = len(used)
         if k == 0:
             for _ in range(options.warmup):
                 predict(image)
@@ -278,44 +289,30 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
         one = ConfusionMatrix(C, dataset.ignore_index)
         one.update(pred, label)
         total.mat += one.mat
-        counts[k] = (np.diag(one.mat), one.mat.sum(1), one.mat.sum(0))
-        pixels[k] = pred.size
+        counts.append((np.diag(one.mat), one.mat.sum(1), one.mat.sum(0)))
+        pixels.append(pred.size)
+        used.append(i)
         if keep_predictions:
             kept.append(_pack(pred))
         if reference_preds is not None:
             differ = pred != _unpack(reference_preds[k])
-            same[k] = pred.size - int(differ.sum())
+            same.append(pred.size - int(differ.sum()))
             if options.worst > 0:
                 item = (float(differ.mean()), -k, k, None)
                 if len(worst) < options.worst or item > worst[0]:
                     item = item[:3] + (_pack(pred),)
                     (heapq.heappush if len(worst) < options.worst else heapq.heapreplace)(worst, item)
         else:
-            same[k] = pred.size
-    result = Pass(counts=counts, matrix=total.mat.copy(), same=same, pixels=pixels, latencies_ms=latencies,
-                  worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],
+            same.append(pred.size)
+        bar.update()
+    bar.close()
+    if not used:
+        raise UserError(f"no usable labelled image ({len(skipped or [])} bad sample(s)); check --data / --split")
+    result = Pass(indices=used, counts=np.asarray(counts, np.int64).reshape(len(used), 3, C),
+                  matrix=total.mat.copy(), same=np.asarray(same, np.int64), pixels=np.asarray(pixels, np.int64),
+                  latencies_ms=latencies, worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],
                   seconds=time.perf_counter() - t0)
     return result, kept
-
-
-def usable_indices(dataset, limit: int | None) -> tuple[list[int], list[str]]:
-    """The first ``limit`` images that load (image and label); unreadable ones are skipped and named."""
-    from cpnet.data import BadSampleError
-
-    good, bad = [], []
-    for i in range(len(dataset)):
-        if limit is not None and len(good) >= limit:
-            break
-        try:
-            dataset.load(i)
-        except BadSampleError as e:
-            log.warning("skipping bad sample: %s", e)
-            bad.append(str(e))
-            continue
-        good.append(i)
-    if not good:
-        raise UserError(f"no usable labelled image ({len(bad)} bad sample(s)); check --data / --split")
-    return good, bad
 
 
 # --------------------------------------------------------------------------- statistics
@@ -438,11 +435,13 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         if ref.num_classes and ref.num_classes != len(classes):
             raise UserError(f"{reference}: the model has {ref.num_classes} classes, the dataset ({data_desc}) "
                             f"{len(classes)}; pass the dataset the model was trained for")
-        indices, bad = usable_indices(dataset, options.limit)
-        log.info(f"{len(indices)} image(s) from the {data_desc}; {ref_name} is the reference "
-                 f"({ref.describe()}), {len(variants)} variant(s)")
-        ref_pass, ref_preds = run_pass(ref, ref_name, dataset, indices, options, None, runtime.progress,
-                                       keep_predictions=True)
+        n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
+        log.info(f"{n} image(s) from the {data_desc}; {ref_name} is the reference ({ref.describe()}), "
+                 f"{len(variants)} variant(s)")
+        bad: list[str] = []
+        ref_pass, ref_preds = run_pass(ref, ref_name, dataset, list(range(len(dataset))), options, None,
+                                       runtime.progress, keep_predictions=True, limit=options.limit, skipped=bad)
+        indices = ref_pass.indices
         ref_info = describe_artifact(ref, reference)
 
     weights = resample_weights(len(indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None

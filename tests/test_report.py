@@ -191,6 +191,20 @@ def test_slide_and_multi_scale_modes_run_through_predict_probs(artifacts, tmp_pa
     assert rep["rows"][1]["miou_drift_ci"] == [0.0, 0.0]
 
 
+def test_a_bad_image_is_skipped_for_every_artifact_and_named(artifacts, tmp_path, capsys):
+    data = shutil.copytree(artifacts["data"], tmp_path / "data")
+    victim = sorted((data / "images" / "val").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:100])  # cut short
+    out = tmp_path / "rep"
+    code = cpnet(["report", str(artifacts["reference"]), str(artifacts["identical"]), "--data", str(data),
+                  "--limit", "2", "-o", str(out), *COMMON])
+    assert code == 0, capsys.readouterr().err
+    rep = load(out)
+    assert rep["data"]["images"] == 2 and len(rep["data"]["skipped"]) == 1
+    assert victim.name in rep["data"]["skipped"][0]
+    assert victim.name not in " ".join(rep["data"]["files"])
+
+
 # --------------------------------------------------------------------------- per-class IoU, brute force
 
 
