@@ -416,6 +416,9 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
     runtime = runtime or RuntimeOptions()
     t_start = time.perf_counter()
     reference = Path(reference)
+    if not reference.exists():
+        raise UserError(f"{reference}: no such file or directory (the reference: a checkpoint, run directory or "
+                        f"ONNX file)")
     if not variants:
         if not reference.is_dir():
             raise UserError(f"{reference}: name the variants to compare after the reference (only a run "
@@ -780,7 +783,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     from cpnet.cli import run_verb
 
-    return run_verb(__name__, argv)
+    return run_verb("quantize.report", argv)  # by name: under python -m this module is __main__
 
 
 if __name__ == "__main__":

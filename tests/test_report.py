@@ -327,6 +327,8 @@ def test_python_m_form_and_front_door_list_the_verb():
     assert out.returncode == 0, out.stderr
     assert "--max-miou-drift POINTS" in out.stdout and "--max-class-drift" in out.stdout
     assert "cpnet report runs/quickstart" in out.stdout
+    assert out.stdout.startswith("usage: python -m quantize.report ")
+    assert cpnet(["report", "/no/such/run"]) == 2
 
 
 # --------------------------------------------------------------------------- the page in a browser
