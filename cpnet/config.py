@@ -8,6 +8,7 @@ the dataclass defaults below, a YAML file (a named config shipped in
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,11 +141,19 @@ def _read_yaml(path: Path) -> dict:
             data = yaml.safe_load(f) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A repr for an error line, cut short (a YAML of nested aliases can print as megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _coerce(value: Any, target_type: Any, where: str) -> Any:
@@ -154,7 +163,7 @@ def _coerce(value: Any, target_type: Any, where: str) -> Any:
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
             value = [yaml.safe_load(v) for v in value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         args = target_type.__args__
         elem = args[0]
         if len(args) > 1 and args[1] is not Ellipsis and len(value) != len(args):
@@ -167,10 +176,10 @@ def _coerce(value: Any, target_type: Any, where: str) -> Any:
             return value.lower() in ("true", "yes", "1", "on")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_short(value)}")
     if target_type is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
         return int(value)
     if target_type is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e30" (no dot) as a string
@@ -179,7 +188,7 @@ def _coerce(value: Any, target_type: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
         return float(value)
     if target_type is str:
         if value is None:
@@ -286,16 +295,95 @@ _CHOICES = {
 }
 
 
-def validate(cfg: Config) -> None:
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+# (section, key) -> (test, allowed range in words): every value checked by meaning, in one place
+_RANGES = {
+    ("model", "num_classes"): (lambda v: 1 <= v <= 65535, "1 to 65535"),
+    ("model", "prior_size"): (lambda v: v >= 1, "1 or more"),
+    ("model", "head_channels"): (lambda v: v >= 1, "1 or more"),
+    ("model", "base_width"): (lambda v: v >= 2 and v % 2 == 0, "an even number, 2 or more (the deep stem halves it)"),
+    ("model", "agg_kernel"): (lambda v: v >= 1 and v % 2 == 1, "an odd number, 1 or more (it keeps the grid size)"),
+    ("model", "aux_channels"): (lambda v: v >= 1, "1 or more"),
+    ("model", "dropout"): (lambda v: _finite(v) and 0 <= v < 1, "0 to below 1"),
+    ("data", "ignore_index"): (lambda v: 0 <= v <= 255, "0 to 255"),
+    ("data", "cat_max_ratio"): (lambda v: _finite(v) and 0 < v <= 1, "above 0 up to 1"),
+    ("data", "num_workers"): (lambda v: v >= 0, "0 or more"),
+    ("loss", "aux_weight"): (lambda v: _finite(v) and v >= 0, "a finite number, 0 or more"),
+    ("loss", "affinity_weight"): (lambda v: _finite(v) and v >= 0, "a finite number, 0 or more"),
+    ("loss", "ohem_thresh"): (lambda v: _finite(v) and 0 < v <= 1, "above 0 up to 1"),
+    ("loss", "ohem_min_kept"): (lambda v: v >= 0, "0 or more"),
+    ("train", "iters"): (lambda v: v >= 1, "1 or more"),
+    ("train", "batch_size"): (lambda v: v >= 1, "1 or more"),
+    ("train", "accum_steps"): (lambda v: v >= 1, "1 or more"),
+    ("train", "lr"): (lambda v: _finite(v) and v > 0, "a finite number above 0"),
+    ("train", "momentum"): (lambda v: _finite(v) and 0 <= v < 1, "0 to below 1"),
+    ("train", "weight_decay"): (lambda v: _finite(v) and v >= 0, "a finite number, 0 or more"),
+    ("train", "poly_power"): (lambda v: _finite(v) and v >= 0, "a finite number, 0 or more"),
+    ("train", "min_lr"): (lambda v: _finite(v) and v >= 0, "a finite number, 0 or more"),
+    ("train", "warmup_iters"): (lambda v: v >= 0, "0 or more"),
+    ("train", "warmup_ratio"): (lambda v: _finite(v) and 0 <= v <= 1, "0 to 1"),
+    ("train", "seed"): (lambda v: v >= 0, "0 or more"),
+    ("train", "log_interval"): (lambda v: v >= 1, "1 or more"),
+    ("train", "val_interval"): (lambda v: v >= 1, "1 or more"),
+    ("train", "ckpt_interval"): (lambda v: v >= 1, "1 or more"),
+    ("train", "keep_ckpts"): (lambda v: v >= 1, "1 or more (resume needs a checkpoint)"),
+    ("eval", "slide_overlap"): (lambda v: _finite(v) and 0 <= v < 1, "0 to below 1"),
+}
+
+
+def prior_memory_bytes(cfg: Config, training: bool = True) -> int:
+    """A floor for the memory the prior grid alone asks: the prior conv's FP32 weights (to build the model)
+    and, for training, their gradient and optimizer buffer and, per image of the batch, the N x N prior map,
+    its gradient and the affinity target."""
+    n = cfg.model.prior_size ** 2
+    weights = n * cfg.model.head_channels * 4
+    if not training:
+        return int(weights)
+    return int(weights * 3 + cfg.train.batch_size * n * n * 4 * 3)
+
+
+def machine_memory_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001 - no estimate is better than a crash here
+        return 0
+
+
+def check_memory(cfg: Config, training: bool = True, memory_bytes: int | None = None) -> None:
+    """Refuse, with the figures, a prior grid whose maps (training) or weights (building) cannot fit."""
+    memory_bytes = machine_memory_bytes() if memory_bytes is None else memory_bytes
+    need = prior_memory_bytes(cfg, training)
+    if memory_bytes and need > memory_bytes:
+        what = f"with train.batch_size={cfg.train.batch_size} needs at least" if training else "needs at least"
+        raise ConfigError(f"model.prior_size={cfg.model.prior_size} (a {cfg.model.prior_size ** 2}-cell grid) {what} "
+                          f"{need / 2**30:.1f} GiB for the prior {'maps' if training else 'conv'} alone, more than "
+                          f"this machine's {memory_bytes / 2**30:.1f} GiB; use a smaller grid"
+                          + (" or batch" if training else ""))
+
+
+def validate(cfg: Config, memory_bytes: int | None = None) -> None:
+    """Refuse values the types allow but the meaning does not, naming the key and the allowed range;
+    and a model too large to build on this machine (``memory_bytes``, default: what psutil tells)."""
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(map(str, choices))}")
-    positive = [("model", "num_classes"), ("model", "prior_size"), ("model", "head_channels"),
-                ("model", "base_width"), ("train", "batch_size"), ("train", "accum_steps"), ("train", "iters")]
-    for section, key in positive:
-        if getattr(getattr(cfg, section), key) <= 0:
-            raise ConfigError(f"{section}.{key} must be positive")
+    for (section, key), (ok, allowed) in _RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{section}.{key}={_short(value)} is out of range: allowed {allowed}")
     lo, hi = cfg.data.scale_range
-    if not 0 < lo <= hi:
-        raise ConfigError(f"data.scale_range={cfg.data.scale_range} must satisfy 0 < low <= high")
+    if not (_finite(lo) and _finite(hi) and 0 < lo <= hi):
+        raise ConfigError(f"data.scale_range={cfg.data.scale_range} must satisfy 0 < low <= high (finite)")
+    if not all(_finite(v) for v in cfg.data.mean):
+        raise ConfigError(f"data.mean={_short(cfg.data.mean)} must be three finite numbers (RGB, 0-255)")
+    if not all(_finite(v) and v > 0 for v in cfg.data.std):
+        raise ConfigError(f"data.std={_short(cfg.data.std)} must be three finite numbers above 0 (RGB, 0-255)")
+    if not cfg.eval.scales or not all(_finite(v) and v > 0 for v in cfg.eval.scales):
+        raise ConfigError(f"eval.scales={_short(cfg.eval.scales)} must be one or more finite numbers above 0")
+    check_memory(cfg, training=False, memory_bytes=memory_bytes)

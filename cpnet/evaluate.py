@@ -58,6 +58,8 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
                               flip=flip, overlap=cfg.eval.slide_overlap)
         cm.update(probs.argmax(1)[0], label)
     cm.all_reduce()
+    if world == 1 and len(dataset) and skipped == len(dataset):
+        raise UserError(f"no usable evaluation sample: all {skipped} were skipped as bad data; fix the data")
     result = cm.compute(list(getattr(dataset, "classes", [])) or None)
     result.update({"mode": mode, "scales": list(scales), "flip": flip, "images": len(dataset) - skipped if world == 1 else None,
                    "skipped": skipped, "seconds": time.perf_counter() - t0})

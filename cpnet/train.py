@@ -34,7 +34,7 @@ import torch.nn as nn
 import yaml
 
 from .checkpoint import iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, check_memory, load_config
 from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
 from .runtime.log import get_logger
@@ -196,7 +196,9 @@ def build_config(args) -> Config:
         overrides.append(f"data.root={args.data_root}")
     if args.on_bad_data:
         overrides.append(f"data.on_bad_data={args.on_bad_data}")
-    return load_config(args.input, overrides)
+    cfg = load_config(args.input, overrides)
+    check_memory(cfg, training=True)
+    return cfg
 
 
 def make_loaders(cfg: Config, d: Dist, start_step: int):
@@ -239,6 +241,36 @@ def build_training_model(cfg: Config, d: Dist, init_backbone: str | None):
     return model
 
 
+RUN_FILES = ("config.yaml", "best.pt", "best.pt.json", "checkpoints", "tb")
+
+
+def held_run(work_dir: Path) -> list[str]:
+    """The files of an earlier run in ``work_dir`` (empty when it holds none)."""
+    if not work_dir.is_dir():
+        return []
+    found = [name for name in RUN_FILES if (work_dir / name).exists()]
+    return found + sorted(p.name for p in work_dir.glob("val_*.json"))
+
+
+def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> None:
+    """Refuse to mix two runs in one folder: an earlier run is continued (--resume) or removed (--overwrite)."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise UserError(f"{work_dir}: is a file, not a run directory; choose another -o")
+    held = held_run(work_dir)
+    if held and not resume and not overwrite:
+        raise UserError(f"{work_dir}: already holds a run ({', '.join(held[:3])}...); pass --resume to continue it "
+                        f"or --overwrite to delete its files and start again, or choose another -o")
+    if held and overwrite and not resume and d.main:
+        import shutil
+
+        for name in held:
+            target = work_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        log.warning(f"--overwrite: removed the earlier run's files from {work_dir}")
+    if d.enabled:
+        dist.barrier()
+
+
 def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True) -> dict:
     from .evaluate import evaluate_model, prior_row_heatmap
     from .visualize import colorize, denormalize
@@ -265,6 +297,10 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
                 log.warning(f"--resume: no checkpoint in {work_dir / 'checkpoints'}, starting from iteration 0")
         else:
             ckpt = load_checkpoint(ckpt_path)
+            lacking = [k for k in ("optimizer", "scheduler", "rng", "iter") if k not in ckpt]
+            if lacking:
+                raise UserError(f"{ckpt_path}: cannot resume from it: it holds no {', '.join(lacking)} (a weights-only "
+                                f"checkpoint); start a new run with -o elsewhere instead")
             if ckpt["config"]["model"] != cfg.to_dict()["model"]:
                 raise UserError(f"{ckpt_path}: was trained with another model config; use another run directory (-o) or the same config")
             model.load_state_dict(ckpt["model"])
@@ -299,14 +335,18 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     def checkpoint(it: int) -> None:
         if not d.main:
             return
-        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise NonFiniteLoss(f"parameters became non-finite by iteration {it} (first: {bad[0]}); "
-                                f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
+        require_finite(it)
         save_checkpoint(work_dir / "checkpoints" / f"iter_{it:07d}.pt", state(it), cfg, classes, palette)
         for _, old in iter_checkpoints(work_dir)[:-cfg.train.keep_ckpts]:
             old.unlink(missing_ok=True)
             manifest_path(old).unlink(missing_ok=True)
+
+    def require_finite(it: int) -> None:
+        """Nothing non-finite is ever written as a checkpoint (best.pt included)."""
+        bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise NonFiniteLoss(f"weights became non-finite by iteration {it} (first: {bad[0]}); "
+                                f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
 
     def validate(it: int) -> dict:
         nonlocal best_miou
@@ -321,6 +361,7 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             atomic_write_json(work_dir / f"val_{it:07d}.json", result)
             improved = miou > best_miou
             if improved:
+                require_finite(it)
                 best_miou = miou
                 save_checkpoint(work_dir / "best.pt", state(it), cfg, classes, palette)
             msg = (f"val iter {it}/{cfg.train.iters}  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
@@ -341,8 +382,13 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     t_last, imgs_since = time.perf_counter(), 0
     sums = {}
     last_val = None
+    empty_streak = 0  # consecutive batches with no usable sample, on any process
     for images, labels, n_bad in loader:
         skipped += n_bad
+        empty_streak = empty_streak + 1 if all_true(images is None, d) else 0
+        if empty_streak * cfg.train.batch_size >= max(len(train_set), cfg.train.batch_size):
+            raise UserError(f"no usable training sample in a whole epoch ({skipped} skipped as bad data under "
+                            f"{cfg.data.root}); fix the data or check data.root")
         if images is not None:
             images = images.to(d.device, non_blocking=True)
             labels = labels.to(d.device, non_blocking=True)
@@ -446,6 +492,8 @@ def add_arguments(p) -> None:
     a.add_output(p, "run directory (default runs/<config name>)")
     p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (overrides data.root)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's checkpoints, logs and config in the run directory and start again")
     p.add_argument("--init-backbone", metavar="FILE",
                    help="ImageNet backbone weights (a local file; mmcv V1c or torchvision V1b naming)")
     p.add_argument("--on-bad-data", choices=["stop", "skip"],
@@ -462,6 +510,9 @@ def run(args) -> int:
             log.info(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {cfg.crop_size}, "
                      f"prior {cfg.model.prior_size}x{cfg.model.prior_size}, {cfg.train.iters} iters, "
                      f"batch {cfg.train.batch_size}, {d.world} process(es) on {d.device.type}; run dir {work_dir}")
+        if args.resume and args.overwrite:
+            raise UserError("--resume and --overwrite contradict each other; pass one")
+        prepare_run_dir(work_dir, args.resume, args.overwrite, d)
         if d.device.type == "cpu":
             torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // d.world))
         result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress)

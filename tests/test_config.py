@@ -33,9 +33,19 @@ def test_overrides_and_types():
     ("train.lrr=1", "did you mean 'train.lr'"),
     ("train.iters=abc", "expected an integer"),
     ("model.head=psp", "model.head"),
-    ("model.prior_size=0", "positive"),
+    ("model.prior_size=0", "model.prior_size=0 is out of range: allowed 1 or more"),
     ("noequals", "key.sub=value"),
     ("model=3", "section"),
+    # values the type allows but the meaning does not
+    ("train.lr=nan", "train.lr"), ("train.lr=-0.1", "train.lr"), ("train.lr=inf", "train.lr"),
+    ("train.momentum=-1", "train.momentum"), ("train.weight_decay=-1e-4", "train.weight_decay"),
+    ("train.seed=-3", "train.seed"), ("data.num_workers=-1", "data.num_workers"),
+    ("train.poly_power=-0.9", "train.poly_power"), ("train.log_interval=0", "train.log_interval"),
+    ("train.val_interval=0", "train.val_interval"), ("train.ckpt_interval=-5", "train.ckpt_interval"),
+    ("train.keep_ckpts=0", "train.keep_ckpts"), ("model.dropout=1.5", "model.dropout"),
+    ("model.agg_kernel=4", "odd"), ("model.base_width=15", "even"), ("eval.scales=[0, 1]", "eval.scales"),
+    ("eval.scales=[-1]", "eval.scales"), ("data.std=[0, 1, 1]", "data.std"), ("data.mean=[1, 2]", "3 values"),
+    ("model.prior_size=1000000", "GiB"),
 ])
 def test_bad_overrides_give_one_line(override, needle):
     with pytest.raises(ConfigError) as e:
@@ -56,3 +66,32 @@ def test_yaml_file_and_dict(tmp_path):
     with pytest.raises(ConfigError, match="named config"):
         load_config("ade20k_r5O")
     assert load_config(load_config("quickstart")).to_dict() == load_config("quickstart").to_dict()
+
+
+def test_config_in_another_encoding_and_nested_aliases_are_one_short_line(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("model: {depth: 18}  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(latin)
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]"
+              for i in range(1, 9)]
+    lines += ["model: {num_classes: *a8}"]
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bomb)
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)
+
+
+def test_prior_memory_estimate_refuses_with_the_figure():
+    from cpnet.config import check_memory
+
+    cfg = load_config("quickstart")
+    check_memory(cfg, memory_bytes=64 * 2**30)  # fits
+    with pytest.raises(ConfigError, match=r"batch_size=8 needs at least [0-9.]+ GiB .* than this machine's 0.0 GiB"):
+        check_memory(cfg, memory_bytes=1)
+    big = load_config("quickstart", ["model.prior_size=200"])  # 1.5 TiB of prior maps at batch 8
+    check_memory(big, training=False, memory_bytes=24 * 2**30)  # but the model itself builds
+    with pytest.raises(ConfigError, match="prior maps"):
+        check_memory(big, memory_bytes=24 * 2**30)

@@ -147,3 +147,53 @@ def test_user_errors_are_one_line(tmp_path, synth, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if not line.startswith("[")]  # "[stage] ..." are log lines
     assert len(lines) == 4 and all(line.startswith("error: ") for line in lines) and "Traceback" not in err
+
+
+def test_second_run_into_a_run_dir_is_refused_unless_resume_or_overwrite(tmp_path, synth, capsys):
+    work = tmp_path / "run"
+    assert run_train(work, synth, "train.iters=2", "train.ckpt_interval=2", "train.val_interval=1000") == 0
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run_train(work, synth, "train.iters=2", "train.val_interval=1000") == 2
+    line = error_line(capsys.readouterr().err)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()} == before  # nothing touched
+    assert run_train(work, synth, "train.iters=3", "train.ckpt_interval=3", "train.val_interval=1000",
+                     "--overwrite") == 0
+    assert [it for it, _ in iter_checkpoints(work)] == [3]  # only the new run's checkpoints
+    assert load_checkpoint(work / "best.pt")["iter"] == 3
+
+
+def test_nan_learning_rate_is_refused_before_any_work(tmp_path, synth, capsys):
+    work = tmp_path / "nan_lr"
+    assert run_train(work, synth, "train.lr=nan") == 2
+    assert "train.lr" in error_line(capsys.readouterr().err)
+    assert not work.exists()
+
+
+def test_non_finite_weights_never_become_best_pt(tmp_path, synth, monkeypatch):
+    import cpnet.evaluate as evaluate_mod
+
+    work = tmp_path / "poisoned"
+    real = evaluate_mod.evaluate_model
+
+    def poisoned(model, *a, **k):  # validation runs after the weights went bad
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_model", poisoned)
+    assert run_train(work, synth, "train.iters=2", "train.val_interval=1", "train.ckpt_interval=1000") == 1
+    assert not (work / "best.pt").exists()
+
+
+def test_all_bad_samples_fail_instead_of_training_on_nothing(tmp_path, synth, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    for image in (data / "images").rglob("*.png"):
+        image.write_bytes(b"broken")
+    rc = run_train(tmp_path / "w", data, "train.iters=50", "train.val_interval=1000", "--on-bad-data", "skip")
+    assert rc == 2 and "no usable training sample" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "w" / "best.pt").exists()
