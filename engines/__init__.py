@@ -11,7 +11,20 @@
 ``engines.open(path, backend=None, **options)`` picks the backend from the path
 (``backend=`` overrides it) and passes the options on: torch takes device,
 precision, channels_last, threads; onnxruntime takes providers, threads;
-tensorrt takes verbose. See cpnet/runtime/backend.py for the interface.
+tensorrt takes verbose, cuda_graph (replay as a CUDA graph) and trust_engine (open an
+engine that has no manifest). See cpnet/runtime/backend.py for the interface and
+docs/architecture.md for the manifests.
+
+The verbs on top: ``cpnet check`` (engines.check), ``cpnet build`` (engines.build_engine),
+``cpnet benchmark`` (engines.benchmark).
+
+What has run where: the TensorRT layer (engines/trt.py, engines/backends/tensorrt_backend.py,
+engines/build_engine.py past its TensorRT import) is written from NVIDIA's TensorRT 10.x/11.x
+documentation, Polygraphy and trtexec, and its pure-Python logic is tested against stand-in
+objects; none of the machines this project was developed on has TensorRT, so building,
+deserializing, running (with or without CUDA graphs), DLA cores and version- or
+hardware-compatible engines have never run on a real TensorRT here. The tests marked
+``tensorrt`` do that where TensorRT and a GPU are present.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """Latency, throughput and memory of CPNet artifacts, one row per artifact, on the same input.
 
-    python -m engines.benchmark runs/quickstart model.onnx model.int8.onnx model.fp16.engine \
-        [--iters 50] [--warmup 5] [--batch 1] [--threads T] [--json bench.json] \
-        [--backend-options device=cuda,precision=fp16,channels_last=1] [--providers cuda] [--image img.png]
+    cpnet benchmark runs/quickstart model.onnx model.int8.onnx model.fp16.engine \
+        [--iters 50] [--warmup 5] [--batch 1] [--threads T] [--json bench.json] [--device cuda] \
+        [--backend-options precision=fp16,channels_last=1] [--providers cuda] [--cuda-graph] [--image img.png]
+    python -m engines.benchmark ...                                  (the same parser)
 
 - Latency: wall time of ``infer(batch)`` (host to host, including copies), p50/p90/p99 over
   ``--iters`` after ``--warmup``; throughput = batch / mean latency (images/s). Where the
   backend runs on a GPU, ``gpu_p50_ms`` is the median of CUDA-event time around the model
   (torch.cuda.Event for torch, PyCUDA events around execute_async_v3 for TensorRT).
+- ``--cuda-graph``: TensorRT engines replay their execution as a CUDA graph (captured during the
+  warm-up, as trtexec's --useCudaGraph does; an engine that cannot be captured runs without one,
+  and its row says so).
 - Host memory: each artifact runs in its own subprocess (default) and its row reports that
   process's peak RSS (``resource.getrusage(...).ru_maxrss``, so it includes Python and the
   libraries the backend loads) and its RSS after opening the artifact (psutil). With
@@ -17,8 +21,10 @@
   device_memory_size_v2 (activations) plus the I/O buffers.
 - Input: the same seeded random batch for every artifact (``--seed``), or one image
   (``--image``) preprocessed with each artifact's manifest.
-- ``--backend-options`` apply to torch artifacts (device, precision fp32|fp16|bf16,
-  channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt).
+- ``--device`` applies to torch artifacts, ``--backend-options`` too (precision fp32|fp16|bf16,
+  channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt); ``--cuda-graph`` and
+  ``--trust-engine`` to engines.
+- An artifact that cannot be opened or run becomes an error row; the command then exits 1.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
     else:
         sys.path.insert(0, _root)
 
-from cpnet.runtime import UserError, atomic_write_json  # noqa: E402
+from cpnet.runtime import CheckFailed, CpnetError, UserError, atomic_write_json  # noqa: E402
+from cpnet.runtime.errors import first_line  # noqa: E402
 
 ROW_MARKER = "BENCHMARK_ROW "
 COLUMNS = [("artifact", "artifact", "{}"), ("backend", "backend", "{}"), ("batch", "B", "{}"),
@@ -111,6 +118,8 @@ def options_for(backend: str, args) -> dict:
     opts: dict = {}
     if backend == "torch":
         opts.update(parse_kv(args.backend_options))
+        if getattr(args, "device", None) and args.device != "auto":
+            opts.setdefault("device", args.device)
         if args.threads:
             opts["threads"] = args.threads
     elif backend == "onnxruntime":
@@ -118,6 +127,11 @@ def options_for(backend: str, args) -> dict:
             opts["providers"] = args.providers
         if args.threads:
             opts["threads"] = args.threads
+    elif backend == "tensorrt":
+        if args.cuda_graph:
+            opts["cuda_graph"] = True
+        if args.trust_engine:
+            opts["trust_engine"] = True
     return opts
 
 
@@ -147,6 +161,8 @@ def bench_one(artifact: str, args, in_process: bool) -> dict:
                 gpu.append(m.last_gpu_ms)
             peak = max(peak, _rss())
         dev = m.device_memory()
+        if backend == "tensorrt" and args.cuda_graph:
+            row["cuda_graph"] = bool(getattr(m, "cuda_graph_active", False))
     mean = float(np.mean(lat)) if lat else float("nan")
     row.update({
         "p50_ms": percentile(lat, 50), "p90_ms": percentile(lat, 90), "p99_ms": percentile(lat, 99),
@@ -175,9 +191,13 @@ def _child_argv(artifact: str, args) -> list[str]:
             "--iters", str(args.iters), "--warmup", str(args.warmup), "--batch", str(args.batch),
             "--seed", str(args.seed)]
     for flag, val in (("--threads", args.threads), ("--backend-options", args.backend_options),
-                      ("--providers", args.providers), ("--image", args.image), ("--backend", args.backend)):
+                      ("--providers", args.providers), ("--image", args.image), ("--backend", args.backend),
+                      ("--device", args.device if args.device != "auto" else None)):
         if val:
             argv += [flag, str(val)]
+    for flag, on in (("--cuda-graph", args.cuda_graph), ("--trust-engine", args.trust_engine)):
+        if on:
+            argv.append(flag)
     return argv
 
 
@@ -192,7 +212,7 @@ def run_subprocess(artifact: str, args) -> dict:
         if line.startswith(ROW_MARKER):
             return json.loads(line[len(ROW_MARKER):])
     err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    return {"artifact": artifact, "error": err[-1] if err else f"exit status {proc.returncode}"}
+    return {"artifact": artifact, "error": err[-1].removeprefix("error: ") if err else f"exit status {proc.returncode}"}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -223,44 +243,52 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m engines.benchmark", description=__doc__.split("\n\n")[0])
-    ap.add_argument("artifacts", nargs="+", help="checkpoints / run dirs, ONNX files, engines")
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
-    ap.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
-    ap.add_argument("--json", help="also write the rows to this JSON file")
-    ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), help="force one backend for all")
-    ap.add_argument("--backend-options", help="torch: device=cpu|cuda,precision=fp32|fp16|bf16,channels_last=0|1")
-    ap.add_argument("--providers", help="onnxruntime providers: cpu, cuda, tensorrt (comma list)")
-    ap.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")
-    ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
-        ap.error("--iters and --batch must be >= 1, --warmup >= 0")
-    return args
+DESCRIPTION = """Latency, throughput and memory of checkpoints, ONNX files and engines, one row each, on the same input.
+
+Each artifact runs in its own process (peak RSS per row); GPU rows add CUDA-event time and
+device memory. --cuda-graph replays TensorRT engines as CUDA graphs."""
+
+EXAMPLES = """cpnet benchmark runs/quickstart model.onnx model.int8.onnx --threads 2 --json bench.json
+cpnet benchmark model.fp16.engine model.int8.engine --iters 200 --cuda-graph
+cpnet benchmark runs/quickstart --device cuda --backend-options precision=fp16,channels_last=1"""
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    a.add_input(p, "ARTIFACT", "checkpoints / run dirs, ONNX files, engines", nargs="+")
+    p.add_argument("--iters", type=a.positive_int, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--warmup", type=a.non_negative_int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--batch", type=a.positive_int, default=1, help="images per run (default 1)")
+    p.add_argument("--seed", type=a.non_negative_int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
+    a.add_json(p, "the rows and the arguments")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), help="force one backend for all")
+    p.add_argument("--backend-options", metavar="KEY=VALUE,...",
+                   help="torch: precision=fp32|fp16|bf16,channels_last=0|1")
+    p.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")
+    g = p.add_argument_group("engines")
+    g.add_argument("--cuda-graph", action="store_true",
+                   help="replay each TensorRT engine's execution as a CUDA graph (needs cuda-python)")
+    g.add_argument("--trust-engine", action="store_true",
+                   help="open engines that have no manifest (unverified native code; only engines you built)")
+    a.add_runtime(p, device=True, providers=True)
+    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args) -> int:
+    artifacts = list(args.input)
     if args._child:
-        try:
-            row = bench_one(args.artifacts[0], args, in_process=False)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        row = bench_one(artifacts[0], args, in_process=False)
         print(ROW_MARKER + json.dumps(row, default=str), flush=True)
         return 0
     rows = []
-    for a in args.artifacts:
+    for a in artifacts:
         if args.in_process:
             try:
                 rows.append(bench_one(a, args, in_process=True))
-            except UserError as e:
-                rows.append({"artifact": a, "error": str(e)})
+            except CpnetError as e:
+                rows.append({"artifact": a, "error": first_line(e, 2000)})
         else:
             rows.append(run_subprocess(a, args))
     print(format_table(rows))
@@ -269,7 +297,17 @@ def main(argv=None) -> int:
         print(f"RSS: {method}")
     if args.json:
         atomic_write_json(args.json, {"rows": rows, "args": {k: v for k, v in vars(args).items() if k != "_child"}})
-    return 1 if any(r.get("error") for r in rows) else 0
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(rows)} artifact(s) could not be benchmarked: "
+                          f"{'; '.join(r['artifact'] + ': ' + r['error'] for r in failed)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from cpnet.cli import run_verb
+
+    return run_verb("engines.benchmark", argv)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,36 @@
 """Build a TensorRT engine from one of the project's ONNX files, and write its manifest.
 
-    python engines/build_engine.py --onnx model.fp16.onnx            # or: python -m engines.build_engine ...
-        [-o model.fp16.engine] [--workspace MiB] [--timing-cache FILE | --no-timing-cache]
-        [--opt-level 0-5] [--dla-core N] [--fp16-flag] [--version-compatible] [--batch B] [--strict-dla] [--tf32]
+    cpnet build model.fp16.onnx                 # or: python engines/build_engine.py ..., python -m engines.build_engine ...
+        [-o model.fp16.engine] [--workspace MiB] [--timing-cache FILE | --no-timing-cache] [--opt-level 0-5]
+        [--dla-core N [--strict-dla]] [--fp16-flag] [--version-compatible] [--hardware-compatibility ampere+]
+        [--batch B] [--tf32]
 
 - Strongly typed builds from model.onnx (FP32), model.fp16.onnx and model.int8.onnx
   (the tensorrt flavour) on TensorRT 10 and 11: precision comes from the file.
 - ``--fp16-flag`` (TensorRT 10 only): a weakly typed network over model.onnx with
   BuilderFlag.FP16; refused on TensorRT 11, which removed the flag.
 - ``--dla-core N``: DLA with GPU fallback (Jetson, TensorRT 10; 11.4.1+ on AGX Orin).
-- The ONNX file is checked first (``engines.check`` for trt10 / trt11 / dla); a
-  problem stops the build. Parser errors are printed one per line with the node name.
+- ``--version-compatible``: the engine also runs on newer TensorRT of its major (and a
+  TensorRT 10 one on 11); ``--hardware-compatibility ampere+``: on any Ampere-or-newer GPU.
+- The ONNX file is checked first (``engines.check`` against the running TensorRT's own
+  operator table, or DLA's rules); a problem stops the build. Parser errors are reported
+  one per line with the node name.
 - Workspace: ``--workspace`` MiB, default 1024 on Jetson (builds there run out of
   memory without a cap; CPU and GPU share it) and 4096 on desktop GPUs.
 - Timing cache: default ``tensorrt.timing.cache`` beside the engine; loaded when it
   exists, saved (atomically) after the build, so later builds reuse measured tactics.
-- Writes the engine atomically and its manifest (``<engine>.json``): TensorRT
-  version, GPU name and compute capability (and which library reported them),
-  precision, the parent ONNX path and sha256, the build options, per-layer precision
-  counts from the engine inspector, and classes/palette/input size/mean/std copied
-  from the ONNX manifest.
+- The new engine is deserialized in memory with the runtime settings its build options
+  imply (host code for version-compatible plans, the DLA core) before anything is
+  written: an engine that does not load is never written, and an old manifest is never
+  left beside a new engine. Then the engine is written atomically, and its manifest
+  (``<engine>.json``): its sha256 (checked whenever it is opened), TensorRT version, GPU
+  name and compute capability (and which library reported them), precision, the parent
+  ONNX path and sha256, the build options, per-layer precision counts from the engine
+  inspector, and classes/palette/input size/mean/std copied from the ONNX manifest.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -35,9 +41,14 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
     else:
         sys.path.insert(0, _root)
 
-from cpnet.runtime import UserError, atomic_write_bytes, read_manifest, sha256_file, versions, write_manifest  # noqa: E402
+from cpnet.runtime import (CheckFailed, MissingDependency, UserError, atomic_write_bytes,  # noqa: E402
+                           manifest_path, read_manifest, sha256_file, versions, write_manifest)
+from cpnet.runtime.log import get_logger  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
+from engines.trt import BuildOptions  # noqa: E402
+
+log = get_logger("engines")
 
 COPIED_KEYS = ("model", "config", "classes", "palette", "input_size", "mean", "std", "channel_order",
                "input", "output", "calibration")
@@ -56,8 +67,8 @@ def default_output(onnx: Path, fp16_flag: bool = False, dla_core: int | None = N
     return onnx.with_name(".".join(parts) + ".engine")
 
 
-def engine_manifest(onnx_path: Path, onnx_manifest: dict, engine_path: Path, trt_version: str, gpu: dict | None,
-                    opts: trtlayer.BuildOptions, strongly_typed: bool, layer_summary: dict | None) -> dict:
+def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
+                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str) -> dict:
     precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
     m = {k: onnx_manifest[k] for k in COPIED_KEYS if k in onnx_manifest}
     m.update({
@@ -65,127 +76,187 @@ def engine_manifest(onnx_path: Path, onnx_manifest: dict, engine_path: Path, trt
         "precision": precision,
         "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed",
         "tensorrt": {"version": trt_version, "major": trtlayer.major_of(trt_version),
-                     "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible)},
+                     "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
+                     "hardware_compatibility": opts.hardware_compatibility},
         "gpu": gpu,
         "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
         "build_options": opts.to_manifest(),
         "layer_precisions": layer_summary,
         "parent": {"path": str(onnx_path), "sha256": sha256_file(onnx_path)},
-        "sha256": sha256_file(engine_path),
+        "sha256": engine_sha256,
         "versions": versions(),
     })
     return m
 
 
-def build(opts: trtlayer.BuildOptions, verbose: bool = False, emit=print) -> Path:
+def prepare(opts: BuildOptions) -> tuple[Path, dict]:
+    """Check what can be checked without TensorRT; fill in the output and timing-cache paths. (onnx path, manifest)."""
     onnx_path = Path(opts.onnx)
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
     onnx_manifest = read_manifest(onnx_path, required=True)
     if trtlayer.is_cpu_flavour(onnx_manifest):  # refuse before needing TensorRT
         raise UserError(trtlayer.cpu_flavour_message(str(onnx_path)))
+    trtlayer.validate_hardware_compatibility(opts, gpu=None, jetson=False)  # DLA + hardware compatibility, etc.
     out = Path(opts.output) if opts.output else default_output(onnx_path, opts.fp16_flag, opts.dla_core)
+    if out.suffix.lower() not in (".engine", ".plan", ".trt"):
+        raise UserError(f"{out}: an engine file ends in .engine, .plan or .trt")
     if opts.timing_cache is None:
         opts.timing_cache = str(out.with_name(DEFAULT_CACHE_NAME))
     elif opts.timing_cache == "":
         opts.timing_cache = None
     opts.output = str(out)
+    return onnx_path, onnx_manifest
+
+
+def load_check(trt, engine_bytes: bytes, opts: BuildOptions, out: Path) -> dict | None:
+    """Deserialize the new engine the way it will be opened (host code for version-compatible plans, the DLA
+    core) and read its per-layer precisions; a plan that does not load is a UserError and nothing is written."""
+    options = trtlayer.DeserializeOptions.from_build_options(opts)
+    try:
+        _, engine = trtlayer.deserialize_engine(trt, engine_bytes, str(out), options=options, verbose=opts.verbose)
+    except UserError as e:
+        raise UserError(f"the engine TensorRT just built does not load ({e}); nothing written") from None
+    try:
+        return trtlayer.summarize_layer_precisions(trtlayer.engine_info_json(trt, engine))
+    except Exception as e:
+        log.warning(f"engine inspector unavailable ({type(e).__name__}: {e}); no per-layer summary")
+        return None
+    finally:
+        del engine
+
+
+def write_engine(out: Path, engine_bytes: bytes, manifest: dict) -> None:
+    """The engine and then its manifest, each atomically; a stale manifest is removed first, so a crash in
+    between leaves an engine without a manifest (refused when opened), never a new engine beside an old one."""
+    stale = manifest_path(out)
+    if stale.exists():
+        stale.unlink()
+    atomic_write_bytes(out, engine_bytes)
+    write_manifest(out, manifest)
+
+
+def build(opts: BuildOptions) -> Path:
+    onnx_path, onnx_manifest = prepare(opts)
+    out = Path(opts.output)
 
     trt = trtlayer.import_tensorrt()
     trt_version = trt.__version__
-    target = trtlayer.validate_build_options(opts, trt_version, onnx_manifest)
-    if opts.workspace_mib is None:
-        opts.workspace_mib = trtlayer.default_workspace_mib()  # recorded in the manifest as used
-
-    emit(f"[check] {onnx_path} for {target}")
-    result = checker.check_file(onnx_path, target=target, strict_dla=opts.strict_dla, assume_fp16=opts.fp16_flag)
-    for p in result.problems:
-        emit(p.format(str(onnx_path)))
-    if not result.ok:
-        raise UserError(f"engines.check found {len(result.errors)} error(s) in {onnx_path} for {target}; "
-                        f"fix them before building")
-
     gpu = trtlayer.gpu_info()
     if gpu is None:
         trtlayer.import_pycuda()  # gives the precise one-line reason (no PyCUDA / no device)
         gpu = trtlayer.gpu_info()
         if gpu is None:
-            raise trtlayer.MissingDependency("no CUDA GPU visible to pycuda, cuda-python or torch.cuda")
-    emit(f"[build] TensorRT {trt_version} on {gpu['name']} (sm {gpu['compute_capability']}, via {gpu['source']})")
+            raise MissingDependency("no CUDA GPU visible to pycuda, cuda-python or torch.cuda")
+    target = trtlayer.validate_build_options(opts, trt_version, onnx_manifest, gpu=gpu)
+    if opts.workspace_mib is None:
+        opts.workspace_mib = trtlayer.default_workspace_mib()  # recorded in the manifest as used
+
+    # the running TensorRT's own table (DLA: the DLA rules on top of it)
+    log.info(f"checking {onnx_path} for {target} (TensorRT {trt_version})")
+    check_options = checker.CheckOptions(target=target, strict_dla=opts.strict_dla, assume_fp16=opts.fp16_flag,
+                                         trt_version=trt_version)
+    result = checker.check_file(onnx_path, options=check_options)
+    for p in result.problems:
+        (log.warning if p.level == "warning" else log.error)(p.format(str(onnx_path)))
+    if not result.ok:
+        raise CheckFailed(f"engines.check found {len(result.errors)} error(s) in {onnx_path} for {target}; "
+                          f"fix them before building")
+    log.info(f"TensorRT {trt_version} on {gpu['name']} (sm {gpu['compute_capability']}, via {gpu['source']})")
 
     size = onnx_manifest.get("input_size")
     input_size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) and len(size) == 2 else None
     try:
-        res = trtlayer.build_serialized_engine(trt, opts, input_size, emit=emit, verbose=verbose)
+        res = trtlayer.build_serialized_engine(trt, opts, input_size)
     except UserError:
         raise
     except Exception as e:  # pybind errors from TensorRT: keep them to one line
-        raise UserError(f"TensorRT build failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+        raise UserError(f"TensorRT build failed: {type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
     for n in res.notes:
-        emit(f"[build] {n}")
+        log.info(n)
 
-    atomic_write_bytes(out, res.engine)
+    summary = load_check(trt, res.engine, opts, out)
+    manifest = engine_manifest(onnx_path, onnx_manifest, trt_version, gpu, opts, res.strongly_typed, summary,
+                               trtlayer.sha256_bytes(res.engine))
+    write_engine(out, res.engine, manifest)
     if opts.timing_cache and res.timing_cache:
         atomic_write_bytes(opts.timing_cache, res.timing_cache)
-        emit(f"[build] timing cache saved: {opts.timing_cache} ({len(res.timing_cache)} bytes)")
-
-    summary = None
-    try:
-        _, engine = trtlayer.deserialize_engine(trt, res.engine, str(out))
-        summary = trtlayer.summarize_layer_precisions(trtlayer.engine_info_json(trt, engine))
-        del engine
-    except UserError:
-        raise
-    except Exception as e:
-        emit(f"[build] warning: engine inspector unavailable ({type(e).__name__}: {e}); no per-layer summary")
-
-    manifest = engine_manifest(onnx_path, onnx_manifest, out, trt_version, gpu, opts, res.strongly_typed, summary)
-    write_manifest(out, manifest)
+        log.info(f"timing cache saved: {opts.timing_cache} ({len(res.timing_cache)} bytes)")
     counts = ", ".join(f"{k} {v}" for k, v in (summary or {}).get("by_precision", {}).items()) or "n/a"
-    emit(f"[build] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; layers by precision: {counts})")
+    log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; layers by precision: {counts})")
     return out
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python engines/build_engine.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--onnx", required=True, help="model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour)")
-    ap.add_argument("-o", "--output", help="engine path (default: beside the ONNX file, .onnx -> .engine)")
-    ap.add_argument("--workspace", type=int, metavar="MiB",
-                    help=f"builder workspace limit (default {trtlayer.DEFAULT_WORKSPACE_MIB_JETSON} on Jetson, "
-                         f"{trtlayer.DEFAULT_WORKSPACE_MIB_DESKTOP} elsewhere)")
-    ap.add_argument("--timing-cache", metavar="FILE", help=f"timing cache (default: {DEFAULT_CACHE_NAME} beside the engine)")
-    ap.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
-    ap.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0-5 (TensorRT default 3)")
-    ap.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback (Jetson)")
-    ap.add_argument("--strict-dla", action="store_true", help="with --dla-core: no GPU fallback; check fails on "
-                                                              "any layer DLA cannot run")
-    ap.add_argument("--fp16-flag", action="store_true",
-                    help="TensorRT 10 only: weakly typed build of model.onnx with BuilderFlag.FP16")
-    ap.add_argument("--version-compatible", action="store_true",
-                    help="BuilderFlag.VERSION_COMPATIBLE: the engine also runs on newer TensorRT of the same major")
-    ap.add_argument("--tf32", action="store_true",
-                    help="allow TF32 for FP32 layers (Ampere+; faster, about FP16-like mantissa); default off")
-    ap.add_argument("--batch", type=int, default=1, help="max batch for a dynamic-batch ONNX file (default 1)")
-    ap.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
-    return ap.parse_args(argv)
+# ---------------------------------------------------------------------------------------------
+# the `cpnet build` verb
+
+DESCRIPTION = """Build a TensorRT engine from model.onnx, model.fp16.onnx or model.int8.onnx (needs TensorRT and a GPU).
+
+The file is checked against the running TensorRT's operator table first; the engine is
+written only after it deserializes, with a manifest holding its sha256, the TensorRT
+version, the GPU and the build options. Exit 3 where TensorRT or a GPU is missing."""
+
+EXAMPLES = """cpnet build runs/quickstart/export/model.fp16.onnx
+cpnet build model.int8.onnx --timing-cache tensorrt.timing.cache
+cpnet build model.onnx --fp16-flag
+cpnet build model.fp16.onnx --dla-core 0
+cpnet build model.fp16.onnx --version-compatible --hardware-compatibility ampere+"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    a.add_input(p, "ONNX", "model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour), with its manifest")
+    a.add_output(p, "engine path (default: beside the ONNX file, .onnx -> .engine)")
+    p.add_argument("--workspace", type=a.positive_int, metavar="MiB",
+                   help=f"builder workspace limit in MiB (default {trtlayer.DEFAULT_WORKSPACE_MIB_JETSON} on Jetson, "
+                        f"{trtlayer.DEFAULT_WORKSPACE_MIB_DESKTOP} elsewhere)")
+    p.add_argument("--timing-cache", metavar="FILE", help=f"timing cache (default: {DEFAULT_CACHE_NAME} beside the engine)")
+    p.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
+    p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0-5 (TensorRT default 3)")
+    p.add_argument("--batch", type=a.positive_int, default=1,
+                   help="max batch for a dynamic-batch ONNX file (default 1)")
+    g = p.add_argument_group("precision and portability")
+    g.add_argument("--fp16-flag", action="store_true",
+                   help="TensorRT 10 only: weakly typed build of model.onnx with BuilderFlag.FP16")
+    g.add_argument("--tf32", action="store_true",
+                   help="allow TF32 for FP32 layers (Ampere+; faster, about FP16-like mantissa); default off")
+    g.add_argument("--version-compatible", action="store_true",
+                   help="BuilderFlag.VERSION_COMPATIBLE: the engine also runs on newer TensorRT of the same major "
+                        "(and a TensorRT 10 engine on 11); it embeds the lean runtime")
+    g.add_argument("--hardware-compatibility", choices=tuple(trtlayer.HARDWARE_LEVELS), default="none",
+                   help="ampere+: the engine runs on any Ampere-or-newer GPU (sm 8.0+, built on one); same-cc: on "
+                        "any GPU of this compute capability; default none (this GPU model); not for DLA or Jetson")
+    g = p.add_argument_group("DLA (Jetson)")
+    g.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback")
+    g.add_argument("--strict-dla", action="store_true",
+                   help="with --dla-core: no GPU fallback; the check fails on any layer DLA cannot run")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--no-progress", action="store_true", help="no per-phase build progress lines")
+
+
+def options_from(args) -> BuildOptions:
+    return BuildOptions(
+        onnx=args.input, output=args.output, workspace_mib=args.workspace,
+        timing_cache="" if args.no_timing_cache else args.timing_cache, opt_level=args.opt_level,
+        dla_core=args.dla_core, fp16_flag=args.fp16_flag, version_compatible=args.version_compatible,
+        hardware_compatibility=args.hardware_compatibility, batch=args.batch, strict_dla=args.strict_dla,
+        gpu_fallback=not args.strict_dla, tf32=args.tf32, verbose=args.verbose, progress=not args.no_progress)
+
+
+def run(args) -> int:
+    if args.no_timing_cache and args.timing_cache:
+        raise UserError("--timing-cache and --no-timing-cache contradict each other; pass one")
+    print(build(options_from(args)))
+    return 0
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    opts = trtlayer.BuildOptions(
-        onnx=args.onnx, output=args.output, workspace_mib=args.workspace,
-        timing_cache="" if args.no_timing_cache else args.timing_cache, opt_level=args.opt_level,
-        dla_core=args.dla_core, fp16_flag=args.fp16_flag, version_compatible=args.version_compatible,
-        batch=args.batch, strict_dla=args.strict_dla, gpu_fallback=not args.strict_dla, tf32=args.tf32)
-    try:
-        build(opts, verbose=args.verbose)
-    except (UserError, checker.CheckError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    from cpnet.cli import run_verb
+
+    prog = "python engines/build_engine.py" if __name__ == "__main__" and __package__ in (None, "") else None
+    return run_verb("engines.build_engine", argv, prog=prog)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""The thin TensorRT layer: imports, version and GPU checks, the builder and the runtime.
+"""The thin TensorRT layer: imports, version and GPU checks, the builder, the runtime and CUDA graphs.
 
-Everything here follows NVIDIA's documented Python API for TensorRT 10.x and
-11.x; each non-obvious call names the page or sample it follows. The pure-Python
-parts (option validation, manifest checks, inspector-JSON parsing) take plain
-values so they are tested on machines without TensorRT.
+Everything here follows NVIDIA's documented Python API for TensorRT 10.x and 11.x (the Python API
+reference, the developer guide's "Engine Compatibility", "Working with DLA" and "CUDA Graphs"
+sections) and, where the documentation is silent, what NVIDIA's own tools do: Polygraphy
+(``tools/Polygraphy/polygraphy/backend/trt``) and trtexec (``samples/common``). Each non-obvious
+call names its source. The pure-Python parts (option validation, the deserialization settings a
+manifest implies, manifest and sha256 checks, inspector-JSON parsing, the CUDA-graph state machine)
+take plain values or injected objects, so they are tested on machines without TensorRT. See
+docs/architecture.md for the engine manifest's fields.
 
 Differences between the versions that this module handles:
 
@@ -16,24 +20,42 @@ Differences between the versions that this module handles:
   FP16-flag path is therefore TensorRT 10 only.
 - DLA. Supported on JetPack 6 (TensorRT 10.3). TensorRT 11.0-11.3 have no DLA; 11.4.1 brings it
   back on Jetson AGX Orin with JetPack 7.2.2+ ("Strongly Typed Networks for DLA", 11.3/11.4 docs).
+  The runtime must be told the core too (``IRuntime.DLA_core`` before deserializing, "Working with
+  DLA"), or an engine built for core 1 runs on core 0.
+- Version compatibility ("Engine Compatibility", 10.x and 11.x docs; 11.4 support matrix): a plan
+  built with ``BuilderFlag.VERSION_COMPATIBLE`` runs on the same or a newer release of its major,
+  and a TensorRT 10 version-compatible plan also runs on a TensorRT 11 runtime; no other
+  cross-major combination. Such plans embed the lean runtime (host code), so the runtime must have
+  ``engine_host_code_allowed = True`` to load them: we set it when the (sha256-verified) manifest
+  says the engine is version compatible, at build time and at run time alike.
+- Hardware compatibility (``IBuilderConfig.hardware_compatibility_level``): ``AMPERE_PLUS`` plans
+  run on any Ampere-or-newer GPU (sm 8.0+) and can only be built on one; ``SAME_COMPUTE_CAPABILITY``
+  plans run on GPUs of the same compute capability. Neither is for DLA or JetPack.
 - ``ICudaEngine.device_memory_size`` is removed in 11.x; ``device_memory_size_v2`` (10.1+) stays.
 - Engine-inspector JSON: 10.x layers carry "Format/Datatype"; 11.x splits it into "Format" and
   "DataType" and replaces "Bindings" with "I/O Tensors" ("Migrating IEngineInspector Usage from
   TensorRT 10.x to 11.x").
+
+An engine is native code that runs on the GPU (and, when version compatible, on the host): one
+is opened only when its bytes match the sha256 in the manifest beside it, or when the user says
+they trust it (``trust_engine=True`` / ``--trust-engine``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpnet.runtime import UserError
+from cpnet.runtime import MissingDependency, UserError
+from cpnet.runtime.log import get_logger
+
+log = get_logger("engines")
 
 INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt] with NVIDIA's package index; "
                 "on a Jetson: JetPack's TensorRT in a venv made with --system-site-packages (see README)")
@@ -41,9 +63,10 @@ INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt] with NVIDIA's pack
 DEFAULT_WORKSPACE_MIB_JETSON = 1024
 DEFAULT_WORKSPACE_MIB_DESKTOP = 4096
 
-
-class MissingDependency(UserError):
-    """TensorRT, PyCUDA or a CUDA GPU is missing (one line, no traceback)."""
+#: --hardware-compatibility values -> trt.HardwareCompatibilityLevel member names
+HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+AMPERE_CC = (8, 0)
+TURING_CC = (7, 5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +106,20 @@ def import_pycuda():
     return cuda
 
 
+def import_cudart():
+    """cuda-python's CUDA runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6),
+    which CUDA-graph capture uses, as NVIDIA's TensorRT demos do; a one-line MissingDependency otherwise."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+    except ImportError as e:
+        raise MissingDependency(f"CUDA graphs need cuda-python (import cuda: {e}); pip install cuda-python "
+                                f"matching your CUDA, or run without --cuda-graph") from None
+    return cudart
+
+
 # ---------------------------------------------------------------------------------------------
 # versions and the GPU
 
@@ -110,6 +147,20 @@ def same_version(a: str, b: str) -> bool:
     return (va + (0,) * 4)[:n] == (vb + (0,) * 4)[:n]
 
 
+def version_compatible_runs(built: str, running: str) -> bool:
+    """Whether a version-compatible plan built by ``built`` runs on ``running``, as NVIDIA documents it.
+
+    "Engine Compatibility" (10.x, 11.x) and the 11.4 support matrix: the same or a newer release of the
+    same major; across majors only TensorRT 10 -> 11 (and 8.6+ -> 10, outside this project's range).
+    """
+    vb, vr = parse_version(built), parse_version(running)
+    if not vb or not vr:
+        return False
+    if vb[0] == vr[0]:
+        return vr >= vb
+    return (vb[0], vr[0]) == (10, 11) or (vb[0] == 8 and vb >= (8, 6) and vr[0] == 10)
+
+
 def is_jetson() -> bool:
     return Path("/etc/nv_tegra_release").exists() or "tegra" in platform.release().lower()
 
@@ -117,6 +168,14 @@ def is_jetson() -> bool:
 def default_workspace_mib() -> int:
     """1 GiB on Jetson (its builds run out of shared memory without a cap), 4 GiB on desktop GPUs."""
     return DEFAULT_WORKSPACE_MIB_JETSON if is_jetson() else DEFAULT_WORKSPACE_MIB_DESKTOP
+
+
+def _cc(gpu: dict | None) -> tuple[int, int] | None:
+    try:
+        major, minor = str((gpu or {})["compute_capability"]).split(".")
+        return int(major), int(minor)
+    except Exception:
+        return None
 
 
 def gpu_info(device: int = 0) -> dict | None:
@@ -163,6 +222,11 @@ def gpu_info(device: int = 0) -> dict | None:
 
 @dataclass
 class BuildOptions:
+    """How to build: the ONNX file, the engine path (default: beside it), builder workspace (MiB), timing
+    cache ("" = none), optimization level 0-5, DLA core (+ strict: no GPU fallback), TensorRT 10's FP16
+    flag, version compatibility, hardware compatibility (none | ampere+ | same-cc), max batch of a
+    dynamic-batch file, TF32 for FP32 layers, TensorRT's verbose log, progress lines."""
+
     onnx: str
     output: str | None = None
     workspace_mib: int | None = None
@@ -171,14 +235,18 @@ class BuildOptions:
     dla_core: int | None = None
     fp16_flag: bool = False
     version_compatible: bool = False
+    hardware_compatibility: str = "none"
     batch: int = 1
     strict_dla: bool = False
     gpu_fallback: bool = True
     tf32: bool = False
+    verbose: bool = False
+    progress: bool = True
 
     def to_manifest(self) -> dict:
         d = asdict(self)
-        d.pop("onnx")
+        for k in ("onnx", "verbose", "progress"):
+            d.pop(k)
         return d
 
 
@@ -191,12 +259,13 @@ def is_cpu_flavour(onnx_manifest: dict | None) -> bool:
 
 def cpu_flavour_message(onnx_path: str) -> str:
     return (f"{onnx_path} is the cpu flavour of INT8 (uint8 asymmetric activations), which TensorRT's parser "
-            f"rejects; make the TensorRT flavour with `python -m quantize int8 model.onnx --calib-data ... "
+            f"rejects; make the TensorRT flavour with `cpnet int8 model.onnx --calib-data ... "
             f"--flavour tensorrt` and build from the model.int8.onnx it writes")
 
 
-def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: dict | None) -> str:
-    """Refuse option combinations this TensorRT cannot build; return the engines.check target."""
+def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: dict | None,
+                           gpu: dict | None = None, jetson: bool | None = None) -> str:
+    """Refuse option combinations this TensorRT (and GPU, where given) cannot build; return the check target."""
     major = major_of(trt_version)
     if major < 10:
         raise UserError(f"TensorRT {trt_version} is too old: this project builds with TensorRT 10 or 11")
@@ -222,9 +291,85 @@ def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: 
         raise UserError(f"--workspace must be a positive number of MiB, got {opts.workspace_mib}")
     if opts.batch < 1:
         raise UserError(f"--batch must be >= 1, got {opts.batch}")
+    validate_hardware_compatibility(opts, gpu, jetson)
     if opts.dla_core is not None:
         return "dla"
     return "trt11" if major >= 11 else "trt10"
+
+
+def validate_hardware_compatibility(opts: BuildOptions, gpu: dict | None = None, jetson: bool | None = None) -> None:
+    """--hardware-compatibility as NVIDIA documents HardwareCompatibilityLevel: AMPERE_PLUS "is only supported for
+    engines built on NVIDIA Ampere and later GPUs", SAME_COMPUTE_CAPABILITY on Turing and later; neither for DLA
+    or JetPack ("Hardware Compatibility", developer guide)."""
+    level = opts.hardware_compatibility
+    if level not in HARDWARE_LEVELS:
+        raise UserError(f"--hardware-compatibility must be one of {', '.join(HARDWARE_LEVELS)}, got {level!r}")
+    if level == "none":
+        return
+    if opts.dla_core is not None:
+        raise UserError(f"--hardware-compatibility {level} does not apply to DLA engines; drop one of the two")
+    if jetson is None:
+        jetson = is_jetson()
+    if jetson:
+        raise UserError(f"--hardware-compatibility {level} is for desktop and data-center GPUs; JetPack does not "
+                        f"support it: build without it on each Jetson")
+    cc = _cc(gpu)
+    need = AMPERE_CC if level == "ampere+" else TURING_CC
+    if cc is not None and cc < need:
+        raise UserError(f"--hardware-compatibility {level} needs a build GPU of sm {need[0]}.{need[1]} or newer; "
+                        f"this is {gpu.get('name')} (sm {cc[0]}.{cc[1]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# what deserializing an engine needs (pure Python)
+
+
+@dataclass(frozen=True)
+class DeserializeOptions:
+    """Runtime settings an engine needs before ``deserialize_cuda_engine``: ``engine_host_code_allowed``
+    (version-compatible plans carry the lean runtime: host code) and ``dla_core`` (IRuntime.DLA_core)."""
+
+    engine_host_code_allowed: bool = False
+    dla_core: int | None = None
+
+    @classmethod
+    def from_build_options(cls, opts: "BuildOptions | dict | None") -> "DeserializeOptions":
+        d = asdict(opts) if isinstance(opts, BuildOptions) else dict(opts or {})
+        dla = d.get("dla_core")
+        return cls(engine_host_code_allowed=bool(d.get("version_compatible")),
+                   dla_core=int(dla) if dla is not None else None)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict | None, trusted: bool = False) -> "DeserializeOptions":
+        """From an engine manifest (its build options, else its ``tensorrt``/``device`` fields). A trusted
+        engine without a manifest may carry host code, as Polygraphy's EngineFromBytes assumes."""
+        if manifest is None:
+            return cls(engine_host_code_allowed=trusted)
+        bo = dict(manifest.get("build_options") or {})
+        trt_info = manifest.get("tensorrt") or {}
+        if "version_compatible" not in bo:
+            bo["version_compatible"] = trt_info.get("version_compatible")
+        if bo.get("dla_core") is None:
+            m = re.fullmatch(r"dla:(\d+)", str(manifest.get("device") or ""))
+            if m:
+                bo["dla_core"] = int(m.group(1))
+        return cls.from_build_options(bo)
+
+
+def apply_deserialize_options(runtime, options: DeserializeOptions, engine_path: str) -> None:
+    """Set what ``options`` asks on a trt.Runtime (or a stand-in) before deserializing."""
+    if options.engine_host_code_allowed:
+        if not hasattr(runtime, "engine_host_code_allowed"):
+            raise UserError(f"{engine_path}: this TensorRT's runtime cannot load version-compatible engines "
+                            f"(no IRuntime.engine_host_code_allowed); rebuild the engine here without "
+                            f"--version-compatible")
+        runtime.engine_host_code_allowed = True  # IRuntime.setEngineHostCodeAllowed ("Version Compatibility")
+    if options.dla_core is not None:
+        n = int(getattr(runtime, "num_DLA_cores", 0) or 0)
+        if options.dla_core >= n:
+            raise UserError(f"{engine_path}: built for DLA core {options.dla_core}, but this device has "
+                            f"{n} DLA core(s)")
+        runtime.DLA_core = int(options.dla_core)  # IRuntime.setDLACore ("Working with DLA")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,22 +378,33 @@ def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: 
 
 def rebuild_hint(manifest: dict | None, engine_path: str) -> str:
     parent = ((manifest or {}).get("parent") or {}).get("path") or "<model.onnx>"
-    return f"python engines/build_engine.py --onnx {parent}"
+    return f"cpnet build {parent}"
+
+
+def _hardware_level(manifest: dict) -> str:
+    return str((manifest.get("tensorrt") or {}).get("hardware_compatibility")
+               or (manifest.get("build_options") or {}).get("hardware_compatibility") or "none")
 
 
 def check_engine_manifest(manifest: dict | None, trt_version: str, gpu: dict | None,
-                          engine_path: str) -> list[str]:
+                          engine_path: str, trust: bool = False, jetson: bool | None = None) -> list[str]:
     """Refuse an engine built for another TensorRT or GPU (UserError, one line); return warnings.
 
     TensorRT engines are specific to the TensorRT version and GPU they were built with; a
     mismatched plan deserializes to None with only a log line, so we compare the manifest first.
-    Version-compatible engines (BuilderFlag.VERSION_COMPATIBLE) run on the same or a newer release
-    of the same major version. A different GPU model with the same compute capability may load
-    but is not what the engine was tuned for: a warning.
+    Version-compatible engines run as :func:`version_compatible_runs` says. Hardware-compatible
+    engines (``ampere+``) run on any GPU of sm 8.0 or newer, ``same-cc`` ones on any GPU of the same
+    compute capability; otherwise a different compute capability is refused and a different GPU
+    model of the same compute capability is a warning (it loads, with tactics tuned elsewhere).
+    An engine without a manifest is refused unless ``trust``: it is native code we cannot vouch for.
     """
     if manifest is None:
-        return [f"{engine_path}: no manifest beside the engine; TensorRT version and GPU not checked "
-                f"(rebuild with python engines/build_engine.py --onnx <model.onnx> to get one)"]
+        if not trust:
+            raise UserError(f"{engine_path}: no manifest beside the engine, so neither its origin nor its sha256 "
+                            f"can be checked, and an engine is native code; rebuild it with cpnet build "
+                            f"<model.onnx>, or pass --trust-engine (trust_engine=True) if you made it yourself")
+        return [f"{engine_path}: no manifest beside the engine; trusted as asked, TensorRT version and GPU not "
+                f"checked"]
     warnings_: list[str] = []
     built = ((manifest.get("tensorrt") or {}).get("version")
              or (manifest.get("versions") or {}).get("tensorrt"))
@@ -261,25 +417,62 @@ def check_engine_manifest(manifest: dict | None, trt_version: str, gpu: dict | N
     if built is None:
         warnings_.append(f"{engine_path}: manifest does not say which TensorRT built the engine")
     else:
-        if vc:
-            ok = (major_of(built) == major_of(trt_version)
-                  and parse_version(trt_version) >= parse_version(built))
-        else:
-            ok = same_version(built, trt_version)
+        ok = version_compatible_runs(built, trt_version) if vc else same_version(built, trt_version)
         if not ok:
+            why = ("a version-compatible engine runs on the same or a newer release of its major (and TensorRT "
+                   "10 ones on 11)" if vc else "engines do not move between TensorRT versions")
             raise UserError(f"{engine_path}: built with {where_built}, but this is TensorRT {trt_version}; "
-                            f"engines do not move between TensorRT versions: rebuild it here with {hint}")
+                            f"{why}: rebuild it here with {hint}")
+    level = _hardware_level(manifest)
     if gpu is None:
         warnings_.append(f"{engine_path}: could not identify this GPU; GPU match not checked")
-    elif built_gpu.get("compute_capability"):
+        return warnings_
+    here = f"{gpu.get('name')} (sm {gpu.get('compute_capability')})"
+    if level == "ampere+":
+        if jetson is None:
+            jetson = is_jetson()
+        cc = _cc(gpu)
+        if jetson:
+            raise UserError(f"{engine_path}: a hardware-compatible (ampere+) engine does not run under JetPack; "
+                            f"rebuild it on this Jetson with {hint}")
+        if cc is not None and cc < AMPERE_CC:
+            raise UserError(f"{engine_path}: built hardware-compatible for Ampere and newer GPUs (sm 8.0+), but "
+                            f"this GPU is {here}; rebuild it here with {hint}")
+        return warnings_
+    if built_gpu.get("compute_capability"):
         if str(built_gpu["compute_capability"]) != str(gpu.get("compute_capability")):
             raise UserError(f"{engine_path}: built for {built_gpu.get('name')} (sm {built_gpu['compute_capability']}), "
-                            f"but this GPU is {gpu.get('name')} (sm {gpu.get('compute_capability')}); "
-                            f"rebuild it here with {hint}")
-        if built_gpu.get("name") and gpu.get("name") and built_gpu["name"] != gpu["name"]:
+                            f"but this GPU is {here}; rebuild it here with {hint}")
+        if (level == "none" and built_gpu.get("name") and gpu.get("name")
+                and built_gpu["name"] != gpu["name"]):
             warnings_.append(f"{engine_path}: built on {built_gpu['name']}, running on {gpu['name']} (same compute "
                              f"capability); it loads, but rebuild with {hint} for tactics tuned to this GPU")
     return warnings_
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_engine_bytes(data: bytes, manifest: dict | None, engine_path: str, trust: bool = False) -> None:
+    """Refuse engine bytes whose sha256 is not the manifest's (a changed, truncated or swapped file).
+
+    The bytes checked are the bytes then deserialized, so nothing can change in between. A manifest
+    without a sha256 is refused unless ``trust``; no manifest is :func:`check_engine_manifest`'s case.
+    """
+    if manifest is None:
+        return
+    expected = manifest.get("sha256")
+    if not expected:
+        if trust:
+            return
+        raise UserError(f"{engine_path}: its manifest records no sha256, so the engine cannot be verified; rebuild "
+                        f"it with {rebuild_hint(manifest, engine_path)} or pass --trust-engine")
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise UserError(f"{engine_path}: file does not match its manifest (sha256 {actual[:12]}... != "
+                        f"{str(expected)[:12]}...; changed, truncated or replaced after it was built); rebuild it "
+                        f"with {rebuild_hint(manifest, engine_path)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +546,7 @@ def summarize_layer_precisions(engine_info_json: str) -> dict:
 
 
 _LOGGERS: dict = {}
+_PLUGINS_READY: set = set()
 
 
 def make_logger(trt, verbose: bool = False):
@@ -369,8 +563,30 @@ def make_logger(trt, verbose: bool = False):
     return logger
 
 
+def init_plugins(trt, logger) -> bool:
+    """Register TensorRT's standard plugins once per process, before parsing or deserializing.
+
+    ``trt.init_libnvinfer_plugins(logger, "")`` (Python API, "Plugin" free functions); Polygraphy's
+    loaders call it before every parse and deserialization (polygraphy/backend/trt/loader.py), so ONNX
+    nodes the parser maps to plugins (e.g. RoiAlign, ScatterElements) and engines with plugin layers load.
+    """
+    if id(trt) in _PLUGINS_READY:
+        return True
+    fn = getattr(trt, "init_libnvinfer_plugins", None)
+    if fn is None:
+        return False
+    try:
+        fn(logger, "")
+    except Exception as e:  # a broken plugin library must not hide the real error later
+        log.warning(f"TensorRT's standard plugins could not be registered ({type(e).__name__}: {e}); "
+                    f"layers that need them will fail to load")
+        return False
+    _PLUGINS_READY.add(id(trt))
+    return True
+
+
 def make_progress_monitor(trt, emit: Callable[[str], None]):
-    """An IProgressMonitor printing one line when a phase starts and one when it ends (TRT >= 10.0).
+    """An IProgressMonitor emitting one line when a phase starts and one when it ends (TRT >= 10.0).
 
     Follows NVIDIA's sample samples/python/simple_progress_monitor (phase_start, step_complete
     returning True to continue, phase_finish); set through ``config.progress_monitor``.
@@ -391,7 +607,7 @@ def make_progress_monitor(trt, emit: Callable[[str], None]):
             self._depth[phase_name] = depth
             self._t[phase_name] = (time.perf_counter(), num_steps)
             if depth <= 1:
-                emit(f"[build] {'  ' * depth}{phase_name} ({num_steps} steps)")
+                emit(f"{'  ' * depth}{phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name, step):
             return True  # False would cancel the build
@@ -400,7 +616,7 @@ def make_progress_monitor(trt, emit: Callable[[str], None]):
             t0, _ = self._t.pop(phase_name, (time.perf_counter(), 0))
             depth = self._depth.pop(phase_name, 0)
             if depth <= 1:
-                emit(f"[build] {'  ' * depth}{phase_name} done in {time.perf_counter() - t0:.1f} s")
+                emit(f"{'  ' * depth}{phase_name} done in {time.perf_counter() - t0:.1f} s")
 
     return _LineMonitor()
 
@@ -455,14 +671,24 @@ class BuildResult:
     notes: list[str] = field(default_factory=list)
 
 
-def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int] | None,
-                            emit: Callable[[str], None] = print, verbose: bool = False) -> BuildResult:
+def hardware_level_enum(trt, level: str):
+    """trt.HardwareCompatibilityLevel member for a --hardware-compatibility value (UserError if this TensorRT lacks it)."""
+    enum = getattr(trt, "HardwareCompatibilityLevel", None)
+    member = getattr(enum, HARDWARE_LEVELS[level], None) if enum is not None else None
+    if member is None:
+        raise UserError(f"--hardware-compatibility {level}: TensorRT {trt.__version__} has no "
+                        f"HardwareCompatibilityLevel.{HARDWARE_LEVELS[level]}")
+    return member
+
+
+def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int] | None) -> BuildResult:
     """Parse the ONNX file and build a serialized engine (strongly typed unless --fp16-flag on TRT 10)."""
     major = major_of(trt.__version__)
-    logger = make_logger(trt, verbose)
+    logger = make_logger(trt, opts.verbose)
+    init_plugins(trt, logger)
     notes: list[str] = []
 
-    emit("[build] parsing ONNX")
+    log.info("parsing ONNX")
     builder = trt.Builder(logger)
     if major >= 11:
         flags = 0  # 11.0 Builder docs: STRONGLY_TYPED is deprecated and ignored; always strongly typed
@@ -508,7 +734,10 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
         if opts.gpu_fallback and hasattr(trt.BuilderFlag, "GPU_FALLBACK"):
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if opts.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # "Version Compatibility": the plan embeds the lean runtime
+    if opts.hardware_compatibility != "none":
+        # IBuilderConfig.hardware_compatibility_level, as Polygraphy's CreateConfig sets it
+        config.hardware_compatibility_level = hardware_level_enum(trt, opts.hardware_compatibility)
 
     # dynamic inputs: one optimization profile, batch 1..opts.batch, H x W from the manifest
     profile = None
@@ -549,19 +778,22 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
             config.set_timing_cache(cache, False)
         else:
             cache_loaded = bool(data)
-        emit(f"[build] timing cache {cache_path}: {'loaded ' + str(len(data)) + ' bytes' if cache_loaded else 'new'}")
+        log.info(f"timing cache {cache_path}: {'loaded ' + str(len(data)) + ' bytes' if cache_loaded else 'new'}")
 
-    monitor = make_progress_monitor(trt, emit)
-    if monitor is not None:
-        config.progress_monitor = monitor  # IBuilderConfig.progress_monitor (TRT >= 10.0)
-    emit(f"[build] building engine (workspace {workspace} MiB"
-         f"{', DLA core ' + str(opts.dla_core) if opts.dla_core is not None else ''}"
-         f"{', FP16 flag' if opts.fp16_flag else ', strongly typed'}); this takes a while")
+    if opts.progress:
+        monitor = make_progress_monitor(trt, log.info)
+        if monitor is not None:
+            config.progress_monitor = monitor  # IBuilderConfig.progress_monitor (TRT >= 10.0)
+    extras = [f"DLA core {opts.dla_core}" if opts.dla_core is not None else "",
+              "FP16 flag" if opts.fp16_flag else "strongly typed",
+              "version compatible" if opts.version_compatible else "",
+              f"hardware compatible {opts.hardware_compatibility}" if opts.hardware_compatibility != "none" else ""]
+    log.info(f"building engine (workspace {workspace} MiB, {', '.join(e for e in extras if e)}); this takes a while")
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"TensorRT failed to build an engine from {opts.onnx}; see TensorRT's log lines above")
-    emit(f"[build] engine built in {time.perf_counter() - t0:.1f} s")
+    log.info(f"engine built in {time.perf_counter() - t0:.1f} s")
 
     cache_bytes = None
     if opts.timing_cache:
@@ -585,20 +817,130 @@ def _onnx_node_names(path: "str | Path") -> list[str] | None:
 
 
 def deserialize_engine(trt, engine_bytes: bytes, engine_path: str, manifest: dict | None = None,
-                       verbose: bool = False):
-    """(runtime, engine) from a plan; None from TensorRT becomes a one-line UserError."""
+                       verbose: bool = False, options: DeserializeOptions | None = None, trusted: bool = False):
+    """(runtime, engine) from a plan; None from TensorRT becomes a one-line UserError.
+
+    ``options`` (default: what the manifest implies, :meth:`DeserializeOptions.from_manifest`) are set on
+    the runtime first: host code for version-compatible plans, the DLA core for DLA plans. TensorRT's
+    standard plugins are registered before deserializing.
+    """
     logger = make_logger(trt, verbose)
+    init_plugins(trt, logger)
     runtime = trt.Runtime(logger)
-    vc = bool(((manifest or {}).get("tensorrt") or {}).get("version_compatible"))
-    if vc and hasattr(runtime, "engine_host_code_allowed"):
-        # version-compatible plans embed the lean runtime; the runtime must allow host code to load them
-        runtime.engine_host_code_allowed = True
+    if options is None:
+        options = DeserializeOptions.from_manifest(manifest, trusted=trusted)
+    apply_deserialize_options(runtime, options, engine_path)
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None:
         raise UserError(f"{engine_path}: TensorRT {trt.__version__} could not deserialize this engine (built by "
                         f"another TensorRT version or for another GPU, or the file is damaged); rebuild it with "
                         f"{rebuild_hint(manifest, engine_path)}")
     return runtime, engine
+
+
+def set_input_shape(context, engine, name: str, shape, engine_path: str) -> None:
+    """``IExecutionContext.set_input_shape`` with its result checked: False means the shape is outside the
+    engine's optimization profile, and running anyway would compute garbage or fail later."""
+    shape = tuple(int(d) for d in shape)
+    if context.set_input_shape(name, shape):
+        return
+    bounds = ""
+    try:  # ICudaEngine.get_tensor_profile_shape(name, profile) -> [min, opt, max]
+        lo, _, hi = engine.get_tensor_profile_shape(name, 0)
+        bounds = f"; the engine takes {tuple(int(d) for d in lo)} to {tuple(int(d) for d in hi)}"
+    except Exception:
+        pass
+    raise UserError(f"{engine_path}: TensorRT refused input shape {shape} for '{name}'{bounds}; rebuild with a "
+                    f"larger --batch or feed a shape the engine was built for")
+
+
+class CudaGraphError(RuntimeError):
+    pass
+
+
+class CudaGraph:
+    """Replays one execution context's ``execute_async_v3`` as a CUDA graph, as trtexec's --useCudaGraph does.
+
+    trtexec (samples/common/sampleInference.cpp, sampleDevice.h): run the enqueue once and synchronize
+    ("avoid capturing initialization calls"), capture the next enqueue on the (non-default) stream with
+    ``cudaStreamCaptureModeThreadLocal``, instantiate the graph, then launch it instead of enqueueing;
+    when the engine has operations graph capture does not permit (the enqueue returns False or the capture
+    is invalidated), end the capture, clear the CUDA error and run without a graph. A graph fixes input
+    shapes and buffer addresses: :meth:`reset` when either changes. The CUDA calls go through cuda-python's
+    runtime bindings (``cudart``), which return ``(error, value...)`` tuples, as in NVIDIA's TensorRT demos.
+    """
+
+    def __init__(self, cudart, stream_handle: int, execute: Callable[[], bool], synchronize: Callable[[], None]):
+        self.cudart = cudart
+        self.stream = stream_handle
+        self._execute = execute
+        self._synchronize = synchronize
+        self.exec = None
+        self.failed: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.exec is not None
+
+    def _check(self, result, what: str):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise CudaGraphError(f"{what} failed ({err})")
+        return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
+
+    def run(self) -> bool:
+        """One inference on the stream: the graph if captured, else an enqueue (capturing after the first)."""
+        if self.exec is not None:
+            self._check(self.cudart.cudaGraphLaunch(self.exec, self.stream), "cudaGraphLaunch")
+            return True
+        if not self._execute():  # this call's inference, and the warm-up before capture
+            return False
+        if self.failed is None:
+            self._synchronize()
+            self._capture()
+        return True
+
+    def _capture(self) -> None:
+        cudart = self.cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        try:
+            self._check(cudart.cudaStreamBeginCapture(self.stream, mode), "cudaStreamBeginCapture")
+        except CudaGraphError as e:
+            self._give_up(str(e))
+            return
+        try:
+            enqueued = bool(self._execute())
+        except Exception:  # the capture must be ended whatever happened inside it
+            enqueued = False
+        err, graph = cudart.cudaStreamEndCapture(self.stream)
+        if not enqueued or int(err) != 0 or graph is None:
+            if int(err) == 0 and graph is not None:
+                cudart.cudaGraphDestroy(graph)
+            cudart.cudaGetLastError()  # clear the capture error, as trtexec's endCaptureOnError does
+            self._give_up("the engine has operations CUDA graph capture does not permit" if not enqueued
+                          else f"cudaStreamEndCapture failed ({err})")
+            return
+        try:
+            self.exec = self._check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except CudaGraphError as e:
+            self._give_up(str(e))
+        finally:
+            cudart.cudaGraphDestroy(graph)
+        if self.exec is not None:
+            log.debug("captured a CUDA graph of the engine's execution")
+
+    def _give_up(self, why: str) -> None:
+        self.failed = why
+        log.warning(f"CUDA graph capture failed ({why}); running without a CUDA graph")
+
+    def reset(self) -> None:
+        """Forget the graph (new shapes or buffers); the next run captures again."""
+        if self.exec is not None:
+            try:
+                self.cudart.cudaGraphExecDestroy(self.exec)
+            finally:
+                self.exec = None
+        self.failed = None
 
 
 def engine_info_json(trt, engine) -> str:
@@ -632,7 +974,3 @@ def io_tensors(trt, engine) -> list[dict]:
             "dtype": trt.nptype(engine.get_tensor_dtype(name)),
         })
     return out
-
-
-def eprint(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

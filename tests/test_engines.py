@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import engines
-from cpnet.runtime import UserError, read_manifest, write_manifest
+from cpnet.runtime import MissingDependency, UserError, read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -146,7 +146,7 @@ def _fake_engine(tmp_path, manifest=True) -> Path:
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here; this checks the message where it is not")
 def test_tensorrt_backend_without_tensorrt_is_one_line(tmp_path):
     eng = _fake_engine(tmp_path)
-    with pytest.raises(UserError) as e:
+    with pytest.raises(MissingDependency) as e:
         engines.open(eng)
     msg = str(e.value)
     assert "\n" not in msg and "TensorRT is not installed" in msg and "pip install -e .[tensorrt]" in msg
@@ -158,8 +158,8 @@ def test_build_engine_without_tensorrt_is_one_line(exported, form):
     _, onnx_path = exported
     cmd = ([sys.executable, "engines/build_engine.py"] if form == "script"
            else [sys.executable, "-m", "engines.build_engine"])
-    r = subprocess.run(cmd + ["--onnx", str(onnx_path)], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 1
+    r = subprocess.run(cmd + [str(onnx_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 3  # a missing optional dependency
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: TensorRT is not installed") and "Traceback" not in r.stderr
@@ -179,9 +179,9 @@ def test_build_engine_refuses_cpu_flavour_before_needing_tensorrt(exported, tmp_
     man.pop("schema")
     man.update(precision="int8", flavour="cpu", calibration={"flavour": "cpu", "method": "entropy"})
     write_manifest(cpu, man)
-    r = subprocess.run([sys.executable, "-m", "engines.build_engine", "--onnx", str(cpu)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "engines.build_engine", str(cpu)], capture_output=True,
                        text=True, cwd=ROOT)
-    assert r.returncode == 1
+    assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--flavour tensorrt" in lines[0] and "cpu flavour" in lines[0]
 
@@ -189,9 +189,9 @@ def test_build_engine_refuses_cpu_flavour_before_needing_tensorrt(exported, tmp_
 def test_build_engine_needs_the_onnx_manifest(tmp_path):
     bare = tmp_path / "x.onnx"
     bare.write_bytes(b"\x08\x07")
-    r = subprocess.run([sys.executable, "-m", "engines.build_engine", "--onnx", str(bare)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "engines.build_engine", str(bare)], capture_output=True,
                        text=True, cwd=ROOT)
-    assert r.returncode == 1 and "manifest not found" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "manifest not found" in r.stderr and "Traceback" not in r.stderr
 
 
 # ------------------------------------------------------------------------------ benchmark

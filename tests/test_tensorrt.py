@@ -11,13 +11,12 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cpnet.runtime import UserError, read_manifest, write_manifest
+from cpnet.runtime import CpnetError, UserError, read_manifest, sha256_file, write_manifest
 from engines import trt as trtlayer
 from engines.build_engine import default_output
 
@@ -108,21 +107,37 @@ def test_manifest_other_trt_version_refused_with_rebuild_command():
         trtlayer.check_engine_manifest(_engine_manifest("10.3.0"), "10.7.0", ORIN, "m.engine")
     msg = str(e.value)
     assert "\n" not in msg and "TensorRT 10.3.0" in msg and "TensorRT 10.7.0" in msg
-    assert "python engines/build_engine.py --onnx runs/q/export/model.fp16.onnx" in msg
+    assert "cpnet build runs/q/export/model.fp16.onnx" in msg
 
 
 def test_manifest_version_compatible_engines():
+    """Defect 2: NVIDIA documents that TensorRT 10 version-compatible engines run on TensorRT 11."""
     m = _engine_manifest("10.3.0", vc=True)
-    assert trtlayer.check_engine_manifest(m, "10.7.0", ORIN, "m.engine") == []
-    for running in ("10.1.0", "11.0.0"):
-        with pytest.raises(UserError):
+    for running in ("10.3.0", "10.7.0", "11.0.0", "11.4.1"):
+        assert trtlayer.check_engine_manifest(m, running, ORIN, "m.engine") == [], running
+    for running in ("10.1.0", "12.0.0"):
+        with pytest.raises(UserError, match="version-compatible engine runs on the same or a newer release"):
             trtlayer.check_engine_manifest(m, running, ORIN, "m.engine")
+    m11 = _engine_manifest("11.1.0", vc=True)
+    assert trtlayer.check_engine_manifest(m11, "11.5.0", ORIN, "m.engine") == []
+    with pytest.raises(UserError):
+        trtlayer.check_engine_manifest(m11, "10.15.0", ORIN, "m.engine")  # never backwards
+    with pytest.raises(UserError):  # without the flag even 10.3 -> 11.0 is refused
+        trtlayer.check_engine_manifest(_engine_manifest("10.3.0"), "11.0.0", ORIN, "m.engine")
+
+
+@pytest.mark.parametrize("built,running,ok", [
+    ("10.3.0", "10.3.0", True), ("10.3.0", "10.15.1", True), ("10.3.0", "11.0.0", True), ("10.15.0", "11.5.0", True),
+    ("10.7.0", "10.3.0", False), ("11.0.0", "10.15.0", False), ("11.1.0", "11.0.0", False), ("10.3.0", "12.0.0", False),
+    ("8.6.1", "10.0.0", True), ("8.5.3", "10.0.0", False), ("8.6.1", "11.0.0", False)])
+def test_version_compatible_policy(built, running, ok):
+    assert trtlayer.version_compatible_runs(built, running) is ok
 
 
 def test_manifest_gpu_mismatch():
     with pytest.raises(UserError) as e:
         trtlayer.check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", RTX, "m.engine")
-    assert "sm 8.7" in str(e.value) and "sm 8.9" in str(e.value) and "build_engine.py" in str(e.value)
+    assert "sm 8.7" in str(e.value) and "sm 8.9" in str(e.value) and "cpnet build" in str(e.value)
     other_name = dict(ORIN, name="Orin NX")
     w = trtlayer.check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", other_name, "m.engine")
     assert len(w) == 1 and "same compute capability" in w[0]
@@ -130,9 +145,13 @@ def test_manifest_gpu_mismatch():
     assert any("could not identify" in x for x in w)
 
 
-def test_missing_manifest_is_a_warning():
-    w = trtlayer.check_engine_manifest(None, "10.3.0", ORIN, "m.engine")
-    assert len(w) == 1 and "no manifest" in w[0]
+def test_missing_manifest_is_refused_unless_trusted():
+    """An engine is native code: without a manifest (so without a sha256) it is opened only when trusted."""
+    with pytest.raises(UserError) as e:
+        trtlayer.check_engine_manifest(None, "10.3.0", ORIN, "m.engine")
+    assert "\n" not in str(e.value) and "no manifest" in str(e.value) and "--trust-engine" in str(e.value)
+    w = trtlayer.check_engine_manifest(None, "10.3.0", ORIN, "m.engine", trust=True)
+    assert len(w) == 1 and "no manifest" in w[0] and "trusted" in w[0]
 
 
 # --- engine inspector JSON ----------------------------------------------------------------------
@@ -233,8 +252,8 @@ def test_progress_monitor_prints_a_line_per_phase():
     mon.phase_finish("deep")
     mon.phase_finish("Tactic search")
     mon.phase_finish("Building engine")
-    assert lines[0] == "[build] Building engine (3 steps)" and lines[1] == "[build]   Tactic search (10 steps)"
-    assert lines[2].startswith("[build]   Tactic search done in") and lines[3].startswith("[build] Building engine done")
+    assert lines[0] == "Building engine (3 steps)" and lines[1] == "  Tactic search (10 steps)"
+    assert lines[2].startswith("  Tactic search done in") and lines[3].startswith("Building engine done")
     assert len(lines) == 4
     assert trtlayer.make_progress_monitor(object(), lines.append) is None
 
@@ -249,7 +268,7 @@ def _trt_skip_reason() -> str | None:
         return "PyCUDA is not installed (pip install pycuda)"
     try:
         trtlayer.import_pycuda()
-    except UserError as e:
+    except CpnetError as e:
         return str(e)
     return None
 
@@ -287,10 +306,11 @@ def engines_built(onnx_files):
     cache = onnx_files["dir"] / "tensorrt.timing.cache"
     built, logs = {}, {}
     for key in ("fp32", "fp16", "int8"):
-        r = _run(["engines/build_engine.py", "--onnx", str(onnx_files[key]), "--timing-cache", str(cache)])
+        r = _run(["engines/build_engine.py", str(onnx_files[key]), "--timing-cache", str(cache)])
         assert r.returncode == 0, r.stdout + r.stderr
         built[key] = default_output(onnx_files[key])
-        logs[key] = r.stdout
+        assert r.stdout.strip() == str(built[key])  # the engine path on stdout, the log on stderr
+        logs[key] = r.stderr
     return {"engines": built, "logs": logs, "cache": cache}
 
 
@@ -345,6 +365,8 @@ def test_engine_manifest(engines_built, onnx_files, trt_env, key):
     assert m["tensorrt"]["version"] == trt_env.__version__ and m["tensorrt"]["strongly_typed"]
     assert m["gpu"]["name"] and m["gpu"]["compute_capability"] and m["gpu"]["source"]
     assert m["parent"]["sha256"] == onnx_m["sha256"]
+    assert m["sha256"] == sha256_file(eng)  # checked whenever the engine is opened
+    assert m["tensorrt"]["hardware_compatibility"] == "none" and m["build_options"]["dla_core"] is None
     for k in ("classes", "palette", "input_size", "mean", "std"):
         assert m[k] == onnx_m[k]
     by = m["layer_precisions"]["by_precision"]
@@ -358,10 +380,10 @@ def test_engine_manifest(engines_built, onnx_files, trt_env, key):
 @pytest.mark.gpu
 def test_fp16_flag_path(trt_env, onnx_files):
     out = onnx_files["dir"] / "flag.engine"
-    r = _run(["-m", "engines.build_engine", "--onnx", str(onnx_files["fp32"]), "--fp16-flag", "-o", str(out),
+    r = _run(["-m", "engines.build_engine", str(onnx_files["fp32"]), "--fp16-flag", "-o", str(out),
               "--no-timing-cache"])
     if trtlayer.major_of(trt_env.__version__) >= 11:
-        assert r.returncode == 1 and "--fp16-flag needs TensorRT 10" in r.stderr
+        assert r.returncode == 2 and "--fp16-flag needs TensorRT 10" in r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
         return
     assert r.returncode == 0, r.stdout + r.stderr
@@ -386,29 +408,31 @@ def test_engine_from_other_tensorrt_is_refused(engines_built, tmp_path):
     with pytest.raises(UserError) as e:
         engines.open(eng)
     assert "\n" not in str(e.value) and "TensorRT 9.9.9" in str(e.value)
-    assert "python engines/build_engine.py --onnx" in str(e.value)
+    assert "cpnet build" in str(e.value)
 
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-def test_engine_without_manifest_warns_and_damaged_engine_is_one_line(engines_built, tmp_path):
+def test_engine_without_manifest_needs_trust_and_damaged_engine_is_one_line(engines_built, tmp_path):
     import engines
 
     bare = tmp_path / "bare.engine"
     shutil.copy(engines_built["engines"]["fp16"], bare)
-    with pytest.warns(UserWarning, match="no manifest"):
-        m = engines.open(bare)
-    with m:
+    with pytest.raises(UserError, match="no manifest"):
+        engines.open(bare)
+    with engines.open(bare, trust_engine=True) as m:
         assert m.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 8, 32, 32)
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"\x00" * 1024)
     man = read_manifest(engines_built["engines"]["fp16"])
     man.pop("schema")
     write_manifest(bad, man)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(UserError, match="could not deserialize"):
-            engines.open(bad)
+    with pytest.raises(UserError, match="does not match its manifest"):  # sha256 checked before TensorRT sees it
+        engines.open(bad)
+    man["sha256"] = sha256_file(bad)
+    write_manifest(bad, man)
+    with pytest.raises(UserError, match="could not deserialize"):
+        engines.open(bad)
 
 
 @pytest.mark.tensorrt
@@ -418,10 +442,10 @@ def test_timing_cache_written_and_reused(engines_built, onnx_files, tmp_path):
     assert cache.is_file() and cache.stat().st_size > 0
     assert "timing cache" in engines_built["logs"]["fp32"]
     # later builds in the fixture loaded it; one more build shows it again
-    r = _run(["engines/build_engine.py", "--onnx", str(onnx_files["fp32"]), "-o", str(tmp_path / "again.engine"),
+    r = _run(["engines/build_engine.py", str(onnx_files["fp32"]), "-o", str(tmp_path / "again.engine"),
               "--timing-cache", str(cache)])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "loaded" in r.stdout
+    assert "loaded" in r.stderr
 
 
 @pytest.mark.tensorrt
@@ -432,3 +456,68 @@ def test_benchmark_engine_row(engines_built, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     row = json.loads(out.read_text())["rows"][0]
     assert row["gpu_p50_ms"] is not None and row["device_memory_mib"] > 0
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_benchmark_engine_row_with_cuda_graph(engines_built, tmp_path):
+    if importlib.util.find_spec("cuda") is None:
+        pytest.skip("cuda-python is not installed (pip install cuda-python); --cuda-graph needs it")
+    out = tmp_path / "g.json"
+    r = _run(["-m", "engines.benchmark", str(engines_built["engines"]["fp16"]), "--iters", "5", "--cuda-graph",
+              "--json", str(out)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["cuda_graph"] is True and row["gpu_p50_ms"] is not None
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_cuda_graph_replay_matches_plain_execution(engines_built, onnx_files):
+    if importlib.util.find_spec("cuda") is None:
+        pytest.skip("cuda-python is not installed (pip install cuda-python); cuda_graph=True needs it")
+    import engines
+
+    eng = engines_built["engines"]["fp32"]
+    with engines.open(eng) as plain, engines.open(eng, cuda_graph=True) as graphed:
+        for x in _inputs(onnx_files, plain.manifest):
+            a = plain.infer(x)
+            for _ in range(3):  # the first call captures, the next ones replay
+                b = graphed.infer(x)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        assert graphed.cuda_graph_active and "CUDA graph" in graphed.describe()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_version_compatible_engine_builds_and_loads(trt_env, onnx_files, tmp_path):
+    """Defect 1 on a real TensorRT: a --version-compatible build deserializes (host code allowed) and runs."""
+    import engines
+
+    out = tmp_path / "vc.engine"
+    r = _run(["engines/build_engine.py", str(onnx_files["fp16"]), "-o", str(out), "--version-compatible",
+              "--no-timing-cache"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = read_manifest(out)
+    assert m["tensorrt"]["version_compatible"] and m["sha256"] == sha256_file(out)
+    with engines.open(out) as e:
+        assert e.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 8, 32, 32)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_hardware_compatible_engine_builds_on_ampere_plus(trt_env, onnx_files, tmp_path):
+    import engines
+
+    gpu = trtlayer.gpu_info()
+    out = tmp_path / "hw.engine"
+    r = _run(["engines/build_engine.py", str(onnx_files["fp16"]), "-o", str(out), "--hardware-compatibility",
+              "ampere+", "--no-timing-cache"])
+    cc = tuple(int(v) for v in gpu["compute_capability"].split("."))
+    if cc < (8, 0) or trtlayer.is_jetson():
+        assert r.returncode == 2 and "--hardware-compatibility ampere+" in r.stderr
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_manifest(out)["tensorrt"]["hardware_compatibility"] == "ampere+"
+    with engines.open(out) as e:
+        assert e.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 8, 32, 32)

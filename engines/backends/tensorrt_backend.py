@@ -1,28 +1,40 @@
 """TensorRT backend: a serialized engine (.engine / .plan / .trt) run with PyCUDA buffers.
 
-Opening an engine first compares its manifest with the running TensorRT version
-and GPU (``engines.trt.check_engine_manifest``): a mismatch is refused with one
-line saying how to rebuild; a missing manifest is a warning. Inference follows
-NVIDIA's name-based I/O pattern for TensorRT 10/11 (the 8.x -> 10.x migration
-guide's "allocate_buffers" / "do_inference"): page-locked host buffers
-(``cuda.pagelocked_empty``), device buffers (``cuda.mem_alloc``), one
-``cuda.Stream``, ``context.set_tensor_address`` per I/O tensor, then
-``memcpy_htod_async`` -> ``execute_async_v3(stream.handle)`` -> ``memcpy_dtoh_async``
--> ``stream.synchronize()``. GPU time per call comes from CUDA events around the
-execution.
+Opening an engine (an engine is native code, so nothing runs before these pass):
+
+1. its manifest is compared with the running TensorRT version and GPU
+   (``engines.trt.check_engine_manifest``: version-compatible and hardware-compatible engines
+   as NVIDIA documents them); a mismatch is refused with one line saying how to rebuild, and an
+   engine without a manifest is refused unless ``trust_engine=True`` (``--trust-engine``);
+2. the engine's bytes are checked against the sha256 in its manifest, and those same bytes are
+   deserialized, after TensorRT's standard plugins are registered and the runtime is given what
+   the build options imply (``engine_host_code_allowed`` for version-compatible plans,
+   ``IRuntime.DLA_core`` for DLA plans).
+
+Inference follows NVIDIA's name-based I/O pattern for TensorRT 10/11 (the 8.x -> 10.x migration
+guide's "allocate_buffers" / "do_inference"): page-locked host buffers (``cuda.pagelocked_empty``),
+device buffers (``cuda.mem_alloc``), one ``cuda.Stream``, ``context.set_tensor_address`` per I/O
+tensor, then ``memcpy_htod_async`` -> ``execute_async_v3(stream.handle)`` -> ``memcpy_dtoh_async``
+-> ``stream.synchronize()``. With ``cuda_graph=True`` the execution is captured once into a CUDA
+graph and replayed (``engines.trt.CudaGraph``, trtexec's --useCudaGraph). GPU time per call comes
+from CUDA events around the execution.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cpnet.runtime import UserError, read_manifest
+from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.log import get_logger
 
 from .. import trt as trtlayer
-from cpnet.runtime.backend import Backend, as_numpy_batch
+
+log = get_logger("engines")
+
+OPTIONS = ("verbose", "cuda_graph", "trust_engine")
 
 
 class _Buffer:
@@ -41,34 +53,56 @@ class _Buffer:
             pass
 
 
+def open_checks(path: Path, manifest: dict | None, trt_version: str, gpu: dict | None, trust_engine: bool,
+                jetson: bool | None = None) -> bytes:
+    """Everything decided before TensorRT sees the engine: manifest vs this TensorRT and GPU, then the bytes vs
+    the manifest's sha256. Returns the verified bytes (the ones to deserialize). Warnings go to the log."""
+    for w in trtlayer.check_engine_manifest(manifest, trt_version, gpu, str(path), trust=trust_engine, jetson=jetson):
+        log.warning(w)
+    data = path.read_bytes()
+    trtlayer.verify_engine_bytes(data, manifest, str(path), trust=trust_engine)
+    return data
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: "str | Path", verbose: bool = False, **unknown):
+    def __init__(self, path: "str | Path", verbose: bool = False, cuda_graph: bool = False,
+                 trust_engine: bool = False, **unknown):
         if unknown:
-            raise UserError(f"tensorrt backend: unknown option(s) {', '.join(sorted(unknown))} (known: verbose)")
+            raise UserError(f"tensorrt backend: unknown option(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(OPTIONS)})")
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such engine file")
         manifest = read_manifest(path, required=False)
+        if manifest is not None and manifest.get("kind", "engine") != "engine":
+            raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an engine")
         super().__init__(str(path), manifest)
         self._buffers: dict[str, _Buffer] = {}
         self._engine = self._context = self._runtime = None
+        self._graph = None
 
         trt = trtlayer.import_tensorrt()
         cuda = trtlayer.import_pycuda()
+        cudart = trtlayer.import_cudart() if cuda_graph else None
         gpu = trtlayer.gpu_info()
-        for w in trtlayer.check_engine_manifest(manifest, trt.__version__, gpu, str(path)):
-            warnings.warn(w, stacklevel=2)
+        data = open_checks(path, manifest, trt.__version__, gpu, trust_engine)
         self._trt, self._cuda = trt, cuda
-        self._runtime, self._engine = trtlayer.deserialize_engine(trt, path.read_bytes(), str(path), manifest,
-                                                                  verbose=verbose)
+        self._runtime, self._engine = trtlayer.deserialize_engine(trt, data, str(path), manifest, verbose=verbose,
+                                                                  trusted=trust_engine)
+        del data
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise UserError(f"{path}: could not create an execution context (out of GPU memory?)")
-        self._stream = cuda.Stream()
+        self._stream = cuda.Stream()  # a non-default stream: CUDA graph capture needs one
         self._start, self._end = cuda.Event(), cuda.Event()
         self.gpu = gpu
+        if cudart is not None:
+            stream = self._stream
+            self._graph = trtlayer.CudaGraph(
+                cudart, stream.handle, execute=lambda: self._context.execute_async_v3(stream_handle=stream.handle),
+                synchronize=stream.synchronize)
 
         self._io = trtlayer.io_tensors(trt, self._engine)
         inputs = [t for t in self._io if t["is_input"]]
@@ -89,7 +123,9 @@ class TensorRTBackend(Backend):
         """(Re)allocate I/O buffers for an input shape and bind their addresses to the context."""
         ctx = self._context
         if self._dynamic:
-            ctx.set_input_shape(self._input["name"], tuple(int(d) for d in input_shape))
+            trtlayer.set_input_shape(ctx, self._engine, self._input["name"], input_shape, self.path)
+        if self._graph is not None:
+            self._graph.reset()  # a graph fixes shapes and buffer addresses
         for b in self._buffers.values():
             b.free()
         self._buffers = {}
@@ -104,6 +140,10 @@ class TensorRTBackend(Backend):
     def engine_batch(self) -> int | None:
         d = self._input["shape"][0] if self._input["shape"] else 1
         return None if d < 0 else int(d)
+
+    @property
+    def cuda_graph_active(self) -> bool:
+        return self._graph is not None and self._graph.active
 
     def infer(self, batch) -> np.ndarray:
         x = as_numpy_batch(batch)
@@ -133,7 +173,11 @@ class TensorRTBackend(Backend):
         np.copyto(inp.host.reshape(inp.shape), x.astype(inp.dtype, copy=False))
         cuda.memcpy_htod_async(inp.device, inp.host, stream)
         self._start.record(stream)
-        if not self._context.execute_async_v3(stream_handle=stream.handle):
+        if self._graph is not None:
+            ok = self._graph.run()
+        else:
+            ok = self._context.execute_async_v3(stream_handle=stream.handle)
+        if not ok:
             raise UserError(f"{self.path}: TensorRT execution failed (see the log line above)")
         self._end.record(stream)
         out = self._buffers[self._output["name"]]
@@ -153,9 +197,19 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> str:
         dev = (self.manifest.get("device") or "gpu")
-        return f"tensorrt {self._trt.__version__} ({self.precision}, {dev})"
+        graph = ""
+        if self._graph is not None:
+            graph = ", CUDA graph" if self._graph.active else (", no CUDA graph: capture failed" if self._graph.failed
+                                                                else ", CUDA graph")
+        return f"tensorrt {self._trt.__version__} ({self.precision}, {dev}{graph})"
 
     def close(self) -> None:
+        graph = getattr(self, "_graph", None)
+        if graph is not None:
+            try:
+                graph.reset()
+            except Exception:
+                pass
         for b in getattr(self, "_buffers", {}).values():
             b.free()
         self._buffers = {}
