@@ -129,7 +129,10 @@ def run(args) -> int:
     from .checkpoint import load_model
     from .data import build_dataset
     from .runtime.device import resolve_device
+    from .runtime.files import check_output
 
+    if args.json:
+        check_output(args.json)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 from .checkpoint import load_model
 from .config import Config
 from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
+from .runtime.files import check_output, scratch_dir
 from .runtime.log import get_logger
 from .runtime.options import RuntimeOptions
 
@@ -304,6 +304,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     out = Path(out_path) if out_path else default_output(ckpt_path, ckpt["path"])
     if out.suffix != ".onnx":
         raise UserError(f"{out}: the output must be a .onnx file")
+    check_output(out, what="ONNX output")
     size = _input_size(cfg, input_size)
     classes, palette = _classes_and_palette(ckpt, cfg)
 
@@ -339,7 +340,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     inputs, source = parity_inputs(cfg, manifest, num_parity_images, None, split, parity)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp_dir:
+    with scratch_dir(out.name, near=out) as tmp_dir:
         raw = Path(tmp_dir) / "raw.onnx"
         try:
             _torch_export(deploy, raw, size, opset)
@@ -438,6 +439,9 @@ def run(args) -> int:
 
     if args.input_size is not None and len(args.input_size) > 2:
         raise UserError("--input-size takes H W (or one number for a square input)")
+    for path in (args.output, args.json):
+        if path:
+            check_output(path)
     options = ExportOptions(opset=args.opset, input_size=args.input_size, data_root=args.data_root, split=args.split,
                             parity=args.parity, num_parity_images=args.num_parity_images, atol=args.atol,
                             max_disagreement=args.max_disagreement, simplify=not args.no_simplify,

@@ -91,7 +91,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .runtime import atomic_write_json
+    from .runtime.files import check_output
 
+    if args.json:
+        check_output(args.json)
     torch.manual_seed(0)
     names = args.input or named_configs()
     header = f"{'config':<22}{'backbone':>9}{'input':>7}{'prior':>7}{'params (M)':>12}{'+aux (M)':>10}{'GFLOP':>9}{'GMAC':>9}{'fwd':>14}"

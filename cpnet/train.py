@@ -33,10 +33,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
-from .checkpoint import iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, check_memory, load_config
 from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
+from .runtime.files import check_output
 from .runtime.log import get_logger
 from .losses import build_loss
 
@@ -254,8 +255,7 @@ def held_run(work_dir: Path) -> list[str]:
 
 def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> None:
     """Refuse to mix two runs in one folder: an earlier run is continued (--resume) or removed (--overwrite)."""
-    if work_dir.exists() and not work_dir.is_dir():
-        raise UserError(f"{work_dir}: is a file, not a run directory; choose another -o")
+    check_output(work_dir, kind="dir", what="run directory")
     held = held_run(work_dir)
     if held and not resume and not overwrite:
         raise UserError(f"{work_dir}: already holds a run ({', '.join(held[:3])}...); pass --resume to continue it "
@@ -301,8 +301,12 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             if lacking:
                 raise UserError(f"{ckpt_path}: cannot resume from it: it holds no {', '.join(lacking)} (a weights-only "
                                 f"checkpoint); start a new run with -o elsewhere instead")
-            if ckpt["config"]["model"] != cfg.to_dict()["model"]:
-                raise UserError(f"{ckpt_path}: was trained with another model config; use another run directory (-o) or the same config")
+            theirs = config_of(ckpt).to_dict()["model"]
+            if theirs != cfg.to_dict()["model"]:
+                differ = sorted(k for k, v in cfg.to_dict()["model"].items() if theirs.get(k) != v)
+                raise UserError(f"{ckpt_path}: was trained with another model config (model.{', model.'.join(differ)} "
+                                f"differ: {', '.join(f'{theirs.get(k)!r}' for k in differ)} in the checkpoint); "
+                                f"use another run directory (-o) or the same config")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])

@@ -48,6 +48,7 @@ import numpy as np
 import yaml
 
 from cpnet.runtime import UserError, atomic_write_text
+from cpnet.runtime.files import check_output
 from cpnet.runtime.log import get_logger
 
 log = get_logger("data")
@@ -401,7 +402,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    out = args.output or "data/synthetic"
+    out = check_output(args.output or "data/synthetic", kind="dir")
     t0 = time.perf_counter()
     generate(out, args.train, args.val, args.size, args.seed, progress=True)
     print(f"wrote {args.train} train + {args.val} val images of {args.size}x{args.size} to {out} "

@@ -1,8 +1,10 @@
-"""Atomic writes and hashing shared by every stage.
+"""Atomic writes, output places checked before work, scratch folders, hashing: shared by every stage.
 
 Every artifact (checkpoint, ONNX file, engine, report) is written to a
 temporary file in the same folder and renamed over the target, so a crash or a
-full disk never leaves a half-written file where a good one was.
+full disk never leaves a half-written file where a good one was. Temporary
+files and scratch folders carry the writing process's id; what a killed
+process left behind is removed by the next write to the same place.
 """
 
 from __future__ import annotations
@@ -16,14 +18,95 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import UserError
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _sweep(folder: Path, pattern: str) -> None:
+    """Remove leftovers matching ``pattern`` (``<...>.<pid>.<random>...``) whose writing process is gone."""
+    import shutil
+
+    try:
+        candidates = list(folder.glob(pattern))
+    except OSError:
+        return
+    for leftover in candidates:
+        parts = leftover.name.split(".")
+        pid = next((int(p) for p in reversed(parts) if p.isdigit()), None)
+        if pid is None or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def check_output(path: "str | Path", kind: str = "file", what: str = "output") -> Path:
+    """Check, before any work, that ``path`` can be written as a ``kind`` ("file" or "dir").
+
+    A path that is a folder where a file is wanted (or the reverse), a parent
+    that is a file, or a folder this process may not write in is a one-line
+    UserError naming the path and what to do; nothing is created.
+    """
+    path = Path(path)
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise UserError(f"{path}: {what} is an existing folder; give a file path")
+        if kind == "dir" and not path.is_dir():
+            raise UserError(f"{path}: {what} is an existing file; give a folder path")
+    ancestor = path.parent if kind == "file" or not path.exists() else path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{path}: cannot write the {what} there: {ancestor} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot write the {what} there: no permission to write in {ancestor}; "
+                        f"choose another path")
+    return path
+
+
+@contextlib.contextmanager
+def scratch_dir(name: str, near: "str | Path | None" = None) -> Iterator[Path]:
+    """A scratch folder, removed on exit: ``cpnet-<name>.<pid>.<random>`` in the system's temporary folder,
+    or ``.<name>.<pid>.<random>`` beside ``near`` (to rename results into place on the same file system).
+    Leftovers of killed processes are removed when the next one is made."""
+    import shutil
+
+    if near is not None:
+        parent, prefix = Path(near).parent, f".{name}.{os.getpid()}."
+        pattern = f".{name}.*"
+    else:
+        parent, prefix = Path(tempfile.gettempdir()), f"cpnet-{name}.{os.getpid()}."
+        pattern = f"cpnet-{name}.*"
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep(parent, pattern)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_path(target: "str | Path") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    check_output(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep(target.parent, f".{target.name}.*.tmp")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise UserError(f"{target}: cannot write it ({e.strerror or e}); choose another path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
