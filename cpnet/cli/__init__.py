@@ -39,6 +39,7 @@ VERBS: dict[str, str] = {  # verb -> module
     "check": "engines.check",
     "build": "engines.build_engine",
     "benchmark": "engines.benchmark",
+    "demo": "demo.webcam",
 }
 
 
