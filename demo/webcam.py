@@ -39,10 +39,20 @@ if __package__ in (None, ""):  # `python demo/webcam.py`: import the packages fr
     else:
         sys.path.insert(0, _root)
 
-import cv2  # noqa: E402
+from cpnet.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UserError  # noqa: E402
+
+try:
+    import cv2  # noqa: E402
+except ImportError as _e:  # a deploy install without its OpenCV extra, or opencv-python without libGL
+    _missing = MissingDependency(f"cpnet demo needs OpenCV, which does not import here ({_e}): pip install "
+                                 f"'cpnet[desktop]' (with a window; needs Debian's libgl1) or 'cpnet[headless]'; on a "
+                                 f"Jetson, JetPack's python3-opencv in a venv made with --system-site-packages")
+    if __name__ == "__main__":  # `python demo/webcam.py`: the front door's one line, by hand
+        sys.stderr.write(f"error: {_missing}\n")
+        sys.exit(_missing.exit_code)
+    raise _missing from None
 import numpy as np  # noqa: E402
 
-from cpnet.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, UserError  # noqa: E402
 from cpnet.runtime.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
 from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402

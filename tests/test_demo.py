@@ -310,3 +310,15 @@ def test_deploy_side_works_where_torch_cannot_be_imported(tiny_onnx, clip, tmp_p
     assert "OK" in run("-m", "cpnet", "check", tiny_onnx)
     assert "onnxruntime" in run("-m", "cpnet", "benchmark", tiny_onnx, "--iters", "2", "--warmup", "1")
     assert "examples:" in run("engines/build_engine.py", "--help")
+
+
+def test_without_opencv_the_demo_says_which_extra_to_install(tmp_path):
+    shadow = tmp_path / "shadow" / "cv2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')\n")
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    for argv in (["demo/webcam.py", "m.onnx"], ["-m", "cpnet", "demo", "m.onnx"]):
+        r = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 3 and len(lines) == 1, r.stderr
+        assert "cpnet[desktop]" in lines[0] and "cpnet[headless]" in lines[0] and "libgl1" in lines[0]
