@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, from_dict
-from .runtime import UserError, atomic_torch_save, read_manifest, sha256_file, versions, write_manifest
+from .runtime import UserError, atomic_torch_save, sha256_file, versions, write_manifest
 
 CKPT_DIR = "checkpoints"
 _ITER_RE = re.compile(r"iter_(\d+)\.pt$")
@@ -64,12 +64,26 @@ def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
         raise UserError(f"{path}: cannot load checkpoint ({first[:200]}); is the file complete and made by cpnet train?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a cpnet checkpoint (expected keys 'model' and 'config')")
+    if not isinstance(ckpt["config"], dict):
+        raise UserError(f"{path}: its 'config' entry is a {type(ckpt['config']).__name__}, not a config mapping; "
+                        f"the file was not made by cpnet train")
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise UserError(f"{path}: its 'model' entry is not a state dict of tensors; the file was not made by cpnet train")
     ckpt["path"] = str(path)
     return ckpt
 
 
 def config_of(ckpt: dict) -> Config:
-    return from_dict(ckpt["config"])
+    """The Config a checkpoint was made with.
+
+    A checkpoint whose config predates ``model.agg_bias`` was made by a model without aggregation
+    biases, so that is what it gets (its weights then load as they are, the same function).
+    """
+    cfg = from_dict(ckpt["config"])
+    model = (ckpt.get("config") or {}).get("model")
+    if isinstance(model, dict) and "agg_bias" not in model:
+        cfg.model.agg_bias = False
+    return cfg
 
 
 def load_model(path: "str | Path", device="cpu"):
@@ -82,10 +96,14 @@ def load_model(path: "str | Path", device="cpu"):
 
     ckpt = load_checkpoint(path)
     cfg = config_of(ckpt)
+    classes = ckpt.get("classes")
+    if classes is not None and len(classes) != cfg.model.num_classes:
+        raise UserError(f"{ckpt['path']}: names {len(classes)} classes but its config has model.num_classes="
+                        f"{cfg.model.num_classes}; the checkpoint was altered")
     model = CPNet(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except (RuntimeError, KeyError, TypeError) as e:
         raise UserError(f"{ckpt['path']}: weights do not fit the model of its own config "
                         f"({str(e).strip().splitlines()[0][:200]})") from None
     return model.to(device).eval(), cfg, ckpt
@@ -98,7 +116,8 @@ def save_checkpoint(path: "str | Path", state: dict, cfg: Config, classes, palet
     write_manifest(path, checkpoint_manifest(path, cfg, classes, palette, state.get("iter")))
 
 
-def checkpoint_manifest(path: Path, cfg: Config, classes, palette, iteration=None) -> dict:
+def checkpoint_manifest(path: Path, cfg: Config, classes, palette, iteration=None, sha256: str | None = None) -> dict:
+    """The manifest of a checkpoint, built from the checkpoint's own config (``sha256``: when already known)."""
     return {
         "kind": "checkpoint",
         "model": cfg.name,
@@ -112,10 +131,6 @@ def checkpoint_manifest(path: Path, cfg: Config, classes, palette, iteration=Non
         "output": {"name": "logits", "layout": "NCHW", "classes": cfg.model.num_classes},
         "precision": "fp32",
         "iter": iteration,
-        "sha256": sha256_file(path),
+        "sha256": sha256 or sha256_file(path),
         "versions": versions(),
     }
-
-
-def checkpoint_metadata(path: "str | Path") -> dict | None:
-    return read_manifest(path, required=False)

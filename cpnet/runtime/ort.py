@@ -151,6 +151,12 @@ class OnnxModel(Backend):
         self.input_dtype = _ORT_TYPES.get(self._input.type, np.float32)
         shape = list(self._input.shape)
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise UserError(f"{path}: the model input has shape {shape}, not (N, 3, H, W)")
+        graph_hw = [v for v in shape[2:4] if isinstance(v, int)]
+        if len(graph_hw) == 2 and "input_size" in manifest and list(self.input_size) != graph_hw:
+            raise UserError(f"{path}: its manifest says input_size {list(self.input_size)} but the graph takes "
+                            f"{graph_hw[0]}x{graph_hw[1]}; the manifest does not belong to this file")
         self.providers = self.session.get_providers()
 
     @property

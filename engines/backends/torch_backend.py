@@ -44,8 +44,8 @@ class TorchBackend(Backend):
                             f"(known: device, precision, channels_last, threads)")
         import torch
 
-        from cpnet.checkpoint import load_model, resolve_checkpoint
-        from cpnet.runtime import read_manifest
+        from cpnet.checkpoint import checkpoint_manifest, load_model, resolve_checkpoint
+        from cpnet.runtime import read_manifest, sha256_file
         from cpnet.runtime.device import resolve_device
 
         precision = str(precision).lower()
@@ -61,10 +61,16 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(threads))
 
         ckpt_path = resolve_checkpoint(path)
+        beside = read_manifest(ckpt_path, required=False)
+        # The checkpoint is the authority on itself: its manifest is rebuilt from it, and a manifest beside it
+        # that names another file (sha256) is refused rather than believed.
+        sha = sha256_file(ckpt_path)
+        if beside is not None and beside.get("sha256") not in (None, sha):
+            raise UserError(f"{ckpt_path}: does not match its manifest {ckpt_path.name}.json (sha256 differs: the file "
+                            f"changed after it was written); use the run's own checkpoint or remove the stale manifest")
         model, cfg, ckpt = load_model(ckpt_path, dev)
-        manifest = read_manifest(ckpt_path, required=False)
-        if manifest is None:  # rebuild what the manifest would say from the checkpoint itself
-            manifest = _manifest_from_ckpt(ckpt, cfg)
+        manifest = checkpoint_manifest(ckpt_path, cfg, ckpt.get("classes") or [str(i) for i in range(cfg.model.num_classes)],
+                                       ckpt.get("palette") or [], ckpt.get("iter"), sha256=sha)
         super().__init__(str(ckpt_path), manifest)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -118,20 +124,3 @@ class TorchBackend(Backend):
             if getattr(self, "device", None) is not None and self.device.type == "cuda":
                 self._torch.cuda.empty_cache()
         super().close()
-
-
-def _manifest_from_ckpt(ckpt: dict, cfg) -> dict:
-    classes = list(ckpt.get("classes") or [str(i) for i in range(cfg.model.num_classes)])
-    palette = [list(map(int, c)) for c in (ckpt.get("palette") or [])]
-    return {
-        "schema": 1,
-        "kind": "checkpoint",
-        "model": cfg.name,
-        "classes": classes,
-        "palette": palette,
-        "input_size": [cfg.crop_size, cfg.crop_size],
-        "mean": list(cfg.data.mean),
-        "std": list(cfg.data.std),
-        "channel_order": "RGB",
-        "precision": "fp32",
-    }
