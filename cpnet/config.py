@@ -40,6 +40,9 @@ class ModelConfig:
     prior_size: int = 60  # side of the prior grid; the model input is 8 * prior_size
     head_channels: int = 512
     agg_kernel: int = 11
+    # the aggregation module's four depthwise convs carry biases, as the authors' (mmcv ConvModule,
+    # bias="auto" without a norm); false only for checkpoints made before they were added
+    agg_bias: bool = True
     aux: bool = True
     aux_channels: int = 256
     dropout: float = 0.1

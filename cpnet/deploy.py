@@ -143,6 +143,11 @@ def fold_aggregation_bn(agg: AggregationModule) -> AggregationModule:
     s[c] * path_b(u)[c] is path_b with its filter c scaled by s[c]: both get
     W' = s[c] * W[c]; ``path1_b`` also gets the bias t (plus s * its old bias,
     if it had one; ``path2_b`` keeps s * its own), and ``norm`` becomes Identity.
+
+    The biases of the authors' model (all four depthwise convs, mmcv's ``bias="auto"``)
+    need nothing more: path_b(u) = W * u + b, so s * path_b(u) = (s W) * u + s b, and
+    the biases of ``path1_a``/``path2_a`` act before path_b and stay as they are (with
+    zero padding they are not a constant after path_b, so they cannot be moved into t).
     """
     if not isinstance(agg.norm, _BatchNorm):
         return agg  # already folded

@@ -31,10 +31,24 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # ---------------------------------------------------------------- each rewrite is exact
 
 
-def test_fold_aggregation_bn_is_exact():
+def randomize_agg_biases(module: torch.nn.Module, seed: int = 7) -> None:
+    """Non-zero biases in every aggregation depthwise conv (they start at 0, as mmcv's), so folding is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, AggregationModule):
+                for conv in (m.path1_a, m.path1_b, m.path2_a, m.path2_b):
+                    if conv.bias is not None:
+                        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_aggregation_bn_is_exact(bias):
     torch.manual_seed(0)
-    agg = AggregationModule(12, 8, k=5)
+    agg = AggregationModule(12, 8, k=5, bias=bias)
+    assert all((c.bias is not None) == bias for c in (agg.path1_a, agg.path1_b, agg.path2_a, agg.path2_b))
     randomize_bn(agg, 3)
+    randomize_agg_biases(agg)
     agg.eval()
     x = torch.randn(2, 12, 9, 9)
     with torch.no_grad():
@@ -46,8 +60,23 @@ def test_fold_aggregation_bn_is_exact():
     assert rel_diff(out, ref) <= 1e-5
 
 
+def test_aggregation_biases_are_not_absorbed_by_the_bn():
+    # With zero padding, path1_a's bias meets a truncated kernel near the borders: the models with and
+    # without biases differ by more than a per-channel constant, so the biases matter (the issue's point).
+    torch.manual_seed(0)
+    agg = AggregationModule(4, 4, k=5).eval()
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        y0 = agg.path1_b(agg.path1_a(agg.reduce(x)))
+        agg.path1_a.bias.fill_(1.0)
+        y1 = agg.path1_b(agg.path1_a(agg.reduce(x)))
+    d = y1 - y0
+    assert float(d.amax(dim=(2, 3)).sub(d.amin(dim=(2, 3))).abs().max()) > 1e-3
+
+
 def test_fold_conv_bn_pairs_is_exact():
     model, _ = build_tiny_model("cpnet")
+    randomize_agg_biases(model)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -64,6 +93,7 @@ def _head(prior: int, seed: int = 0) -> ContextPriorHead:
     torch.manual_seed(seed)
     head = ContextPriorHead(12, 8, num_classes=5, prior_size=prior, k=3)
     randomize_bn(head, seed + 1)
+    randomize_agg_biases(head, seed + 2)
     return head.eval()
 
 
@@ -109,6 +139,7 @@ def test_inter_from_sum_algebra():
 @pytest.mark.parametrize("head", ["cpnet", "agg", "fcn"])
 def test_deploy_model_matches_eval_model(head):
     model, cfg = build_tiny_model(head)
+    randomize_agg_biases(model)
     deploy = DeployCPNet(model)
     size = 32 if head == "cpnet" else 40
     x = torch.randn(2, 3, size, size)

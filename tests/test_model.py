@@ -124,7 +124,7 @@ def test_head_module_names():
     head = build(cfg).decode_head
     assert head.aggregation.path1_a.kernel_size == (5, 1) and head.aggregation.path1_b.kernel_size == (1, 5)
     assert head.aggregation.path2_a.kernel_size == (1, 5) and head.aggregation.path2_b.kernel_size == (5, 1)
-    assert head.aggregation.path1_a.groups == 16 and head.aggregation.path1_a.bias is None
+    assert head.aggregation.path1_a.groups == 16 and head.aggregation.path1_a.bias is not None  # as the authors'
     assert head.prior_conv.out_channels == 16 and head.prior_conv.bias is None
 
 
@@ -170,6 +170,29 @@ def test_inference_param_count_matches_paper():
     total = sum(p.numel() for p in model.parameters())
     aux = sum(p.numel() for p in model.aux_head.parameters())
     assert abs((total - aux) / 49.8e6 - 1) < 0.02, total - aux
+    # the aggregation module's four depthwise biases: 4 x 512
+    no_bias = CPNet(ModelConfig(depth=50, stem="v1c", num_classes=150, prior_size=64, agg_bias=False))
+    assert total - sum(p.numel() for p in no_bias.parameters()) == 4 * 512
+
+
+def test_checkpoint_from_before_aggregation_biases_loads_bias_free(tmp_path):
+    from cpnet.checkpoint import config_of, load_model, save_checkpoint
+    from cpnet.config import load_config
+
+    cfg = load_config("quickstart", ["model.prior_size=4", "model.base_width=16", "model.head_channels=16",
+                                     "model.aux_channels=8", "model.agg_kernel=3", "model.agg_bias=false"])
+    model = CPNet(cfg.model).eval()
+    old_config = cfg.to_dict()
+    del old_config["model"]["agg_bias"]  # as written before the key existed
+    state = {"model": model.state_dict(), "config": old_config, "iter": 0}
+    assert not any(k.endswith("path1_a.bias") for k in state["model"])
+    save_checkpoint(tmp_path / "best.pt", state, cfg, [str(i) for i in range(8)], [[0, 0, 0]] * 8)
+    loaded, lcfg, _ = load_model(tmp_path)
+    assert lcfg.model.agg_bias is False and config_of({"config": cfg.to_dict()}).model.agg_bias is False
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert load_config("quickstart").model.agg_bias is True
 
 
 # ---------------------------------------------------------------- weight loading

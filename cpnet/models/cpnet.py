@@ -33,9 +33,10 @@ class CPNet(nn.Module):
         c3, c4 = self.backbone.out_channels
         if cfg.head == "cpnet":
             self.decode_head = ContextPriorHead(c4, cfg.head_channels, cfg.num_classes, cfg.prior_size,
-                                                cfg.agg_kernel, cfg.dropout)
+                                                cfg.agg_kernel, cfg.dropout, cfg.agg_bias)
         elif cfg.head == "agg":
-            self.decode_head = AggHead(c4, cfg.head_channels, cfg.num_classes, cfg.agg_kernel, cfg.dropout)
+            self.decode_head = AggHead(c4, cfg.head_channels, cfg.num_classes, cfg.agg_kernel, cfg.dropout,
+                                       cfg.agg_bias)
         else:
             self.decode_head = FCNHead(c4, cfg.head_channels, cfg.num_classes, cfg.dropout)
         self.aux_head = FCNHead(c3, cfg.aux_channels, cfg.num_classes, cfg.dropout) if cfg.aux else None

@@ -6,6 +6,12 @@ module has ``reduce``, ``path1_a``, ``path1_b``, ``path2_a``, ``path2_b``,
 ``norm``; the Context Prior head has ``aggregation``, ``prior_conv``,
 ``prior_bn``, ``intra_conv``, ``inter_conv``, ``bottleneck``, ``dropout``,
 ``classifier``.
+
+In the authors' code (``decode_head/cp_head.py`` of yu-changqian/ContextPrior, on
+mmseg) the same modules are ``aggregation.reduce_conv`` (conv/bn), ``t1``, ``t2``
+(= ``path1_a``, ``path1_b``), ``p1``, ``p2`` (= ``path2_a``, ``path2_b``), ``norm``,
+``prior_conv.conv/bn``, ``intra_conv``, ``inter_conv``, ``bottleneck`` and
+``conv_seg``; :mod:`cpnet.convert` maps one naming onto the other.
 """
 
 from __future__ import annotations
@@ -33,16 +39,25 @@ class ConvBNReLU(nn.Sequential):
 
 class AggregationModule(nn.Module):
     """3x3 conv-BN-ReLU reduction, then two depthwise fully separable paths
-    (k x 1 then 1 x k) and (1 x k then k x 1), summed, BN, ReLU."""
+    (k x 1 then 1 x k) and (1 x k then k x 1), summed, BN, ReLU.
 
-    def __init__(self, in_ch: int, out_ch: int, k: int = 11):
+    ``bias`` (default, as the authors'): the four depthwise convs carry a bias. They are
+    mmcv ``ConvModule``s with ``norm_cfg=None``, so mmcv's ``bias="auto"`` gives them
+    one. With zero padding the biases of the first conv of each path are not a
+    constant after the second conv (near the borders they meet a truncated kernel),
+    so the BN that follows does not absorb them: with and without biases the module
+    is not the same function. ``bias=False`` builds the bias-free variant (checkpoints
+    made before the biases were added).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, k: int = 11, bias: bool = True):
         super().__init__()
         if k < 1 or k % 2 == 0:
             raise ValueError(f"aggregation kernel must be a positive odd number, got {k}")
         p = k // 2
 
         def dw(kh: int, kw: int, ph: int, pw: int) -> nn.Conv2d:
-            return nn.Conv2d(out_ch, out_ch, (kh, kw), padding=(ph, pw), groups=out_ch, bias=False)
+            return nn.Conv2d(out_ch, out_ch, (kh, kw), padding=(ph, pw), groups=out_ch, bias=bias)
 
         self.reduce = ConvBNReLU(in_ch, out_ch, 3)
         self.path1_a = dw(k, 1, p, 0)
@@ -69,12 +84,12 @@ class ContextPriorHead(nn.Module):
     """
 
     def __init__(self, in_ch: int, channels: int, num_classes: int, prior_size: int,
-                 k: int = 11, dropout: float = 0.1):
+                 k: int = 11, dropout: float = 0.1, agg_bias: bool = True):
         super().__init__()
         self.prior_size = prior_size
         self.prior_channels = prior_size * prior_size
         n = self.prior_channels
-        self.aggregation = AggregationModule(in_ch, channels, k)
+        self.aggregation = AggregationModule(in_ch, channels, k, agg_bias)
         self.prior_conv = nn.Conv2d(channels, n, 1, bias=False)
         self.prior_bn = nn.BatchNorm2d(n)
         self.intra_conv = ConvBNReLU(channels, channels, 1)
@@ -119,9 +134,10 @@ class ContextPriorHead(nn.Module):
 class AggHead(nn.Module):
     """Ablation: the aggregation module without the prior: concat[x, value] -> 3x3 conv-BN-ReLU -> classifier."""
 
-    def __init__(self, in_ch: int, channels: int, num_classes: int, k: int = 11, dropout: float = 0.1):
+    def __init__(self, in_ch: int, channels: int, num_classes: int, k: int = 11, dropout: float = 0.1,
+                 agg_bias: bool = True):
         super().__init__()
-        self.aggregation = AggregationModule(in_ch, channels, k)
+        self.aggregation = AggregationModule(in_ch, channels, k, agg_bias)
         self.bottleneck = ConvBNReLU(in_ch + channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
@@ -150,7 +166,9 @@ class FCNHead(nn.Module):
 def _init_head(head: nn.Module) -> None:
     for m in head.modules():
         if isinstance(m, nn.Conv2d):
-            if m.groups > 1:  # depthwise: keep PyTorch's default (fan_in = k), a BN follows
+            if m.groups > 1:  # depthwise: keep PyTorch's default weights (fan_in = k), a BN follows
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)  # mmcv's ConvModule starts its biases at 0
                 continue
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
