@@ -34,6 +34,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
 
 from cpnet.runtime import CheckFailed, CpnetError, UserError, atomic_write_json  # noqa: E402
 from cpnet.runtime.errors import first_line  # noqa: E402
+from cpnet.runtime.options import RuntimeOptions  # noqa: E402
 
 ROW_MARKER = "BENCHMARK_ROW "
 COLUMNS = [("artifact", "artifact", "{}"), ("backend", "backend", "{}"), ("batch", "B", "{}"),
@@ -114,46 +116,67 @@ def _peak_rss_bytes() -> int | None:
         return None
 
 
-def options_for(backend: str, args) -> dict:
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """What to measure: ``iters`` timed runs after ``warmup``, ``batch`` images of the seeded random input
+    (``seed``) or of ``image``; ``backend`` forces one backend; ``backend_options`` (torch:
+    precision, channels_last as "key=value,..."); engines: ``cuda_graph``, ``trust_engine``; ``in_process``:
+    all artifacts in this process instead of one subprocess each."""
+
+    iters: int = 50
+    warmup: int = 5
+    batch: int = 1
+    seed: int = 0
+    image: str | None = None
+    backend: str | None = None
+    backend_options: str | None = None
+    cuda_graph: bool = False
+    trust_engine: bool = False
+    in_process: bool = False
+
+
+def options_for(backend: str, options: BenchmarkOptions, runtime: RuntimeOptions = RuntimeOptions()) -> dict:
+    """The keyword options ``engines.open`` gets for one backend."""
     opts: dict = {}
     if backend == "torch":
-        opts.update(parse_kv(args.backend_options))
-        if getattr(args, "device", None) and args.device != "auto":
-            opts.setdefault("device", args.device)
-        if args.threads:
-            opts["threads"] = args.threads
+        opts.update(parse_kv(options.backend_options))
+        if runtime.device and runtime.device != "auto":
+            opts.setdefault("device", runtime.device)
+        if runtime.threads:
+            opts["threads"] = runtime.threads
     elif backend == "onnxruntime":
-        if args.providers:
-            opts["providers"] = args.providers
-        if args.threads:
-            opts["threads"] = args.threads
+        if runtime.providers:
+            opts["providers"] = ",".join(runtime.providers)
+        if runtime.threads:
+            opts["threads"] = runtime.threads
     elif backend == "tensorrt":
-        if args.cuda_graph:
+        if options.cuda_graph:
             opts["cuda_graph"] = True
-        if args.trust_engine:
+        if options.trust_engine:
             opts["trust_engine"] = True
     return opts
 
 
-def bench_one(artifact: str, args, in_process: bool) -> dict:
+def bench_one(artifact: str, options: BenchmarkOptions, runtime: RuntimeOptions = RuntimeOptions(),
+              in_process: bool = True) -> dict:
     """Open one artifact, time it and measure memory; returns a row."""
     import engines
 
-    backend = args.backend or engines.backend_for(artifact)
+    o = options
+    backend = o.backend or engines.backend_for(artifact)
     rss0 = _rss()
-    row: dict = {"artifact": artifact, "backend": backend, "batch": args.batch, "iters": args.iters,
-                 "warmup": args.warmup}
-    with engines.open(artifact, backend=backend, **options_for(backend, args)) as m:
+    row: dict = {"artifact": artifact, "backend": backend, "batch": o.batch, "iters": o.iters, "warmup": o.warmup}
+    with engines.open(artifact, backend=backend, **options_for(backend, o, runtime)) as m:
         row["describe"] = m.describe()
         row["precision"] = m.precision
-        x = make_input(m.manifest, args.batch, args.seed, args.image)
+        x = make_input(m.manifest, o.batch, o.seed, o.image)
         row["input"] = list(x.shape)
         rss_open = _rss()
         peak = rss_open
-        for _ in range(args.warmup):
+        for _ in range(o.warmup):
             m.infer(x)
         lat, gpu = [], []
-        for _ in range(args.iters):
+        for _ in range(o.iters):
             t0 = time.perf_counter()
             m.infer(x)
             lat.append((time.perf_counter() - t0) * 1e3)
@@ -161,12 +184,12 @@ def bench_one(artifact: str, args, in_process: bool) -> dict:
                 gpu.append(m.last_gpu_ms)
             peak = max(peak, _rss())
         dev = m.device_memory()
-        if backend == "tensorrt" and args.cuda_graph:
+        if backend == "tensorrt" and o.cuda_graph:
             row["cuda_graph"] = bool(getattr(m, "cuda_graph_active", False))
     mean = float(np.mean(lat)) if lat else float("nan")
     row.update({
         "p50_ms": percentile(lat, 50), "p90_ms": percentile(lat, 90), "p99_ms": percentile(lat, 99),
-        "mean_ms": mean, "throughput_ips": args.batch / (mean / 1e3) if lat and mean > 0 else float("nan"),
+        "mean_ms": mean, "throughput_ips": o.batch / (mean / 1e3) if lat and mean > 0 else float("nan"),
         "gpu_p50_ms": percentile(gpu, 50) if gpu else None,
         "gpu_timing": "cuda events" if gpu else None,
     })
@@ -186,28 +209,43 @@ def bench_one(artifact: str, args, in_process: bool) -> dict:
     return row
 
 
-def _child_argv(artifact: str, args) -> list[str]:
+def _child_argv(artifact: str, options: BenchmarkOptions, runtime: RuntimeOptions = RuntimeOptions()) -> list[str]:
+    o = options
     argv = [sys.executable, "-m", "engines.benchmark", artifact, "--_child",
-            "--iters", str(args.iters), "--warmup", str(args.warmup), "--batch", str(args.batch),
-            "--seed", str(args.seed)]
-    for flag, val in (("--threads", args.threads), ("--backend-options", args.backend_options),
-                      ("--providers", args.providers), ("--image", args.image), ("--backend", args.backend),
-                      ("--device", args.device if args.device != "auto" else None)):
+            "--iters", str(o.iters), "--warmup", str(o.warmup), "--batch", str(o.batch), "--seed", str(o.seed)]
+    for flag, val in (("--threads", runtime.threads), ("--backend-options", o.backend_options),
+                      ("--providers", ",".join(runtime.providers)), ("--image", o.image), ("--backend", o.backend),
+                      ("--device", runtime.device if runtime.device != "auto" else None)):
         if val:
             argv += [flag, str(val)]
-    for flag, on in (("--cuda-graph", args.cuda_graph), ("--trust-engine", args.trust_engine)):
+    for flag, on in (("--cuda-graph", o.cuda_graph), ("--trust-engine", o.trust_engine)):
         if on:
             argv.append(flag)
     return argv
 
 
-def run_subprocess(artifact: str, args) -> dict:
+def run_benchmark(artifacts: list[str], options: BenchmarkOptions = BenchmarkOptions(),
+                  runtime: RuntimeOptions = RuntimeOptions()) -> list[dict]:
+    """One row per artifact; an artifact that cannot be opened or run becomes a row with an ``error``."""
+    rows = []
+    for a in artifacts:
+        if options.in_process:
+            try:
+                rows.append(bench_one(a, options, runtime, in_process=True))
+            except CpnetError as e:
+                rows.append({"artifact": a, "error": first_line(e, 2000)})
+        else:
+            rows.append(run_subprocess(a, options, runtime))
+    return rows
+
+
+def run_subprocess(artifact: str, options: BenchmarkOptions, runtime: RuntimeOptions = RuntimeOptions()) -> dict:
     root = str(Path(__file__).resolve().parent.parent)
     import os
 
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(_child_argv(artifact, args), capture_output=True, text=True, env=env, cwd=os.getcwd())
+    proc = subprocess.run(_child_argv(artifact, options, runtime), capture_output=True, text=True, env=env, cwd=os.getcwd())
     for line in proc.stdout.splitlines():
         if line.startswith(ROW_MARKER):
             return json.loads(line[len(ROW_MARKER):])
@@ -276,27 +314,29 @@ def add_arguments(p) -> None:
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
 
 
+def options_from(args) -> BenchmarkOptions:
+    return BenchmarkOptions(iters=args.iters, warmup=args.warmup, batch=args.batch, seed=args.seed, image=args.image,
+                            backend=args.backend, backend_options=args.backend_options, cuda_graph=args.cuda_graph,
+                            trust_engine=args.trust_engine, in_process=args.in_process)
+
+
 def run(args) -> int:
+    from cpnet.cli.args import runtime_options
+
+    options, runtime = options_from(args), runtime_options(args)
+    parse_kv(options.backend_options)  # a malformed --backend-options is a user error before any work
     artifacts = list(args.input)
     if args._child:
-        row = bench_one(artifacts[0], args, in_process=False)
+        row = bench_one(artifacts[0], options, runtime, in_process=False)
         print(ROW_MARKER + json.dumps(row, default=str), flush=True)
         return 0
-    rows = []
-    for a in artifacts:
-        if args.in_process:
-            try:
-                rows.append(bench_one(a, args, in_process=True))
-            except CpnetError as e:
-                rows.append({"artifact": a, "error": first_line(e, 2000)})
-        else:
-            rows.append(run_subprocess(a, args))
+    rows = run_benchmark(artifacts, options, runtime)
     print(format_table(rows))
     method = next((r.get("rss_method") for r in rows if r.get("rss_method")), None)
     if method:
         print(f"RSS: {method}")
     if args.json:
-        atomic_write_json(args.json, {"rows": rows, "args": {k: v for k, v in vars(args).items() if k != "_child"}})
+        atomic_write_json(args.json, {"rows": rows, "options": asdict(options), "runtime": asdict(runtime)})
     failed = [r for r in rows if r.get("error")]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(rows)} artifact(s) could not be benchmarked: "

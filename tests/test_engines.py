@@ -247,3 +247,36 @@ def test_torch_backend_on_cuda(exported, precision):
         a, b = pt.infer(x), ort.infer(x)
         assert pt.last_gpu_ms is not None and pt.device_memory()["max_allocated"] > 0
         assert (a.argmax(1) == b.argmax(1)).mean() >= (1.0 if precision == "fp32" else 0.99)
+
+
+# ------------------------------------------------------------------------------ the front door
+
+
+@pytest.mark.parametrize("verb,module", [("check", "engines.check"), ("build", "engines.build_engine"),
+                                         ("benchmark", "engines.benchmark")])
+def test_engine_verbs_help_every_flag(verb, module):
+    import argparse
+    import importlib
+
+    from cpnet.cli import build_parser
+
+    mod = importlib.import_module(module)
+    assert mod.DESCRIPTION.strip().splitlines()[0] and all(
+        line.startswith(f"cpnet {verb} ") for line in mod.EXAMPLES.strip().splitlines())
+    parser = build_parser(mod, f"cpnet {verb}")
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"cpnet {verb}: {action.option_strings or action.dest} has no help"
+    r = subprocess.run([sys.executable, "-m", "cpnet", verb, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and f"cpnet {verb}" in r.stdout
+
+
+@pytest.mark.parametrize("argv", [["check", "model.onnx", "--target", "trt9"],
+                                  ["build", "model.onnx", "--hardware-compatibility", "turing+"],
+                                  ["benchmark", "x.onnx", "--iters", "0"],
+                                  ["build", "model.onnx", "--onnx", "model.onnx"]])
+def test_engine_verbs_user_mistakes_exit_2_in_one_line(argv):
+    r = subprocess.run([sys.executable, "-m", "cpnet", *argv], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1 and "Traceback" not in r.stderr

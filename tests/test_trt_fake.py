@@ -565,12 +565,29 @@ def test_cuda_graph_needs_cuda_python(monkeypatch, fake, onnx_file):
 
 
 def test_benchmark_passes_engine_options():
+    from cpnet.runtime.options import RuntimeOptions
     from engines import benchmark
 
-    args = types.SimpleNamespace(cuda_graph=True, trust_engine=True, threads=None, providers=None,
-                                 backend_options=None, device="auto", iters=2, warmup=0, batch=1, seed=0,
-                                 image=None, backend=None)
-    assert benchmark.options_for("tensorrt", args) == {"cuda_graph": True, "trust_engine": True}
-    argv = benchmark._child_argv("m.engine", args)
+    o = benchmark.BenchmarkOptions(iters=2, warmup=0, cuda_graph=True, trust_engine=True)
+    assert benchmark.options_for("tensorrt", o) == {"cuda_graph": True, "trust_engine": True}
+    assert benchmark.options_for("tensorrt", benchmark.BenchmarkOptions()) == {}
+    rt = RuntimeOptions(device="cuda", threads=2, providers=("cuda", "cpu"))
+    assert benchmark.options_for("onnxruntime", o, rt) == {"providers": "cuda,cpu", "threads": 2}
+    assert benchmark.options_for("torch", benchmark.BenchmarkOptions(backend_options="precision=fp16"), rt) == {
+        "precision": "fp16", "device": "cuda", "threads": 2}
+    argv = benchmark._child_argv("m.engine", o)
     assert "--cuda-graph" in argv and "--trust-engine" in argv and "--device" not in argv
     assert tensorrt_backend.OPTIONS == ("verbose", "cuda_graph", "trust_engine")
+
+
+def test_benchmark_engine_rows_with_a_cuda_graph(fake, onnx_file):
+    from engines import benchmark
+
+    fake()
+    out = _build(onnx_file)
+    rows = benchmark.run_benchmark([str(out)], benchmark.BenchmarkOptions(iters=3, warmup=1, cuda_graph=True,
+                                                                          in_process=True))
+    assert rows[0]["cuda_graph"] is True and rows[0]["gpu_p50_ms"] == 0.25 and rows[0]["device_memory_mib"] > 0
+    manifest_path(out).unlink()
+    rows = benchmark.run_benchmark([str(out)], benchmark.BenchmarkOptions(iters=1, in_process=True))
+    assert "no manifest" in rows[0]["error"]
