@@ -505,7 +505,16 @@ def add_arguments(p) -> None:
     a.add_runtime(p, device=True)
 
 
+def warn_old_torch() -> None:
+    """torch before 2.6 has a known bypass of torch.load(weights_only=True); JetPack's own builds may be older."""
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split("a")[0].split(".")[:2] if p.isdigit())
+    if version < (2, 6):
+        log.warning(f"PyTorch {torch.__version__} predates 2.6, which fixed a bypass of torch.load(weights_only=True): "
+                    f"load only checkpoints you made yourself")
+
+
 def run(args) -> int:
+    warn_old_torch()
     try:
         cfg = build_config(args)
         d = setup_distributed(args.device)
