@@ -24,7 +24,8 @@
 - ``--device`` applies to torch artifacts, ``--backend-options`` too (precision fp32|fp16|bf16,
   channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt); ``--cuda-graph`` and
   ``--trust-engine`` to engines.
-- An artifact that cannot be opened or run becomes an error row; the command then exits 1.
+- A path that does not exist is a user error (exit 2, nothing run); an artifact that exists but
+  cannot be opened or run becomes an error row, and the command then exits 1.
 """
 
 from __future__ import annotations
@@ -326,6 +327,14 @@ def run(args) -> int:
     options, runtime = options_from(args), runtime_options(args)
     parse_kv(options.backend_options)  # a malformed --backend-options is a user error before any work
     artifacts = list(args.input)
+    missing = [a for a in artifacts if not Path(a).exists()]
+    if missing:  # a user mistake: nothing is run (an artifact that exists but fails becomes an error row)
+        raise UserError(f"no such file or directory: {', '.join(missing)}")
+    if not args.backend:
+        import engines
+
+        for a in artifacts:
+            engines.backend_for(a)  # an unknown file type is a user error before any work
     if args._child:
         row = bench_one(artifacts[0], options, runtime, in_process=False)
         print(ROW_MARKER + json.dumps(row, default=str), flush=True)

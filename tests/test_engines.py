@@ -218,13 +218,17 @@ def test_benchmark_rows_in_process(exported, tmp_path, capsys):
 def test_benchmark_subprocess_row_and_errors(exported, tmp_path):
     _, onnx_path = exported
     out = tmp_path / "bench.json"
-    missing = tmp_path / "nothing.engine"
-    r = subprocess.run([sys.executable, "-m", "engines.benchmark", str(onnx_path), str(missing), "--iters", "2",
+    broken = _fake_engine(tmp_path)  # exists, but does not open (no TensorRT here; no sha256 in its manifest)
+    r = subprocess.run([sys.executable, "-m", "engines.benchmark", str(onnx_path), str(broken), "--iters", "2",
                         "--warmup", "0", "--threads", "1", "--json", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1  # one artifact failed
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["rss_peak_mib"] > 10 and "subprocess" in rows[0]["rss_method"]
-    assert "no such" in rows[1]["error"]
+    assert rows[1]["error"] and "Traceback" not in rows[1]["error"]
+    # a path that does not exist is a user mistake: exit 2, nothing run
+    r = subprocess.run([sys.executable, "-m", "engines.benchmark", str(onnx_path), str(tmp_path / "nothing.engine")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stdout == "" and "nothing.engine" in r.stderr
 
 
 def test_benchmark_backend_options_parse():
