@@ -24,7 +24,6 @@ readable image is a one-line :class:`~cpnet.runtime.errors.UserError`.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -32,8 +31,9 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from cpnet.runtime import UserError
+from cpnet.runtime.log import get_logger
 
-log = logging.getLogger("quantize.calib_data")
+log = get_logger("calibrate")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_DIR_NAMES = {"masks", "mask", "labels", "label", "annotations", "gtfine", "gtcoarse",
@@ -166,6 +166,7 @@ def _generate(src: CalibrationSource, ordered: list[Path], manifest: Mapping, nu
     from cpnet.runtime.preprocess import preprocess
 
     done = bad = 0
+    held: list[str] = []  # why files were skipped, said once an image has been read (else the error says it)
     for path in ordered:
         if done >= num_images:
             break
@@ -173,11 +174,18 @@ def _generate(src: CalibrationSource, ordered: list[Path], manifest: Mapping, nu
             image = read_image(path)
         except BadSampleError as e:
             bad += 1
-            log.warning("skipping calibration image: %s", e)
+            if done:
+                log.warning("skipping calibration image: %s", e)
+            else:
+                held.append(str(e))
             continue
+        for reason in held:
+            log.warning("skipping calibration image: %s", reason)
+        held = []
         done += 1
         yield preprocess(image, manifest)
     if done == 0:
-        raise UserError(f"{src.description}: no readable image ({bad} file(s) tried, all unreadable)")
+        first = f"; the first: {held[0]}" if held else ""
+        raise UserError(f"{src.description}: no readable image ({bad} file(s) tried, all unreadable{first})")
     if bad:
         log.warning("%d unreadable calibration image(s) skipped in %s", bad, src.description)
