@@ -1,7 +1,7 @@
 """The live pipeline: capture, inference and drawing each in their own thread; the display/writer in the caller's.
 
     capture thread ──► [newest frame] ──► inference thread ──► [1] ──► drawing thread ──► [2] ──► caller
-    (FrameSource.read)  drops counted     (preprocess, infer)          (postprocess, draw)        (imshow / writer)
+    (read, preprocess)  drops counted     (infer)                      (postprocess, draw)        (imshow / writer)
 
 A slow stage never stalls capture: the capture thread writes into a one-frame mailbox and
 replaces a frame nobody took yet, counting it as dropped, so inference always starts on the
@@ -9,7 +9,8 @@ newest frame. With ``no_drop`` (a file or folder, offline) the mailbox is a shor
 queue instead and every frame is processed. A file read live (without ``no_drop``) is paced
 at its own frame rate, as a camera would deliver it.
 
-The stages hand each frame's timings along (milliseconds per stage: capture, preprocess,
+Preprocessing runs in the capture thread, so the inference thread does nothing but run
+the model: on two cores the model has one to itself. The stages hand each frame's timings along (milliseconds per stage: capture, preprocess,
 infer, postprocess, draw; the caller adds output), and :class:`Stats` sums them where the
 frames come out. OpenCV and ONNX Runtime release the GIL in their heavy calls, so on two
 cores inference runs on one while capture, drawing and writing share the other.
@@ -28,7 +29,7 @@ import numpy as np
 
 from cpnet.runtime.errors import UserError
 from cpnet.runtime.log import get_logger
-from cpnet.runtime.preprocess import preprocess_bgr
+from cpnet.runtime.preprocess import input_size_of, preprocess_bgr
 
 log = get_logger("demo")
 
@@ -114,6 +115,16 @@ class Frame:
     index: int                 # 0-based number of the frame read from the source
     image: np.ndarray          # BGR uint8, as OpenCV delivers it
     timings: dict = field(default_factory=dict)  # stage -> ms
+    x: np.ndarray | None = None  # the model input (1, 3, H, W), made in the capture thread
+
+
+def prepare(frame_bgr: np.ndarray, manifest: dict) -> np.ndarray:
+    """:func:`preprocess_bgr`, resizing first: the channel swap and the normalisation then touch the model's
+    H x W pixels, not the frame's. Bit-identical (the resize treats each channel alike)."""
+    h, w = input_size_of(manifest)
+    if frame_bgr.shape[:2] != (h, w):
+        frame_bgr = cv2.resize(frame_bgr, (w, h), interpolation=cv2.INTER_LINEAR)
+    return preprocess_bgr(frame_bgr, manifest)
 
 
 @dataclass
@@ -236,6 +247,9 @@ class Runner:
         elif (getattr(backend, "manifest", None) or {}).get("prior"):
             self.why_no_prior = (f"{path}: the model has a prior output but the {name} backend does not return it "
                                  f"yet; use the ONNX file it was built from, or the checkpoint")
+        elif name == "tensorrt":
+            self.why_no_prior = (f"{path}: the tensorrt backend does not return a prior output yet; use the ONNX file "
+                                 f"exported with --with-prior, or the checkpoint")
         else:
             self.why_no_prior = (f"{path} has no prior output: export it with `cpnet export RUN_DIR --with-prior` "
                                  f"(FP16 and INT8 files made from that file keep it)")
@@ -415,10 +429,13 @@ class Pipeline:
                         break
                 t0 = time.perf_counter()
                 image = src.read()
-                ms = (time.perf_counter() - t0) * 1000.0
+                t1 = time.perf_counter()
                 if image is None:
                     break
-                if not out.put(Frame(index, image, {"capture": ms})):
+                x = prepare(image, self.manifest)
+                t2 = time.perf_counter()
+                frame = Frame(index, image, {"capture": (t1 - t0) * 1000.0, "preprocess": (t2 - t1) * 1000.0}, x)
+                if not out.put(frame):
                     break
                 index += 1
         finally:
@@ -444,13 +461,11 @@ class Pipeline:
                         break
                     last_start = time.perf_counter()
                 want_prior = self.view.get().show_prior
-                t0 = time.perf_counter()
-                x = preprocess_bgr(item.image, self.manifest)
+                x = item.x if item.x is not None else prepare(item.image, self.manifest)
+                item.x = None  # the input is not needed any more
                 t1 = time.perf_counter()
                 logits, prior = self.runner.run(x, want_prior)
-                t2 = time.perf_counter()
-                item.timings["preprocess"] = (t1 - t0) * 1000.0
-                item.timings["infer"] = (t2 - t1) * 1000.0
+                item.timings["infer"] = (time.perf_counter() - t1) * 1000.0
                 if not out.put(Result(item, logits, prior)):
                     break
         finally:
@@ -473,7 +488,7 @@ class Pipeline:
                     if view.paused and last is not None and view.version != drawn_version:
                         result, labels = last
                         if view.show_prior and result.prior is None and self.runner.has_prior:
-                            x = preprocess_bgr(result.frame.image, self.manifest)  # paused: ask the model for P
+                            x = prepare(result.frame.image, self.manifest)  # paused: ask the model for P
                             result.logits, result.prior = self.runner.run(x, True)
                         image = self.draw(result.frame.image, labels, result.prior, view)
                         drawn_version = view.version

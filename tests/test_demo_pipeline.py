@@ -171,3 +171,12 @@ def test_runner_gives_the_prior_of_a_checkpoint(tiny_checkpoint, tiny_prior_onnx
         o_logits, o_prior = Runner(om).run(x, want_prior=True)
         assert np.abs(prior - o_prior).max() <= 1e-4 and np.abs(logits - o_logits).max() <= 1e-3
         assert np.abs(logits - tm.infer(x)).max() <= 1e-5
+
+
+def test_prepare_is_preprocess_bgr_bit_for_bit():
+    from cpnet.runtime.preprocess import preprocess_bgr
+    from demo.pipeline import prepare
+
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    manifest = {"input_size": [96, 128], "mean": [123.7, 116.3, 103.5], "std": [58.4, 57.1, 57.4]}
+    assert np.array_equal(prepare(frame, manifest), preprocess_bgr(frame, manifest))
