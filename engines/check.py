@@ -229,14 +229,12 @@ class _Graph:
         from onnx.reference import ReferenceEvaluator
 
         try:
-            ins = [n for n in node.input if n]
             inits = [numpy_helper.from_array(np.asarray(v), n) for v, n in zip(inputs, node.input) if n]
             outs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
             graph = helper.make_graph([node], "fold", [], outs, initializer=inits)
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
             results = ReferenceEvaluator(model).run(None, {})
             values = dict(zip([o for o in node.output if o], results))
-            del ins
             return np.asarray(values[name]) if name in values else None
         except Exception:  # anything the reference evaluator cannot run is "not known at check time"
             return None

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpnet.runtime import MissingDependency, UserError
+from cpnet.runtime import CpnetError, MissingDependency, UserError
 from cpnet.runtime.log import get_logger
 
 log = get_logger("engines")
@@ -854,8 +854,8 @@ def set_input_shape(context, engine, name: str, shape, engine_path: str) -> None
                     f"larger --batch or feed a shape the engine was built for")
 
 
-class CudaGraphError(RuntimeError):
-    pass
+class CudaGraphError(CpnetError):
+    """A CUDA call of graph capture or replay failed (one line, like every cpnet error)."""
 
 
 class CudaGraph:

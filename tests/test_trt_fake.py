@@ -591,3 +591,27 @@ def test_benchmark_engine_rows_with_a_cuda_graph(fake, onnx_file):
     manifest_path(out).unlink()
     rows = benchmark.run_benchmark([str(out)], benchmark.BenchmarkOptions(iters=1, in_process=True))
     assert "no manifest" in rows[0]["error"]
+
+
+def test_cuda_graph_state_machine_and_launch_errors():
+    world = FakeWorld()
+    cudart = make_cudart(world)
+    runs = []
+
+    def execute():
+        if world.capturing is not None:
+            world.capturing.append(lambda: runs.append("replay"))
+        else:
+            runs.append("enqueue")
+        return True
+
+    g = trtlayer.CudaGraph(cudart, 5, execute=execute, synchronize=lambda: runs.append("sync"))
+    assert g.run() and runs == ["enqueue", "sync"] and g.active  # warm-up enqueue, sync, then capture
+    assert g.run() and runs[-1] == "replay"
+    g.reset()
+    assert not g.active and "exec_destroy" in world.calls
+    cudart.cudaGraphLaunch = lambda e, s: (700, None)
+    g.run()
+    with pytest.raises(trtlayer.CudaGraphError, match="cudaGraphLaunch failed"):
+        g.run()
+    assert trtlayer.CudaGraphError("x").exit_code == 2
