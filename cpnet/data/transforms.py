@@ -68,7 +68,9 @@ def rescale(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndar
     if (nh, nw) == (h, w):
         return image, label
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    # NEAREST_EXACT samples at pixel centres as INTER_LINEAR does; plain INTER_NEAREST floors and shifts the
+    # labels by up to half a source pixel against the image (found by tests/test_properties.py)
+    label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     return image, label
 
 
