@@ -87,7 +87,7 @@ def random_checkpoint(config: str, work: Path, seed: int = 0):
 def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, threads: int, log=print) -> dict:
     """Export and quantize one config; return {variant: onnx path} plus the eager model."""
     from cpnet.export import export_checkpoint
-    from cpnet.runtime.options import RuntimeOptions
+    from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
     from quantize.fp16 import convert_fp16
     from quantize.int8 import quantize_int8
 
@@ -102,11 +102,12 @@ def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, thre
                                 max_rounds=0, threads=threads, log=lambda *a: None)
     log(f"  fp16 {time.perf_counter() - t:.1f} s")
     paths = {"ort_fp32": onnx_path, "ort_fp16": fp16_path}
+    runtime = RuntimeOptions(threads=threads, progress=False)
     for flavour in ("tensorrt", "cpu"):
         t = time.perf_counter()
         dst = out / ("model.int8.onnx" if flavour == "tensorrt" else "model.int8-cpu.onnx")
-        quantize_int8(onnx_path, str(calib_dir), dst, num_images=num_calib, flavour=flavour, progress=False,
-                      log=lambda *a: None, threads=threads)
+        quantize_int8(onnx_path, dst, calibration=CalibrationOptions(data=str(calib_dir), num_images=num_calib),
+                      runtime=runtime, flavour=flavour)
         paths[f"ort_int8_{flavour}"] = dst
         log(f"  int8 {flavour} {time.perf_counter() - t:.1f} s")
     return {"paths": paths, "model": model, "cfg": cfg}

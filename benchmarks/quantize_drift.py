@@ -9,13 +9,17 @@ newer than its parent (--force redoes them):
 
 1. export: ``cpnet.export.export_checkpoint(run_dir)`` -> RUN/export/model.onnx;
 2. FP16: ``quantize.fp16.convert_fp16`` -> model.fp16.onnx;
-3. INT8, both flavours (``quantize.int8.quantize_int8``, entropy ranges from
-   --num-images training images): model.int8.onnx (tensorrt), model.int8-cpu.onnx (cpu).
-   When a flavour's mIoU drift against ONNX FP32 exceeds 0.5 points, it is
+3. INT8, both flavours (``quantize.int8.quantize_int8``, ``cpnet int8``, entropy ranges
+   from --num-images training images): model.int8.onnx (tensorrt), model.int8-cpu.onnx
+   (cpu). When a flavour's mIoU drift against ONNX FP32 exceeds 0.5 points, it is
    made again with ``--keep-float auto`` (sensitivity-ranked nodes left in
    float until the argmax disagreement on the calibration images is below the
-   threshold), the threshold halved each time the mIoU target still fails, at
-   most --fallback-rounds times.
+   ``--max-disagreement`` threshold), the threshold halved each time the mIoU
+   target still fails, at most --fallback-rounds times.
+
+A file that misses its INT8 drift limit (the label-free disagreement the
+quantizer measures) is kept here, as written: the mIoU measured below is what
+this benchmark judges.
 
 Then every variant is evaluated with ``cpnet.evaluate.evaluate_model`` (the
 config's eval settings; the ONNX variants through ``cpnet.runtime.ort.OnnxModel``
@@ -47,6 +51,17 @@ def _fresh(out: Path, parent: Path) -> bool:
             and out.with_name(out.name + ".json").is_file())
 
 
+def closest(make, *args, **kwargs):
+    """(path, manifest) of a quantizer call; a missed drift limit is reported and the closest result kept."""
+    from quantize.drift import DriftLimitExceeded
+
+    try:
+        return make(*args, **kwargs)
+    except DriftLimitExceeded as e:
+        print(f"note: {e}")
+        return e.path, e.manifest
+
+
 def evaluate(infer, model, dataset, cfg) -> float:
     from cpnet.evaluate import evaluate_model
 
@@ -70,7 +85,7 @@ def main(argv=None) -> int:
     from cpnet.checkpoint import config_of, load_checkpoint
     from cpnet.data import build_dataset
     from cpnet.export import export_checkpoint
-    from cpnet.runtime.options import RuntimeOptions
+    from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
     from cpnet.runtime import UserError
     from cpnet.models import CPNet
     from cpnet.runtime.ort import OnnxModel
@@ -78,6 +93,7 @@ def main(argv=None) -> int:
     from quantize.int8 import quantize_int8
 
     torch.set_num_threads(args.threads)
+    runtime = RuntimeOptions(threads=args.threads, progress=False)
     t0 = time.perf_counter()
     run, data_root = Path(args.run_dir), args.data_root
     if not run.exists():
@@ -95,7 +111,7 @@ def main(argv=None) -> int:
         fp32 = export_dir / "model.onnx"
         if args.force or not _fresh(fp32, ckpt_path):
             print(f"exporting {ckpt_path} -> {fp32}")
-            export_checkpoint(run, fp32, data_root=data_root, runtime=RuntimeOptions(threads=args.threads))
+            export_checkpoint(run, fp32, data_root=data_root, runtime=runtime)
         fp16 = export_dir / "model.fp16.onnx"
         if args.force or not _fresh(fp16, fp32):
             print(f"FP16 -> {fp16}")
@@ -112,11 +128,11 @@ def main(argv=None) -> int:
         for flavour in ("tensorrt", "cpu"):
             key = f"ort_int8_{flavour}"
             out = export_dir / ("model.int8.onnx" if flavour == "tensorrt" else "model.int8-cpu.onnx")
-            common = dict(num_images=args.num_images, method=args.method, flavour=flavour, threads=args.threads,
-                          progress=False)
+            common = dict(calibration=CalibrationOptions(data=data_root, num_images=args.num_images), runtime=runtime,
+                          method=args.method, flavour=flavour)
             if args.force or not _fresh(out, fp32):
                 print(f"INT8 {flavour} -> {out}")
-                quantize_int8(fp32, data_root, out, **common)
+                closest(quantize_int8, fp32, out, **common)
             with OnnxModel(out, threads=args.threads) as m:
                 miou[key] = evaluate(m, None, dataset, cfg)
             threshold = 0.5
@@ -125,7 +141,7 @@ def main(argv=None) -> int:
                 rounds += 1
                 print(f"INT8 {flavour}: drift {miou['ort_fp32'] - miou[key]:.3f} > {TARGETS[key]}: "
                       f"--keep-float auto with disagreement target {threshold}%")
-                man = quantize_int8(fp32, data_root, out, auto_keep_float=True, max_drift=threshold, **common)
+                _, man = closest(quantize_int8, fp32, out, auto_keep_float=True, max_disagreement=threshold, **common)
                 with OnnxModel(out, threads=args.threads) as m:
                     miou[key] = evaluate(m, None, dataset, cfg)
                 notes[key] = (f"keep-float auto (target {threshold}%): "

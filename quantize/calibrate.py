@@ -1,7 +1,7 @@
 """Activation-range collection for INT8 calibration: one pass over the images, saved, reused.
 
 The statistics kept per activation tensor do not depend on the calibration
-method or on the flavour, so ``python -m quantize int8`` can switch between
+method or on the flavour, so ``cpnet int8`` can switch between
 ``entropy``, ``percentile`` and ``minmax`` and between the ``tensorrt``
 (symmetric) and ``cpu`` (asymmetric) flavours without running the images
 through the model again:

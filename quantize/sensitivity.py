@@ -1,60 +1,85 @@
 """Per-node INT8 sensitivity: how much quantizing each node ALONE moves the output.
 
-    python -m quantize sensitivity runs/q/model.onnx --calib-data data/synthetic/images/train --top 10
+    cpnet sensitivity runs/q/model.onnx --calib-data data/synthetic/images/train --top 10
 
 For every quantizable node (Conv, ConvTranspose, MatMul, Gemm) a model is built
 with only that node quantized (its inputs, weights and output get Q/DQ, with the
 flavour's settings and the saved calibration ranges -- no new calibration pass
-when ``python -m quantize int8`` already ran on the same images), run on the
-first ``--eval-images`` calibration images, and compared with the FP32 model:
+when ``cpnet int8`` already ran on the same images), run on the first
+``--eval-images`` calibration images, and compared with the FP32 model by
+:mod:`quantize.drift` (:func:`cpnet.runtime.compare.compare`'s figures):
 
-- ``mean |dlogit|``: mean absolute difference of the logits;
-- ``disagree %``: pixels whose argmax class differs from FP32's.
+- ``mean_abs``: mean absolute difference of the logits (``mean |dlogit|``);
+- ``disagreement_percent``: pixels whose argmax class differs from FP32's (``disagree %``).
 
 Nodes are ranked by disagreement, then by mean |dlogit| (disagreement is what
 mIoU sees; the logit difference breaks the many ties at 0 on small sets).
-``python -m quantize int8 --keep-float auto`` uses the same ranking.
+``cpnet int8 --keep-float auto`` uses the same ranking (:mod:`quantize.keep_float`).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
-from cpnet.runtime import UserError, atomic_write_json
+from cpnet.runtime.log import get_logger
+from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
-from . import int8
+from . import qdq
+from .drift import Reference
+from .prepare import DEFAULT_NUM_IMAGES, Int8Options, Prepared, prepare
+
+log = get_logger("sensitivity")
 
 
-def rank_nodes(prep, ref, method: str, flavour: str, percentile: float = 99.999, exclude: Sequence[str] = (),
-               progress: bool = True, nodes: Sequence[tuple[str, str]] | None = None) -> list[dict]:
+def rank_nodes(prep: Prepared, ref: Reference, exclude: Sequence[str] = (),
+               nodes: Sequence[tuple[str, str]] | None = None, progress: bool = True) -> list[dict]:
     """Sensitivity of each quantizable node (see the module docstring), worst first."""
     import onnx
 
     if nodes is None:
-        nodes = int8.quantizable_nodes(onnx.load(str(prep.pre_path)))
+        nodes = qdq.quantizable_nodes(onnx.load(str(prep.pre_path)))
     nodes = [(n, t) for n, t in nodes if n not in set(exclude)]
     path = prep.workdir / "one-node.onnx"
     rows = []
-    it = nodes
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(nodes, desc="sensitivity", unit="node", dynamic_ncols=True)
-        it = bar
+
+        bar = tqdm(total=len(nodes), desc="sensitivity", unit="node", dynamic_ncols=True)
     try:
-        for name, op_type in it:
-            int8.build(prep, path, method, flavour, percentile, include=[name])
-            mad, dis = ref.compare(path)
-            rows.append({"node": name, "op_type": op_type, "mean_abs_diff": mad, "disagree_pct": dis})
+        for name, op_type in nodes:
+            prep.build(path, include=[name])
+            result = ref.measure(path)
+            rows.append({"node": name, "op_type": op_type, "mean_abs": result.mean_abs,
+                         "disagreement_percent": result.disagreement_percent})
+            if bar is not None:
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    rows.sort(key=lambda r: (r["disagree_pct"], r["mean_abs_diff"]), reverse=True)
+    rows.sort(key=lambda r: (r["disagreement_percent"], r["mean_abs"]), reverse=True)
     for i, r in enumerate(rows):
         r["rank"] = i + 1
     return rows
+
+
+def rank_sensitivity(onnx_path: "str | Path", options: Int8Options = Int8Options(),
+                     calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
+                     runtime: RuntimeOptions = RuntimeOptions(), **overrides) -> dict:
+    """Rank the nodes of an FP32 model by INT8 sensitivity; return the report (what ``--json`` writes):
+    model, flavour, method, images, ``ranking`` (rows worst first) and ``all_quantized`` (every node
+    quantized, against FP32, :meth:`Comparison.metrics`)."""
+    o = replace(options, **overrides) if overrides else options
+    with prepare(onnx_path, o, calibration, runtime) as prep:
+        ref = prep.reference()
+        rows = rank_nodes(prep, ref, progress=runtime.progress)
+        everything = prep.build(prep.workdir / "all-nodes.onnx")
+        all_quantized = ref.measure(everything).metrics()
+    return {"model": str(onnx_path), "flavour": o.flavour, "method": o.method, "images": len(ref.images),
+            "ranking": rows, "all_quantized": all_quantized}
 
 
 def format_table(rows: list[dict], top: int | None = None) -> str:
@@ -62,45 +87,58 @@ def format_table(rows: list[dict], top: int | None = None) -> str:
     width = max([len("node")] + [len(r["node"]) for r in shown])
     lines = [f"{'rank':>4}  {'node':<{width}}  {'op':<8} {'mean |dlogit|':>13} {'disagree %':>10}"]
     for r in shown:
-        lines.append(f"{r['rank']:>4}  {r['node']:<{width}}  {r['op_type']:<8} {r['mean_abs_diff']:>13.5f} "
-                     f"{r['disagree_pct']:>10.3f}")
+        lines.append(f"{r['rank']:>4}  {r['node']:<{width}}  {r['op_type']:<8} {r['mean_abs']:>13.5f} "
+                     f"{r['disagreement_percent']:>10.3f}")
     if top and len(rows) > top:
         lines.append(f"({len(rows) - top} more nodes; --top 0 shows all)")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quantize sensitivity",
-                                description="Rank nodes by how much quantizing each one alone moves the output.")
-    int8.add_common_args(p)
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20; 0 = all)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the full ranking as JSON")
-    args = p.parse_args(argv)
-    try:
-        with int8.prepare(args.onnx, args.calib_data, args.num_images, args.data_root, args.seed, args.ranges,
-                          None, args.recalibrate, not args.no_progress, threads=args.threads) as prep:
-            ref = int8.reference(prep, args.eval_images)
-            rows = rank_nodes(prep, ref, args.method, args.flavour, args.percentile, progress=not args.no_progress)
-            mad, dis = ref.compare(_full(prep, args))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"sensitivity of {args.onnx} ({args.flavour} flavour, {args.method} ranges, "
-          f"{len(ref.images)} images; each node quantized alone vs FP32):")
-    print(format_table(rows, args.top or None))
-    print(f"all nodes quantized: mean |dlogit| {mad:.5f}, disagree {dis:.3f}%")
+DESCRIPTION = """Rank a model's nodes by INT8 sensitivity: each one quantized alone, against FP32.
+
+Each Conv/ConvTranspose/MatMul/Gemm is quantized alone (the flavour's rules, the saved
+calibration ranges of cpnet int8 when they fit) and compared with FP32 on the first
+--eval-images calibration images: the share of pixels whose class changes, then the mean
+|logit difference|. The worst nodes are the ones to keep in float (cpnet int8 --keep-float)."""
+
+EXAMPLES = """cpnet sensitivity runs/quickstart/export/model.onnx --calib-data data/synthetic --top 10
+cpnet sensitivity model.onnx --calib-data data/calib --flavour cpu --method percentile --json sensitivity.json"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    from .prepare import add_int8_arguments
+
+    add_int8_arguments(p)
+    p.add_argument("--top", type=a.non_negative_int, default=20, metavar="N",
+                   help="rows to print (default 20; 0 = all)")
+    a.add_json(p, "the full ranking")
+
+
+def run(args) -> int:
+    from cpnet.cli.args import calibration_options, runtime_options
+    from cpnet.runtime import atomic_write_json
+
+    from .prepare import int8_options
+
+    report = rank_sensitivity(args.input, int8_options(args), calibration_options(args), runtime_options(args))
+    every = report["all_quantized"]
+    print(f"sensitivity of {args.input} ({report['flavour']} flavour, {report['method']} ranges, "
+          f"{report['images']} images; each node quantized alone vs FP32):")
+    print(format_table(report["ranking"], args.top or None))
+    print(f"all nodes quantized: mean |dlogit| {every['mean_abs']:.5f}, "
+          f"disagree {every['disagreement_percent']:.3f}%")
     if args.json:
-        atomic_write_json(args.json, {"model": str(args.onnx), "flavour": args.flavour, "method": args.method,
-                                      "images": len(ref.images), "ranking": rows,
-                                      "all_quantized": {"mean_abs_diff": mad, "disagree_pct": dis}})
-        print(f"wrote {args.json}")
+        atomic_write_json(args.json, report)
+        log.info(f"wrote {args.json}")
     return 0
 
 
-def _full(prep, args):
-    path = prep.workdir / "all-nodes.onnx"
-    int8.build(prep, path, args.method, args.flavour, args.percentile)
-    return path
+def main(argv=None) -> int:
+    from cpnet.cli import run_verb
+
+    return run_verb(__spec__.name, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""The FP32 model a reduced-precision file is made from: loaded, checked against its manifest, named after.
+
+``cpnet fp16`` and ``cpnet int8`` (and ``cpnet sensitivity``) all start from the FP32
+export of ``cpnet export`` and its manifest ``model.onnx.json``. :func:`load_parent`
+refuses, with one line each, a missing or corrupt file, a missing manifest, a
+manifest of another kind, a model that is already FP16 or INT8, and a file
+changed since its manifest was written (sha256). :func:`derived_path` names the
+files made from it, beside it: ``model.onnx`` -> ``model.fp16.onnx``,
+``model.int8.onnx``, ``model.calib.npz``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpnet.runtime import UserError, read_manifest, sha256_file
+from cpnet.runtime.errors import first_line
+
+
+@dataclass
+class Parent:
+    """The FP32 parent: its path, the loaded ONNX model, its manifest and its sha256."""
+
+    path: Path
+    model: object  # onnx.ModelProto
+    manifest: dict
+    sha256: str
+
+
+def load_onnx(path: "str | Path"):
+    """The ONNX model at ``path`` (checked, one image input); a missing or corrupt file is a one-line UserError."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # protobuf / checker errors are long; one line is enough
+        raise UserError(f"{path}: not a valid ONNX model ({first_line(e, 200)}); re-export it with cpnet export") from None
+    if len(model.graph.input) != 1:
+        raise UserError(f"{path}: expected one image input, the model has {len(model.graph.input)}")
+    return model
+
+
+def load_parent(path: "str | Path") -> Parent:
+    """Load the FP32 export at ``path`` and check it against its manifest (see the module docstring)."""
+    path = Path(path)
+    model = load_onnx(path)
+    manifest = read_manifest(path, required=False)  # an unreadable one is a UserError of its own
+    if manifest is None:
+        raise UserError(f"{path}: its manifest {path.name}.json is missing; make the FP32 file with cpnet export, "
+                        f"which writes it")
+    if manifest.get("kind", "onnx") != "onnx":
+        raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an ONNX model")
+    precision = str(manifest.get("precision", "fp32"))
+    if precision != "fp32":
+        raise UserError(f"{path}: is a {precision} model; convert the FP32 export (model.onnx) instead")
+    sha = sha256_file(path)
+    if manifest.get("sha256") and manifest["sha256"] != sha:
+        raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed after export); "
+                        f"re-export it")
+    return Parent(path=path, model=model, manifest=manifest, sha256=sha)
+
+
+def derived_path(parent: "str | Path", suffix: str, folder: "str | Path | None" = None) -> Path:
+    """``<parent stem><suffix>`` in ``folder`` (default: beside the parent): model.onnx -> model.fp16.onnx."""
+    parent = Path(parent)
+    stem = parent.name[:-5] if parent.name.endswith(".onnx") else parent.stem
+    return Path(folder if folder is not None else parent.parent) / f"{stem}{suffix}"
+
+
+def check_output(out: "str | Path", parent: "str | Path") -> None:
+    """Refuse an output path that is the parent itself."""
+    if Path(out).resolve() == Path(parent).resolve():
+        raise UserError(f"-o {out}: would overwrite the FP32 model it is made from")

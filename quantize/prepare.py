@@ -1,0 +1,318 @@
+"""An FP32 model prepared for INT8: checked, pre-processed, calibrated (statistics cached), ready to build from.
+
+    with prepare("runs/q/export/model.onnx", Int8Options(method="percentile"),
+                 CalibrationOptions(data="data/synthetic", num_images=200)) as prep:
+        prep.build(prep.workdir / "candidate.onnx", exclude=["/head/classifier/Conv"])
+        ref = prep.reference()                     # FP32 logits on the first --eval-images images
+        ref.measure(prep.workdir / "candidate.onnx").disagreement_percent
+
+:func:`prepare` is what ``cpnet int8`` and ``cpnet sensitivity`` share: it checks the
+parent (:mod:`quantize.parent`), runs ORT's quantization pre-processing on a copy
+(:func:`quantize.qdq.preprocess_model`), checks ``--keep-float`` names against it
+(before any image is read) and gets activation statistics (:mod:`quantize.calibrate`).
+
+The statistics are saved beside the output (``<parent stem>.calib.npz``, e.g.
+``model.calib.npz``) keyed by the parent's sha256 and the image set (the files
+picked, their sizes and times, the seed, the preprocessing), and reused by later
+runs with another ``--method`` or ``--flavour``, and by ``cpnet sensitivity``: no
+second pass over the images. A ranges file given with ``--ranges`` is used even
+when its image set differs (a file for another model is refused).
+
+:class:`Int8Options` is how an INT8 model is made; :func:`add_int8_arguments` adds
+the flags both commands take and :func:`int8_options` reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cpnet.runtime import UserError
+from cpnet.runtime.log import get_logger
+from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
+
+from . import calibrate as cal
+from . import qdq
+from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source, select_paths
+from .drift import Reference, reference
+from .parent import derived_path, load_parent
+
+DEFAULT_NUM_IMAGES = 200
+DEFAULT_EVAL_IMAGES = 16
+DEFAULT_MAX_KEEP_FLOAT = 8
+DEFAULT_AUTO_TARGET = 0.5   # % of pixels: --keep-float auto's aim when no --max-disagreement is given
+REFERENCE_BUDGET = 1 << 30  # bytes of FP32 logits and images kept for the drift measurement
+
+log = get_logger("calibrate")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How an INT8 model is made.
+
+    ``flavour`` (tensorrt|cpu, see :mod:`quantize.qdq`); ``method`` (entropy|percentile|minmax) and
+    ``percentile`` choose the ranges; ``keep_float`` node names stay float, ``auto_keep_float`` adds the
+    most sensitive nodes until ``max_disagreement`` holds (at most ``max_keep_float`` of them);
+    ``max_disagreement`` (percent of pixels whose class differs from FP32's on the first ``eval_images``
+    calibration images) is the limit the result must keep: None = measured and recorded, no limit
+    (``auto_keep_float`` then aims at ``DEFAULT_AUTO_TARGET``); ``ranges_file`` / ``recalibrate``:
+    which statistics file to use, and whether to collect them again anyway.
+    """
+
+    flavour: str = "tensorrt"
+    method: str = "entropy"
+    percentile: float = 99.999
+    keep_float: tuple[str, ...] = ()
+    auto_keep_float: bool = False
+    max_disagreement: float | None = None
+    max_keep_float: int = DEFAULT_MAX_KEEP_FLOAT
+    eval_images: int = DEFAULT_EVAL_IMAGES
+    ranges_file: str | None = None
+    recalibrate: bool = False
+
+    def check(self) -> None:
+        """One UserError line for an option out of range (the command line's types catch most earlier)."""
+        if self.method not in cal.METHODS:
+            raise UserError(f"--method must be one of {', '.join(cal.METHODS)}, got {self.method!r}")
+        if self.flavour not in qdq.FLAVOURS:
+            raise UserError(f"--flavour must be one of {', '.join(qdq.FLAVOURS)}, got {self.flavour!r}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise UserError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.max_disagreement is not None and not 0.0 <= self.max_disagreement <= 100.0:
+            raise UserError(f"--max-disagreement is a percentage, 0 to 100, got {self.max_disagreement}")
+        if self.eval_images < 1:
+            raise UserError(f"--eval-images must be at least 1, got {self.eval_images}")
+
+    @property
+    def limit(self) -> float | None:
+        """The disagreement limit in force: the one given, else auto keep-float's aim, else none."""
+        if self.max_disagreement is not None:
+            return float(self.max_disagreement)
+        return DEFAULT_AUTO_TARGET if self.auto_keep_float else None
+
+
+# --- the calibration cache ---------------------------------------------------------------------
+
+def _fingerprint_files(paths: Sequence[Path]) -> str:
+    """A cheap fingerprint of a list of files: names, sizes and modification times (no reading)."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = p.stat()
+            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def image_set_key(calibration: CalibrationOptions, manifest: dict) -> dict:
+    """What identifies a calibration image set: the files picked (names, sizes, mtimes), count, seed, preprocessing.
+
+    The source is resolved to its candidate files (a listing, no image is read), so a
+    missing folder or dataset fails here, before any work.
+    """
+    n = int(calibration.num_images)
+    src = resolve_calibration_source(calibration.data, manifest, calibration.data_root)
+    picked = select_paths(src.paths, n, calibration.seed)
+    return {
+        "source": src.description,
+        "files": min(len(picked), n),
+        "files_fingerprint": _fingerprint_files(picked[:n]),
+        "num_images": n,
+        "seed": int(calibration.seed),
+        "preprocess": {k: manifest.get(k) for k in ("input_size", "mean", "std", "channel_order")},
+    }
+
+
+def default_ranges_file(parent: Path, out_dir: Path) -> Path:
+    return derived_path(parent, ".calib.npz", out_dir)
+
+
+def _cached_stats(rfile: Path, explicit: bool, key: dict, wanted: set[str]) -> "cal.RangeStats | None":
+    """The statistics saved in ``rfile`` when they fit this model and image set, else None (with why, logged).
+
+    An explicit ``--ranges`` file that is unreadable or made on another model is an error; one made on
+    another image set is used (with a note).
+    """
+    try:
+        cached = cal.RangeStats.load(rfile)
+    except UserError as e:
+        if explicit:
+            raise
+        log.info(f"ignoring {rfile} ({str(e).split(': ', 1)[-1]}); collecting new ranges")
+        return None
+    ckey = cached.meta.get("key", {})
+    missing = wanted - set(cached.names)
+    if ckey.get("parent_sha256") != key["parent_sha256"]:
+        if explicit:
+            raise UserError(f"{rfile}: these ranges were collected on another model "
+                            f"(sha256 {str(ckey.get('parent_sha256'))[:12]}..., "
+                            f"this one {key['parent_sha256'][:12]}...)")
+        log.info(f"{rfile} is for another model; collecting new ranges")
+    elif missing:
+        log.info(f"{rfile} lacks {len(missing)} of this model's tensors; collecting new ranges")
+    elif ckey != key and not explicit:
+        diff = sorted(k for k in set(key) | set(ckey) if key.get(k) != ckey.get(k))
+        log.info(f"{rfile} was collected on another image set ({', '.join(diff)} differ); collecting new ranges")
+    else:
+        note = "" if ckey == key else " (given with --ranges; its image set differs from these options)"
+        log.info(f"reused saved ranges from {rfile} ({cached.meta.get('images')} images, no pass over the data)"
+                 f"{note}")
+        return cached
+    return None
+
+
+# --- the prepared parent ---------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """A parent model ready to quantize: pre-processed copy, calibration statistics, what they came from."""
+
+    parent: Path
+    manifest: dict
+    parent_sha256: str
+    workdir: Path
+    pre_path: Path
+    stats: cal.RangeStats
+    ranges_file: Path
+    reused: bool
+    description: str
+    num_images: int                  # how many images the ranges came from
+    options: Int8Options
+    calibration: CalibrationOptions  # as asked
+    threads: int | None = None
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "Prepared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def images(self, limit: int | None = None) -> Iterable[np.ndarray]:
+        """The calibration images again (preprocessed, one at a time), the first ``limit`` of them."""
+        c = self.calibration
+        it = iter_calibration_images(c.data, self.manifest, c.num_images, data_root=c.data_root, seed=c.seed)
+        for i, x in enumerate(it):
+            if limit is not None and i >= limit:
+                break
+            yield x
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        o = self.options
+        return self.stats.ranges(o.method, symmetric=o.flavour == "tensorrt", percentile=o.percentile)
+
+    def build(self, out_path: "str | Path", exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> Path:
+        """Quantize the parent into ``out_path`` with these options' flavour and ranges (see :func:`qdq.build`)."""
+        return qdq.build(self.pre_path, out_path, self.ranges(), self.options.flavour, exclude, include)
+
+    def float_group(self, names: Sequence[str]) -> list[str]:
+        """The nodes that stay float when ``names`` do (see :func:`qdq.float_group`)."""
+        import onnx
+
+        return qdq.float_group(onnx.load(str(self.pre_path)), names)
+
+    def reference(self, eval_images: int | None = None) -> Reference:
+        """FP32 logits of the parent on the first ``eval_images`` (default: the options') calibration images."""
+        n = max(1, eval_images or self.options.eval_images)
+        return reference(self.parent, self.images(limit=n), self.threads, budget_bytes=REFERENCE_BUDGET,
+                         what=self.description)
+
+
+def _check_keep_float(pre, names: Sequence[str], parent: Path) -> None:
+    known = {n.name for n in pre.graph.node}
+    unknown = [k for k in names if k not in known]
+    if unknown:
+        cands = [n for n, _ in qdq.quantizable_nodes(pre)]
+        raise UserError(f"--keep-float: no node named {unknown[0]!r} in {parent.name}; quantizable nodes include "
+                        f"{', '.join(cands[:5])}{', ...' if len(cands) > 5 else ''} "
+                        f"(cpnet sensitivity lists them all)")
+
+
+def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
+            calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
+            runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None) -> Prepared:
+    """Check the parent, pre-process it, check ``options.keep_float`` names, and get calibration statistics
+    (cached or collected); ``out_dir`` is where the statistics file goes by default (default: beside the parent)."""
+    import onnx
+
+    options.check()
+    parent = load_parent(onnx_path)
+    path, manifest = parent.path, parent.manifest
+    parent.model = None  # the pre-processed copy is what is quantized
+    if calibration.num_images < 1:
+        raise UserError(f"--num-images must be at least 1, got {calibration.num_images}")
+    key = {"parent_sha256": parent.sha256, **image_set_key(calibration, manifest)}
+
+    tmp = tempfile.TemporaryDirectory(prefix="cpnet-int8-")
+    try:
+        workdir = Path(tmp.name)
+        pre_path = qdq.preprocess_model(path, workdir / "pre.onnx")
+        pre = onnx.load(str(pre_path))
+        _check_keep_float(pre, options.keep_float, path)
+        wanted = {n for n, _ in cal.calibration_tensors(pre)}
+        del pre
+        explicit = options.ranges_file is not None
+        rfile = Path(options.ranges_file) if explicit else default_ranges_file(
+            path, Path(out_dir) if out_dir is not None else path.parent)
+
+        stats = None
+        if rfile.is_file() and not options.recalibrate:
+            stats = _cached_stats(rfile, explicit, key, wanted)
+        reused = stats is not None
+        if stats is None:
+            c = calibration
+            total = count_calibration_images(c.data, manifest, c.num_images, data_root=c.data_root)
+            images = iter_calibration_images(c.data, manifest, c.num_images, data_root=c.data_root, seed=c.seed)
+            log.info(f"running {total} images ({key['source']}) through the model (one pass; ranges saved to {rfile})")
+            stats = cal.collect(pre_path, images, total=total, progress=runtime.progress, threads=runtime.threads,
+                                meta={"key": key, "parent": str(path)})
+            stats.save(rfile)
+        return Prepared(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,
+                        pre_path=pre_path, stats=stats, ranges_file=rfile, reused=reused, description=key["source"],
+                        num_images=int(stats.meta.get("images", calibration.num_images)), options=options,
+                        calibration=calibration, threads=runtime.threads, _tmp=tmp)
+    except BaseException:
+        tmp.cleanup()
+        raise
+
+
+# --- the flags cpnet int8 and cpnet sensitivity share -------------------------------------------
+
+def add_int8_arguments(p) -> None:
+    """The input, calibration, range and flavour flags, the drift images and the runtime flags."""
+    from cpnet.cli import args as a
+
+    d = Int8Options()
+    a.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
+    a.add_calibration(p, DEFAULT_NUM_IMAGES)
+    g = p.add_argument_group("quantization")
+    g.add_argument("--flavour", choices=qdq.FLAVOURS, default=d.flavour,
+                   help="tensorrt: symmetric INT8 for TensorRT; cpu: U8S8 for ONNX Runtime on x86 (default tensorrt)")
+    g.add_argument("--method", choices=cal.METHODS, default=d.method,
+                   help="range method: entropy (KL, TensorRT's), percentile, minmax (default entropy)")
+    g.add_argument("--percentile", type=a.percent, default=d.percentile, metavar="PERCENT",
+                   help=f"for --method percentile (default {d.percentile})")
+    g.add_argument("--ranges", metavar="FILE", default=None,
+                   help="calibration ranges file to reuse (or to write, if missing); default <stem>.calib.npz beside "
+                        "the output, reused automatically when model and image set match")
+    g.add_argument("--recalibrate", action="store_true", help="collect ranges again even if a matching file exists")
+    g.add_argument("--eval-images", type=a.positive_int, default=d.eval_images, metavar="N",
+                   help=f"calibration images the drift against FP32 is measured on (default {d.eval_images})")
+    a.add_runtime(p)
+
+
+def int8_options(args, **more) -> Int8Options:
+    """The :class:`Int8Options` of parsed :func:`add_int8_arguments` flags (and ``more`` fields)."""
+    return Int8Options(flavour=args.flavour, method=args.method, percentile=args.percentile,
+                       eval_images=args.eval_images, ranges_file=args.ranges, recalibrate=args.recalibrate, **more)

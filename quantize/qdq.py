@@ -1,0 +1,395 @@
+"""The Q/DQ core of INT8: flavours, ORT pre-processing, inserting Q/DQ from given ranges, checking the result.
+
+    pre = preprocess_model(parent_path, workdir / "pre.onnx")      # constant folding, shapes, names, opset >= 13
+    build(pre, out_path, ranges, "tensorrt", exclude=["/head/classifier/Conv"])
+    check_qdq(onnx.load(out_path), "tensorrt")                     # [] when the file keeps its flavour's rules
+
+:func:`build` runs ``onnxruntime.quantization.quantize_static`` in ``QuantFormat.QDQ``
+with per-channel weights, on ranges decided beforehand (per activation tensor, from
+:mod:`quantize.calibrate`), so no image goes through the model here. Two flavours
+(see docs/architecture.md for where precision lives in the pipeline):
+
+``tensorrt`` (default; ``model.int8.onnx``)
+    What TensorRT's explicit-quantization path takes: symmetric INT8 everywhere
+    (activations and weights ``int8`` with zero point 0, scale = amax/127),
+    per-channel weight scales on the output-channel axis (0 for Conv, 1 for a
+    MatMul's constant B), positive float32 scales, opset >= 13. Biases stay
+    float (``QuantizeBias=False``): TensorRT's parser has no INT32 DequantizeLinear
+    (onnxruntime issue #17738). Q/DQ pairs are dedicated per consumer
+    (``DedicatedQDQPair``) as ORT documents for TensorRT. Only ops TensorRT runs
+    in INT8 or passes INT8 through are quantized (``TRT_OP_TYPES``); the rest
+    (Sigmoid, ReduceSum, Sub, Resize, ...) keep float inputs. ``cpnet check``
+    passes these files for TensorRT 10 and 11.
+``cpu`` (``model.int8-cpu.onnx``)
+    ONNX Runtime's fast path on x86: unsigned asymmetric activations
+    (``QUInt8``) with signed symmetric per-channel weights (U8S8), which MLAS
+    runs with VNNI; ``reduce_range`` only on x86 CPUs without VNNI (ORT's
+    guidance: 7-bit weights avoid u8*s8 int16 saturation there). Every op ORT
+    can quantize is, except the final Resize. See ``CPU_FORMAT`` for the
+    QDQ-vs-QOperator measurement.
+
+Nodes kept in float (``exclude``, :func:`float_group`): the node, a ReLU that is
+its only consumer, and the float tensors it read before quantization (the Q/DQ
+its producer put on them, including the one before a producing ReLU, no longer
+reach it; see :func:`_float_inputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cpnet.runtime import UserError
+
+FLAVOURS = ("tensorrt", "cpu")
+
+# Ops quantized in the tensorrt flavour: weighted layers, the residual Add (so TensorRT can fuse
+# it into the convolution, as NVIDIA's Q/DQ placement guide recommends for ResNets), and ops
+# TensorRT runs in INT8 or passes INT8 through (ReLU, pooling, Concat).
+TRT_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "AveragePool",
+                "GlobalAveragePool", "Concat"]
+# Nodes ranked by sensitivity and eligible for --keep-float auto: the compute-heavy ones.
+SENSITIVE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+# CPU flavour. Measured on the project's 2-core AMD EPYC (Zen 5, AVX512-VNNI), ORT 1.32, edge_r18_256
+# (1x3x256x256, 2 threads, median of 30): QDQ 17.1 ms, QOperator 17.0 ms -- the same within noise,
+# since ORT fuses QDQ into QLinearConv / QLinearMatMul / QLinearAdd at session creation. QDQ is kept:
+# ORT recommends it for CPUs, it is standard ONNX and is what sensitivity / keep-float edit.
+# Every op ORT quantizes except Resize: the final logit upsampling stays float (quantizing its
+# output to uint8 bought no speed, 17.3 vs 17.1 ms, and cost output precision).
+CPU_FORMAT = "QDQ"
+CPU_EXCLUDED_OP_TYPES = ("Resize",)
+
+
+def _cpu_op_types() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - set(CPU_EXCLUDED_OP_TYPES))
+
+
+def has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (u8*s8 dot products without int16 saturation)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return True  # not Linux/x86: assume a modern CPU (ORT's ARM advice is also reduce_range=False)
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def flavour_options(flavour: str) -> dict:
+    """quantize_static arguments for a flavour (see the module docstring)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    if flavour == "tensorrt":
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "activation_type": QuantType.QInt8,
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+            "reduce_range": False,
+            "op_types_to_quantize": list(TRT_OP_TYPES),
+            "extra_options": {
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "DedicatedQDQPair": True,
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            },
+        }
+    if flavour == "cpu":
+        return {
+            "quant_format": QuantFormat.QDQ if CPU_FORMAT == "QDQ" else QuantFormat.QOperator,
+            "activation_type": QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+            "reduce_range": not has_vnni(),
+            "op_types_to_quantize": _cpu_op_types(),
+            "extra_options": {
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+            },
+        }
+    raise UserError(f"--flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
+
+
+def options_record(opts: dict) -> dict:
+    """A flavour's quantize_static arguments as the manifest records them."""
+    return {
+        "format": str(opts["quant_format"]),
+        "activation_type": str(opts["activation_type"]),
+        "weight_type": str(opts["weight_type"]),
+        "per_channel": bool(opts["per_channel"]),
+        "reduce_range": bool(opts["reduce_range"]),
+        "op_types": opts["op_types_to_quantize"],
+        "extra_options": opts["extra_options"],
+    }
+
+
+# --- pre-processing the parent ------------------------------------------------------------------
+
+def _quiet():
+    """Silence onnxruntime.quantization's prints and warnings (it logs pre-processing advice per call)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    logger = logging.getLogger()
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    stack.callback(logger.setLevel, old)
+    return stack
+
+
+def preprocess_model(model_path: Path, out_path: Path) -> Path:
+    """ORT's quantization pre-processing (constant folding, shape inference), with fallbacks.
+
+    Symbolic shape inference fails on some exporter graphs (Reshape with computed shapes);
+    the inputs are static, so ONNX shape inference suffices then.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for kwargs in ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True}):
+        try:
+            with _quiet():
+                quant_pre_process(str(model_path), str(out_path), **kwargs)
+            break
+        except Exception:
+            continue
+    else:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+        onnx.save(model, str(out_path))
+    model = onnx.load(str(out_path))
+    changed = False
+    seen = set()
+    for i, node in enumerate(model.graph.node):   # the quantizer addresses nodes by name
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+            changed = True
+        seen.add(node.name)
+    if opset(model) < 13:  # per-channel DequantizeLinear needs opset 13
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
+        changed = True
+    if changed:
+        onnx.save(model, str(out_path))
+    return out_path
+
+
+def opset(model) -> int:
+    """The model's default-domain opset version."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def quantizable_nodes(model, op_types: Sequence[str] = SENSITIVE_OP_TYPES) -> list[tuple[str, str]]:
+    """(name, op_type) of nodes that sensitivity ranks and --keep-float may leave in float."""
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in op_types]
+
+
+# --- inserting Q/DQ ------------------------------------------------------------------------------
+
+def build(pre_path: "str | Path", out_path: "str | Path", ranges: "dict[str, tuple[float, float]]",
+          flavour: str = "tensorrt", exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> Path:
+    """Quantize the pre-processed model at ``pre_path`` into ``out_path`` with the given (low, high) range of
+    each activation tensor: every quantizable node, or only ``include``, less ``exclude`` (and its
+    :func:`float_group`), which is left reading float values. A plain write; callers make it atomic."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    opts = flavour_options(flavour)
+    pre = onnx.load(str(pre_path))
+    exclude = float_group(pre, exclude)
+    data = {n: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in ranges.items()}
+    out_path = Path(out_path)
+    # The ranges are final; ORT takes them from its cache file, whose method label only has to match.
+    method = CalibrationMethod.MinMax
+    with tempfile.TemporaryDirectory(prefix="cpnet-qdq-") as tmp, _quiet():
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(TensorsData(method, data), cache)
+        quantize_static(
+            str(pre_path), str(out_path), calibration_data_reader=None,
+            quant_format=opts["quant_format"], op_types_to_quantize=opts["op_types_to_quantize"],
+            per_channel=opts["per_channel"], reduce_range=opts["reduce_range"],
+            activation_type=opts["activation_type"], weight_type=opts["weight_type"],
+            nodes_to_quantize=list(include) if include else None, nodes_to_exclude=list(exclude),
+            calibrate_method=method, extra_options=dict(opts["extra_options"]), calibration_cache_path=str(cache),
+        )
+    model = onnx.load(str(out_path))
+    if exclude:
+        _float_inputs(model, pre, exclude)
+    _strip_unused_opsets(model)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+_FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
+
+
+def float_group(model, names: Sequence[str]) -> list[str]:
+    """``names`` plus, for each, an activation that is its only consumer (Conv -> Relu computes as one layer).
+
+    Leaving a Conv in float but quantizing the Relu after it would still put a
+    Q/DQ pair on the Conv's output (the Relu's input), so the pair goes together.
+    """
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = list(dict.fromkeys(names))
+    for n in model.graph.node:
+        if n.name in names and len(n.output) == 1:
+            c = consumers.get(n.output[0], [])
+            if len(c) == 1 and c[0].op_type in _FUSED_ACTIVATIONS and c[0].name not in out:
+                out.append(c[0].name)
+    return out
+
+
+def _float_inputs(model, original, names: Sequence[str]) -> None:
+    """Feed nodes kept in float the float tensors they read before quantization.
+
+    ORT leaves an excluded node reading the DequantizeLinear output of a tensor
+    that its producer or another consumer quantized, so it would still see
+    INT8-rounded, range-clipped values. Each kept node is pointed back at the
+    original tensor where it still exists in the quantized graph (a Q node's
+    input). When that tensor comes from a ReLU-like activation, the activation
+    is fed its float input too: ORT quantizes a ReLU's input with the ReLU's
+    output range, so the clipping would otherwise happen just before it. Q/DQ
+    nodes left without consumers are removed. (Where ORT removed the tensor,
+    e.g. a ReLU folded into the zero point of an asymmetric Q, the input is left
+    as it is.)
+    """
+    import onnx
+
+    by_name = {n.name: n for n in original.graph.node}
+    producer = {o: n for n in original.graph.node for o in n.output}
+    feed = set(n for n in names if n in by_name)
+    for name in list(feed):
+        for t in by_name[name].input:
+            p = producer.get(t)
+            if p is not None and p.op_type in _FUSED_ACTIVATIONS:
+                feed.add(p.name)
+    sources = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    q_nodes = {n.name for n in model.graph.node}
+    q_producer = {o: n for n in model.graph.node for o in n.output}
+    inserted = 0
+    for idx in range(len(model.graph.node)):
+        n = model.graph.node[idx + inserted]
+        if n.name not in feed:
+            continue
+        want = list(by_name[n.name].input)
+        if len(want) != len(n.input):
+            continue
+        for k, (cur, orig) in enumerate(zip(list(n.input), want)):
+            if cur == orig:
+                continue
+            op, qp = producer.get(orig), q_producer.get(orig)
+            if orig in sources or (op is not None and qp is not None and qp.name == op.name):
+                n.input[k] = orig            # the same tensor from the same node: read it directly
+            elif (op is not None and op.op_type in _FUSED_ACTIVATIONS and op.name not in q_nodes
+                  and qp is not None and qp.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                  and all(i in sources or not i for i in op.input[1:])):
+                # ORT folded this activation into a Q's zero point (asymmetric flavour) and the
+                # tensor now holds its input: apply the activation again, in float, for this node
+                act = onnx.NodeProto()
+                act.CopyFrom(op)
+                act.name = f"{op.name}_float_for_{n.name}"
+                del act.input[:]
+                act.input.extend([orig, *op.input[1:]])
+                del act.output[:]
+                act.output.append(f"{orig}_float_for_{n.name}")
+                model.graph.node.insert(idx + inserted, act)
+                inserted += 1
+                n.input[k] = act.output[0]
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | graph_outputs
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
+
+
+def _strip_unused_opsets(model) -> None:
+    """Drop opset imports of domains no node uses (ORT's pre-processing adds several)."""
+    used = {n.domain or "" for n in model.graph.node}
+    keep = [o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+# --- checking a quantized graph --------------------------------------------------------------------
+
+def check_qdq(model, flavour: str) -> list[str]:
+    """Problems with a quantized model's Q/DQ nodes for its flavour (empty when it is right).
+
+    tensorrt: every Q/DQ has an INT8 zero point equal to 0 and positive finite float32 scales;
+    weight DequantizeLinear nodes are per-channel on the output-channel axis (0 for Conv,
+    1 for ConvTranspose and a MatMul's constant B); no INT32 (bias) DequantizeLinear; opset >= 13.
+    cpu: activations QuantizeLinear to uint8; weights int8.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i, name in enumerate(n.input):
+            consumers.setdefault(name, []).append((n, i))
+    problems = []
+    if opset(model) < 13:
+        problems.append(f"opset {opset(model)} < 13 (per-channel DequantizeLinear needs 13)")
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        scale = inits.get(n.input[1]) if len(n.input) > 1 else None
+        zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if scale is None:
+            problems.append(f"{n.name}: scale is not an initializer")
+            continue
+        s = numpy_helper.to_array(scale)
+        if scale.data_type != TensorProto.FLOAT:
+            problems.append(f"{n.name}: scale is not float32")
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            problems.append(f"{n.name}: scale not positive and finite")
+        is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
+        if flavour == "tensorrt":
+            if zp is None:
+                problems.append(f"{n.name}: no zero point")
+            else:
+                if zp.data_type != TensorProto.INT8:
+                    problems.append(f"{n.name}: zero point type {TensorProto.DataType.Name(zp.data_type)}, not INT8")
+                if np.any(numpy_helper.to_array(zp) != 0):
+                    problems.append(f"{n.name}: zero point not 0")
+            if is_weight:
+                w = inits[n.input[0]]
+                if w.data_type != TensorProto.INT8:
+                    problems.append(f"{n.name}: weight {TensorProto.DataType.Name(w.data_type)} DequantizeLinear "
+                                    f"(TensorRT takes INT8 only; biases must stay float)")
+                    continue
+                axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+                for c, idx in consumers.get(n.output[0], []):
+                    want = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": None}.get(c.op_type)
+                    if idx != 1 or c.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+                        continue
+                    if s.size <= 1 and w.dims[want if want is not None else 0] > 1:
+                        problems.append(f"{n.name}: weight of {c.name} is per-tensor, not per-channel")
+                    elif want is not None and (axis % len(w.dims)) != want:
+                        problems.append(f"{n.name}: weight of {c.name} quantized on axis {axis}, TensorRT needs {want}")
+                    elif want is not None and s.size != w.dims[want]:
+                        problems.append(f"{n.name}: {s.size} scales for {w.dims[want]} output channels")
+        elif flavour == "cpu" and n.op_type == "QuantizeLinear" and zp is not None:
+            if zp.data_type != TensorProto.UINT8:
+                problems.append(f"{n.name}: activation quantized to "
+                                f"{TensorProto.DataType.Name(zp.data_type)}, not UINT8")
+    return problems
+
