@@ -1,30 +1,32 @@
-"""python -m quantize fp16|int8|sensitivity ... : make reduced-precision ONNX files from model.onnx.
+"""python -m quantize COMMAND ... : the ``cpnet`` verbs made in this package (fp16, int8, sensitivity, ...).
 
-    python -m quantize fp16 runs/q/export/model.onnx            # -> model.fp16.onnx
+    python -m quantize fp16 runs/q/export/model.onnx            # the same as: cpnet fp16 ...
     python -m quantize int8 runs/q/export/model.onnx --calib-data data/synthetic
     python -m quantize sensitivity runs/q/export/model.onnx
 
-Each subcommand is its own module (quantize/<name>.py with ``main(argv) -> int``),
-imported only when asked for; ``python -m quantize <name> -h`` shows its options.
+The commands are the ``cpnet`` verbs whose module is in this package (the table
+:data:`cpnet.cli.VERBS`); each runs through :func:`cpnet.cli.run_verb`, so its
+flags, help, error lines and exit codes are the same as ``cpnet VERB``'s.
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 import sys
 
-COMMANDS = {
-    "fp16": ("quantize.fp16", "FP16 weights and compute, FP32 inputs/outputs; drifting nodes kept in FP32"),
-    "int8": ("quantize.int8", "INT8 with explicit Q/DQ nodes and scales from calibration images"),
-    "sensitivity": ("quantize.sensitivity", "per-layer INT8 sensitivity: which layers to keep in higher precision"),
-}
+from cpnet.cli import VERBS, run_verb, summary_of
+from cpnet.runtime.errors import EXIT_OK, EXIT_USER_ERROR
+
+PROG = "python -m quantize"
+COMMANDS = {verb: module for verb, module in VERBS.items() if module.startswith(__package__ + ".")}
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m quantize {" + ",".join(COMMANDS) + "} MODEL.onnx [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "python -m quantize COMMAND -h shows the options of a command."]
+    lines = [f"usage: {PROG} {{{','.join(COMMANDS)}}} MODEL.onnx [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary_of(module)}" for name, module in COMMANDS.items()]
+    lines += ["", f"{PROG} COMMAND --help shows what a command does, an example and every flag "
+                  f"(the same as cpnet COMMAND)."]
     return "\n".join(lines)
 
 
@@ -32,22 +34,14 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if argv else 2
+        return EXIT_OK if argv else EXIT_USER_ERROR
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
-        print(usage(), file=sys.stderr)
-        return 2
-    module_name = COMMANDS[name][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            print(f"error: 'quantize {name}' is not available in this installation ({module_name} is missing)",
-                  file=sys.stderr)
-            return 2
-        raise
-    return int(module.main(rest) or 0)
+        match = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        sys.stderr.write(f"{PROG}: error: unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})\n")
+        return EXIT_USER_ERROR
+    return run_verb(COMMANDS[name], rest, prog=f"{PROG} {name}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """FP16 ONNX: FP16 weights and compute, FP32 input and output, drifting nodes kept in FP32 by measurement.
 
-    python -m quantize fp16 runs/q/export/model.onnx                    # -> model.fp16.onnx
-    python -m quantize fp16 model.onnx --calib-data data/calib --num-images 16 --keep-fp32 /head/MatMul
+    cpnet fp16 runs/q/export/model.onnx                    # -> model.fp16.onnx
+    cpnet fp16 model.onnx --calib-data data/calib --num-images 16 --keep-float /head/MatMul
 
 The conversion is onnxruntime.transformers.float16.convert_float_to_float16
 (keep_io_types: the file still takes and returns float32), with a block list of
@@ -12,13 +12,17 @@ at inference (quantize.calib_data):
    whose magnitude exceeds --range-limit (default 60000, FP16's largest finite
    value is 65504) would overflow, so its producer and all its consumers stay
    in FP32 and the tensor itself never passes through FP16.
-2. Drift: convert, run, and compare the logits with FP32's (max |difference|
-   relative to the largest FP32 logit, and argmax agreement). While that misses
-   --max-drift or --min-agreement, expose the FP16 model's tensors too, find the
-   nodes that add the most relative error (their output's error minus their
-   inputs', on the first two images), keep the worst --nodes-per-round of them
-   in FP32 and try again, for at most --max-rounds rounds; the round closest to
-   the target is written (with a warning when none met it).
+2. Drift: convert, run, and compare the logits with FP32's (quantize.drift:
+   the largest |difference| in percent of the largest FP32 |logit|, and the
+   share of pixels whose argmax class differs). While that misses
+   --max-logit-error or --max-disagreement, expose the FP16 model's tensors too,
+   find the nodes that add the most relative error (their output's error minus
+   their inputs', on the first two images), keep the worst --nodes-per-round of
+   them in FP32 and try again, for at most --max-rounds rounds.
+
+The round closest to the limits is written. When no round met them, the file is
+still written (its manifest says so, for inspection) and the command exits 1
+(:class:`quantize.drift.DriftLimitExceeded`).
 
 Cast pairs left between two FP32 nodes are removed (so an FP32 edge never
 round-trips through FP16) and the graph is sorted topologically. The result is
@@ -31,28 +35,31 @@ its speed shows on GPUs (TensorRT, CUDA).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import difflib
 import io
-import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from cpnet.export import name_nodes
-from cpnet.runtime import UserError, atomic_path, read_manifest, sha256_file, versions, write_manifest
-from cpnet.runtime.compare import Comparison
+from cpnet.runtime import SCHEMA, UserError, atomic_path, sha256_file, versions, write_manifest
+from cpnet.runtime.log import get_logger
+from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
 
+from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
+from .drift import DriftLimitExceeded, reference
+from .parent import check_output, derived_path, load_parent
+
 FP16_MAX = 65504.0
-DEFAULTS = {"num_images": 8, "max_drift": 0.02, "min_agreement": 0.999, "max_rounds": 4, "nodes_per_round": 2,
-            "range_limit": 60000.0}
+DEFAULT_NUM_IMAGES = 8
 # ops that only move, select or reshape data: they add no rounding error of their own
 _NO_ERROR_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
                  "Identity", "MaxPool", "Relu", "Shape", "Cast", "Pad", "Expand", "Tile"}
@@ -61,7 +68,37 @@ _NO_ERROR_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Con
 _EXPOSE_BUDGET = 1 << 30
 ATTRIBUTION_IMAGES = 2  # per-node error attribution ranks nodes; two images are enough and keep rounds short
 
-log = logging.getLogger("quantize.fp16")
+log = get_logger("fp16")
+
+
+@dataclass(frozen=True)
+class Fp16Options:
+    """How the FP32 block list is chosen (see the module docstring).
+
+    ``keep_float``: node names kept in FP32 in any case; the limits the result must keep:
+    ``max_disagreement`` (percent of pixels whose argmax class differs from FP32's) and
+    ``max_logit_error`` (largest |logit difference|, in percent of the largest FP32 |logit|);
+    ``max_rounds`` and ``nodes_per_round`` bound the greedy drift search; activations beyond
+    ``range_limit`` stay FP32.
+    """
+
+    keep_float: tuple[str, ...] = ()
+    max_disagreement: float = 0.1
+    max_logit_error: float = 2.0
+    max_rounds: int = 4
+    nodes_per_round: int = 2
+    range_limit: float = 60000.0
+
+    def check(self) -> None:
+        if not 0 < self.range_limit <= FP16_MAX:
+            raise UserError(f"--range-limit must be in (0, {FP16_MAX:g}]")
+        if self.max_rounds < 0 or self.nodes_per_round < 1:
+            raise UserError("--max-rounds must be 0 or more and --nodes-per-round at least 1")
+
+    def met(self, drift: dict) -> bool:
+        """Whether a measurement (:meth:`Comparison.metrics`) keeps both limits."""
+        return (drift["disagreement_percent"] <= self.max_disagreement
+                and 100.0 * drift["max_rel"] <= self.max_logit_error)
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -250,16 +287,6 @@ def tensor_errors(fp32, fp32_info, fp16, fp16_info, inputs, threads=None) -> dic
     return errors
 
 
-def logit_drift(fp16_model, ref_files: Sequence[Path], inputs, threads=None) -> dict:
-    """Drift of the FP16 model's logits from the stored FP32 logits (as deployed: ORT's full optimisation)."""
-    sess = make_session(fp16_model, threads)
-    in_name = sess.get_inputs()[0].name
-    result = Comparison()
-    for x, ref_file in zip(inputs, ref_files):
-        result.update(sess.run(None, {in_name: x})[0], np.load(ref_file))
-    return result.metrics()
-
-
 def convert(model, block: Iterable[str]):
     """FP16 copy of ``model`` with the nodes named in ``block`` left in FP32, IO kept float32.
 
@@ -290,69 +317,53 @@ def _introduced_error(model, errors: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def default_output(path: Path) -> Path:
-    name = path.name[:-5] if path.name.endswith(".onnx") else path.name
-    return path.with_name(f"{name}.fp16.onnx")
+def default_output(path: "str | Path") -> Path:
+    """model.onnx -> model.fp16.onnx, beside it."""
+    return derived_path(path, ".fp16.onnx")
 
 
-def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None, calib_data=None,
-                 data_root: "str | Path | None" = None, num_images: int = DEFAULTS["num_images"],
-                 max_drift: float = DEFAULTS["max_drift"], min_agreement: float = DEFAULTS["min_agreement"],
-                 keep_fp32: Sequence[str] = (), max_rounds: int = DEFAULTS["max_rounds"],
-                 nodes_per_round: int = DEFAULTS["nodes_per_round"], range_limit: float = DEFAULTS["range_limit"],
-                 seed: int = 0, threads: int | None = None,
-                 log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest)."""
+def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None, options: Fp16Options = Fp16Options(),
+                 calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
+                 runtime: RuntimeOptions = RuntimeOptions(), **overrides) -> tuple[Path, dict]:
+    """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest).
+
+    ``overrides`` replace fields of ``options``. Raises :class:`DriftLimitExceeded` (after writing the
+    closest round) when no round keeps the limits.
+    """
     import onnx
-
-
-    from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
-
-    t0 = time.perf_counter()
-    src = Path(model_path)
-    if not src.is_file():
-        raise UserError(f"{src}: ONNX file not found")
-    try:
-        parent = read_manifest(src, required=True)
-    except UserError as e:
-        if "not found" in str(e):
-            raise UserError(f"{src}: its manifest {src.name}.json is missing; make the FP32 file with "
-                            f"python -m cpnet.export") from None
-        raise
-    if parent.get("precision", "fp32") != "fp32":
-        raise UserError(f"{src}: is {parent.get('precision')}, not an FP32 model; convert the FP32 export")
-    if not 0 < range_limit <= FP16_MAX:
-        raise UserError(f"--range-limit must be in (0, {FP16_MAX:g}]")
-    out = Path(out_path) if out_path else default_output(src)
-    if out.resolve() == src.resolve():
-        raise UserError(f"{out}: the output would overwrite the input")
-    make_session(src, threads=threads)  # a corrupt or truncated file fails here, with one line
-    if parent.get("sha256") and sha256_file(src) != parent["sha256"]:
-        raise UserError(f"{src}: file does not match its manifest (sha256 differs); re-export it")
-    model = onnx.load(str(src))
-    name_nodes(model)
-    node_names = [n.name for n in model.graph.node]
-    unknown = [k for k in keep_fp32 if k not in node_names]
-    if unknown:
-        hint = difflib.get_close_matches(unknown[0], node_names, n=1)
-        raise UserError(f"--keep-fp32: no node named {unknown[0]!r} in {src.name}"
-                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-
-    calib = resolve_calibration_source(calib_data, parent, data_root)
-    inputs = list(iter_calibration_images(calib, parent, num_images, seed=seed))
-    n_calib = len(inputs)
-    log(f"calibration: {n_calib} image(s) from {calib.description}"
-        + (f" (of {count_calibration_images(calib, parent, num_images)} tried)"
-           if n_calib < count_calibration_images(calib, parent, num_images) else ""))
-
-    info32 = tensor_info(model)
-    reasons: dict[str, str] = {k: "user (--keep-fp32)" for k in keep_fp32}
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
+    o = replace(options, **overrides) if overrides else options
+    o.check()
+    threads = runtime.threads
+    t0 = time.perf_counter()
+    parent = load_parent(model_path)
+    src, model = parent.path, parent.model
+    out = Path(out_path) if out_path else default_output(src)
+    check_output(out, src)
+    name_nodes(model)
+    node_names = [n.name for n in model.graph.node]
+    keep = list(dict.fromkeys(o.keep_float))
+    unknown = [k for k in keep if k not in node_names]
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], node_names, n=1)
+        raise UserError(f"--keep-float: no node named {unknown[0]!r} in {src.name}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+    c = calibration
+    calib = resolve_calibration_source(c.data, parent.manifest, c.data_root)
+    inputs = list(iter_calibration_images(calib, parent.manifest, c.num_images, seed=c.seed))
+    n_calib, n_tried = len(inputs), count_calibration_images(calib, parent.manifest, c.num_images)
+    log.info(f"calibration: {n_calib} image(s) from {calib.description}"
+             + (f" (of {n_tried} tried)" if n_calib < n_tried else ""))
+
+    info32 = tensor_info(model)
+    reasons: dict[str, str] = {k: "user (--keep-float)" for k in keep}
     for n in model.graph.node:  # op types the converter leaves in FP32 by default (none occur in a CPNet)
         if n.op_type in DEFAULT_OP_BLOCK_LIST:
             reasons.setdefault(n.name, f"op type {n.op_type} (onnxruntime float16 default block list)")
     # 1. range
+    range_limit = o.range_limit
     ranges = tensor_ranges(model, info32, inputs, threads)
     over = {t: v for t, v in ranges.items() if v > range_limit}
     for n in model.graph.node:
@@ -367,47 +378,37 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
                     if t.name in n.input:
                         reasons.setdefault(n.name, f"range: weight {t.name} reaches {float(np.abs(w).max()):.4g}")
     if over:
-        log(f"range: {len(over)} tensor(s) exceed {range_limit:g}; {len(reasons) - len(keep_fp32)} node(s) kept in FP32")
+        log.info(f"range: {len(over)} tensor(s) exceed {range_limit:g}; {len(reasons) - len(keep)} node(s) kept "
+                 f"in FP32")
 
     # 2. drift
     rounds = []
     with tempfile.TemporaryDirectory(prefix="cpnet_fp16_") as tmp:
-        ref_files = []
-        ref_sess = make_session(model, threads)
-        in_name = ref_sess.get_inputs()[0].name
-        for i, x in enumerate(inputs):
-            f = Path(tmp) / f"ref_{i}.npy"
-            np.save(f, np.asarray(ref_sess.run(None, {in_name: x})[0], np.float32))
-            ref_files.append(f)
-        del ref_sess
+        ref = reference(model, inputs, threads, spill_dir=tmp, what=calib.description)
         best = None  # (score, round, model, reasons): the round closest to the target
-        for r in range(max_rounds + 1):
+        for r in range(o.max_rounds + 1):
             fp16 = convert(model, reasons)
-            drift = logit_drift(fp16, ref_files, inputs, threads)
-            met = drift["agreement"] >= min_agreement and drift["max_rel"] <= max_drift
+            drift = ref.measure(fp16).metrics()
+            met = o.met(drift)
             rounds.append({"round": r, "fp32_nodes": len(reasons), **drift})
-            log(f"round {r}: {len(reasons)} FP32 node(s); max |logit drift| {drift['max_abs']:.3g} "
-                f"({100 * drift['max_rel']:.2f}% of max |logit|), argmax agreement "
-                f"{100 * drift['agreement']:.3f}%")
-            score = (met, drift["agreement"], -drift["max_rel"], -len(reasons))
+            log.info(f"round {r}: {len(reasons)} FP32 node(s); max |logit drift| {drift['max_abs']:.3g} "
+                     f"({100 * drift['max_rel']:.2f}% of max |logit|), argmax disagreement "
+                     f"{drift['disagreement_percent']:.3f}%")
+            score = (met, -drift["disagreement_percent"], -drift["max_rel"], -len(reasons))
             if best is None or score > best[0]:
                 best = (score, r, fp16, dict(reasons))
-            if met or r == max_rounds:
+            if met or r == o.max_rounds:
                 break
             errors = tensor_errors(model, info32, fp16, tensor_info(fp16), inputs[:ATTRIBUTION_IMAGES], threads)
             introduced = _introduced_error(model, errors)
             ranked = sorted(((e, n) for n, e in introduced.items() if n not in reasons and e > 0), reverse=True)
             if not ranked:
-                log("no remaining node adds measurable error; stopping")
+                log.info("no remaining node adds measurable error; stopping")
                 break
-            for e, n in ranked[:max(1, nodes_per_round)]:
+            for e, n in ranked[:max(1, o.nodes_per_round)]:
                 reasons[n] = f"drift: adds {e:.3g} relative error (round {r})"
     _, chosen, fp16, reasons = best
     met = bool(best[0][0])
-    if not met:
-        log(f"warning: FP16 target not met in {len(rounds)} round(s) (min agreement {min_agreement:g}, "
-            f"max drift {max_drift:g}); writing the closest (round {chosen}). Raise --max-rounds or add "
-            f"--keep-fp32 nodes.")
 
     inits = [t for t in fp16.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     n16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in inits)
@@ -415,11 +416,11 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     with atomic_path(out) as tmp_out:
         onnx.save_model(fp16, str(tmp_out))
         make_session(tmp_out, threads=threads)  # it must load before it replaces anything
-    manifest = {k: v for k, v in parent.items() if k not in ("schema", "sha256", "versions", "export", "parent",
-                                                             "fp16", "int8", "calibration")}
+    manifest = {k: v for k, v in parent.manifest.items()
+                if k not in ("schema", "sha256", "versions", "export", "parent", "fp16", "int8", "calibration")}
     manifest.update({
         "precision": "fp16",
-        "parent": {"path": str(src), "sha256": sha256_file(src)},
+        "parent": {"path": str(src), "sha256": parent.sha256},
         "sha256": sha256_file(out),
         "fp16": {
             "fp32_nodes": sorted(reasons),
@@ -428,57 +429,78 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
                        "block list chosen by measurement: FP16 range, then greedy per-node drift"),
             "range_limit": float(range_limit),
             "weights": {"fp16": n16, "fp32": len(inits) - n16},
-            "calibration": {"images": n_calib, "source": calib.description, "seed": seed},
+            "calibration": {"images": n_calib, "source": calib.description, "seed": c.seed},
             "drift": {**{k: v for k, v in rounds[chosen].items() if k not in ("round", "fp32_nodes")},
-                      "target_met": met, "round": chosen, "max_drift": float(max_drift),
-                      "min_agreement": float(min_agreement), "rounds": rounds,
+                      "target_met": met, "round": chosen, "max_disagreement": float(o.max_disagreement),
+                      "max_logit_error": float(o.max_logit_error), "rounds": rounds,
                       "measured_on": "onnxruntime CPUExecutionProvider"},
         },
         "versions": versions(),
     })
     write_manifest(out, manifest)
-    log(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB; {len(reasons)} node(s) in FP32"
-        + (f": {', '.join(sorted(reasons)[:6])}{' ...' if len(reasons) > 6 else ''}" if reasons else "")
-        + f") [{time.perf_counter() - t0:.1f} s]")
-    return out, {"schema": 1, **manifest}
+    log.info(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB; {len(reasons)} node(s) in FP32"
+             + (f": {', '.join(sorted(reasons)[:6])}{' ...' if len(reasons) > 6 else ''}" if reasons else "")
+             + f") [{time.perf_counter() - t0:.1f} s]")
+    manifest = {"schema": SCHEMA, **manifest}
+    if not met:
+        d = rounds[chosen]
+        raise DriftLimitExceeded(
+            f"FP16 drift limits missed in {len(rounds)} round(s): argmax disagreement {d['disagreement_percent']:.3f}% "
+            f"(--max-disagreement {o.max_disagreement:g}%), max |logit error| {100 * d['max_rel']:.3g}% of the "
+            f"largest logit (--max-logit-error {o.max_logit_error:g}%); the closest (round {chosen}) was written to "
+            f"{out} for inspection; raise --max-rounds or keep nodes in FP32 with --keep-float", out, manifest)
+    return out, manifest
+
+
+DESCRIPTION = """Convert an FP32 ONNX model to FP16; nodes that overflow or drift stay FP32, by measurement.
+
+Tensors that would overflow FP16 stay FP32; then, on calibration images, the nodes that add the
+most error are moved to FP32 round by round until the logits keep --max-disagreement and
+--max-logit-error against FP32. The closest round is written; exit 1 when none kept the limits."""
+
+EXAMPLES = """cpnet fp16 runs/quickstart/export/model.onnx                 # -> model.fp16.onnx
+cpnet fp16 model.onnx --calib-data data/calib --num-images 16 --keep-float /head/MatMul
+cpnet fp16 model.onnx --max-disagreement 0.05 --max-logit-error 1 --json fp16.json"""
+
+
+def add_arguments(p) -> None:
+    from cpnet.cli import args as a
+
+    d = Fp16Options()
+    a.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
+    a.add_output(p, "output file (default: <stem>.fp16.onnx beside the input)")
+    a.add_calibration(p, DEFAULT_NUM_IMAGES)
+    g = p.add_argument_group("float nodes and drift limits")
+    a.add_keep_float(g, "FP16")
+    a.add_max_disagreement(g, d.max_disagreement)
+    g.add_argument("--max-logit-error", type=a.percent, default=d.max_logit_error, metavar="PERCENT",
+                   help=f"largest |logit difference| from FP32, in percent of the largest FP32 |logit| "
+                        f"(default {d.max_logit_error:g})")
+    g.add_argument("--max-rounds", type=a.non_negative_int, default=d.max_rounds, metavar="N",
+                   help=f"drift rounds at most (default {d.max_rounds})")
+    g.add_argument("--nodes-per-round", type=a.positive_int, default=d.nodes_per_round, metavar="N",
+                   help=f"nodes moved to FP32 per round (default {d.nodes_per_round})")
+    g.add_argument("--range-limit", type=a.non_negative_float, default=d.range_limit, metavar="VALUE",
+                   help=f"activations beyond this magnitude stay FP32 (default {d.range_limit:g}; FP16's largest "
+                        f"finite value is {FP16_MAX:g})")
+    a.add_json(p, "the manifest of the FP16 file")
+    a.add_runtime(p)
+
+
+def run(args) -> int:
+    from .drift import make_and_report
+
+    options = Fp16Options(keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()),
+                          max_disagreement=args.max_disagreement, max_logit_error=args.max_logit_error,
+                          max_rounds=args.max_rounds, nodes_per_round=args.nodes_per_round,
+                          range_limit=args.range_limit)
+    return make_and_report(convert_fp16, options, args)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quantize fp16", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL.onnx", help="the FP32 export (with its manifest)")
-    p.add_argument("-o", "--output", help="output file (default: MODEL.fp16.onnx beside the input)")
-    p.add_argument("--calib-data", metavar="DIR|CONFIG",
-                   help="folder of images, or a config name/YAML (its training images); default: the dataset of "
-                        "the config in the model's manifest")
-    p.add_argument("--data-root", help="dataset root on this machine for a config source")
-    p.add_argument("--num-images", type=int, default=DEFAULTS["num_images"],
-                   help=f"calibration images (default {DEFAULTS['num_images']})")
-    p.add_argument("--max-drift", type=float, default=DEFAULTS["max_drift"],
-                   help="largest |logit drift| allowed, as a fraction of the largest FP32 |logit| "
-                        f"(default {DEFAULTS['max_drift']})")
-    p.add_argument("--min-agreement", type=float, default=DEFAULTS["min_agreement"],
-                   help=f"argmax agreement with FP32 to reach (default {DEFAULTS['min_agreement']})")
-    p.add_argument("--keep-fp32", default="", metavar="NODE,...", help="node names to keep in FP32 in any case")
-    p.add_argument("--max-rounds", type=int, default=DEFAULTS["max_rounds"],
-                   help=f"drift rounds at most (default {DEFAULTS['max_rounds']})")
-    p.add_argument("--nodes-per-round", type=int, default=DEFAULTS["nodes_per_round"],
-                   help=f"nodes moved to FP32 per round (default {DEFAULTS['nodes_per_round']})")
-    p.add_argument("--range-limit", type=float, default=DEFAULTS["range_limit"],
-                   help=f"activations beyond this magnitude stay FP32 (default {DEFAULTS['range_limit']:g})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
-    args = p.parse_args(argv)
-    try:
-        keep = [k.strip() for k in args.keep_fp32.split(",") if k.strip()]
-        convert_fp16(args.model, args.output, calib_data=args.calib_data, data_root=args.data_root,
-                     num_images=args.num_images, max_drift=args.max_drift, min_agreement=args.min_agreement,
-                     keep_fp32=keep, max_rounds=args.max_rounds, nodes_per_round=args.nodes_per_round,
-                     range_limit=args.range_limit, seed=args.seed, threads=args.threads)
-        return 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from cpnet.cli import run_verb
+
+    return run_verb(__spec__.name, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""FP16 conversion (range + drift driven FP32 block list), calibration images, the quantize dispatcher."""
+"""FP16 conversion (range + drift driven FP32 block list, drift gate), calibration images, the quantize dispatcher."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -10,12 +13,19 @@ import pytest
 import torch
 
 from cpnet.runtime import UserError, read_manifest, sha256_file, write_manifest
+from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import OnnxModel
 from quantize import calib_data
+from quantize.drift import DriftLimitExceeded
 from quantize.fp16 import convert_fp16
 
 torch.set_num_threads(1)
-QUIET = {"threads": 1, "log": lambda s: None}
+ROOT = Path(__file__).resolve().parents[1]
+ONE_THREAD = RuntimeOptions(threads=1, progress=False)
+
+
+def images(data, n: int) -> CalibrationOptions:
+    return CalibrationOptions(data=str(data), num_images=n)
 
 
 def write_pngs(folder: Path, n: int, size=(40, 52), seed: int = 0) -> Path:
@@ -35,7 +45,7 @@ def calib_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fp16_file(tiny_onnx, calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "model.fp16.onnx"
-    path, manifest = convert_fp16(tiny_onnx, out, calib_data=calib_dir, num_images=6, **QUIET)
+    path, manifest = convert_fp16(tiny_onnx, out, calibration=images(calib_dir, 6), runtime=ONE_THREAD)
     return path, manifest
 
 
@@ -78,37 +88,38 @@ def test_fp16_runs_in_ort_cpu_close_to_fp32(fp16_file, tiny_onnx, calib_dir):
     assert agree / total >= 0.99
 
 
-def test_fp16_greedy_rounds_and_keep_fp32(tiny_onnx, calib_dir, tmp_path):
+def test_fp16_greedy_rounds_and_keep_float(tiny_onnx, calib_dir, tmp_path):
     import onnx
 
     names = [n.name for n in onnx.load(str(tiny_onnx)).graph.node]
     matmul = next(n for n in names if "MatMul" in n)
     # an unreachable target: the loop runs its rounds, moves nodes to FP32, and still writes the closest result
-    path, m = convert_fp16(tiny_onnx, tmp_path / "g.onnx", calib_data=calib_dir, num_images=2, min_agreement=1.01,
-                           max_rounds=1, nodes_per_round=1, keep_fp32=[matmul], **QUIET)
+    with pytest.raises(DriftLimitExceeded) as e:
+        convert_fp16(tiny_onnx, tmp_path / "g.onnx", calibration=images(calib_dir, 2), runtime=ONE_THREAD,
+                     max_logit_error=0.0, max_rounds=1, nodes_per_round=1, keep_float=(matmul,))
+    path, m = e.value.path, e.value.manifest
+    assert path == tmp_path / "g.onnx" and read_manifest(path) == m
+    assert e.value.exit_code == 1 and "\n" not in str(e.value) and "--max-rounds" in str(e.value)
     info = m["fp16"]
     rounds = info["drift"]["rounds"]
     assert len(rounds) == 2 and rounds[0]["fp32_nodes"] == 1 and rounds[1]["fp32_nodes"] == 2
     assert info["drift"]["target_met"] is False
     assert matmul in info["fp32_nodes"] and info["fp32_node_reasons"][matmul].startswith("user")
     with pytest.raises(UserError, match="no node named"):
-        convert_fp16(tiny_onnx, tmp_path / "h.onnx", calib_data=calib_dir, num_images=1, keep_fp32=["nope"], **QUIET)
+        convert_fp16(tiny_onnx, tmp_path / "h.onnx", calibration=images(calib_dir, 1), runtime=ONE_THREAD,
+                     keep_float=("nope",))
 
 
-def _overflow_model(tmp_path: Path) -> Path:
-    """image * 300 (reaches 76500 on 0-255 pixels: past FP16's 65504) * 0.001 -> relu -> logits."""
+def _small_model(tmp_path: Path, name: str, nodes, constants: dict) -> Path:
+    """An 8x8 three-class "segmentation" model image -> nodes -> logits, with its manifest (pixels 0-255 as they are)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Mul", ["image", "k1"], ["big"], name="scale_up"),
-             helper.make_node("Mul", ["big", "k2"], ["small"], name="scale_down"),
-             helper.make_node("Relu", ["small"], ["logits"], name="relu")]
-    inits = [numpy_helper.from_array(np.array(300.0, np.float32), "k1"),
-             numpy_helper.from_array(np.array(0.001, np.float32), "k2")]
-    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in constants.items()]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = tmp_path / "overflow.onnx"
+    path = tmp_path / f"{name}.onnx"
     onnx.save_model(model, str(path))
     write_manifest(path, {"kind": "onnx", "precision": "fp32", "input_size": [8, 8], "mean": [0, 0, 0],
                           "std": [1, 1, 1], "channel_order": "RGB", "classes": ["a", "b", "c"],
@@ -116,14 +127,29 @@ def _overflow_model(tmp_path: Path) -> Path:
     return path
 
 
+def _overflow_model(tmp_path: Path) -> Path:
+    """image * 300 (reaches 76500 on 0-255 pixels: past FP16's 65504) * 0.001 -> relu -> logits."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Mul", ["image", "k1"], ["big"], name="scale_up"),
+             helper.make_node("Mul", ["big", "k2"], ["small"], name="scale_down"),
+             helper.make_node("Relu", ["small"], ["logits"], name="relu")]
+    return _small_model(tmp_path, "overflow", nodes, {"k1": 300.0, "k2": 0.001})
+
+
+def _white_images(tmp_path: Path) -> Path:
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    cv2.imwrite(str(calib / "white.png"), np.full((8, 8, 3), 255, np.uint8))
+    return calib
+
+
 def test_fp16_keeps_overflowing_tensors_in_fp32(tmp_path):
     import onnx
 
     src = _overflow_model(tmp_path)
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    cv2.imwrite(str(calib / "white.png"), np.full((8, 8, 3), 255, np.uint8))
-    path, m = convert_fp16(src, None, calib_data=calib, num_images=1, **QUIET)
+    calib = _white_images(tmp_path)
+    path, m = convert_fp16(src, None, calibration=images(calib, 1), runtime=ONE_THREAD)
     assert path == tmp_path / "overflow.fp16.onnx"
     reasons = m["fp16"]["fp32_node_reasons"]
     assert set(reasons) == {"scale_up", "scale_down"} and all(r.startswith("range") for r in reasons.values())
@@ -207,3 +233,68 @@ def test_quantize_dispatcher(capsys):
     assert main(["fp17"]) == 2 and "unknown command" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fp16", "--help"])
+
+
+# ---------------------------------------------------------------- the command: --json, the gate, python -m forms
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """``cpnet ARGV`` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from cpnet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_fp16_json_writes_the_manifest(tiny_onnx, calib_dir, tmp_path):
+    out, js = tmp_path / "m.fp16.onnx", tmp_path / "fp16.json"
+    rc, stdout, _ = cli("fp16", tiny_onnx, "-o", out, "--calib-data", calib_dir, "--num-images", 2, "--threads", 1,
+                        "--max-rounds", 0, "--json", js)
+    assert rc == 0 and stdout.strip() == str(out)
+    report = json.loads(js.read_text())
+    assert report == read_manifest(out) and report["precision"] == "fp16"
+    drift = report["fp16"]["drift"]
+    assert drift["target_met"] is True and drift["max_disagreement"] == 0.1 and drift["max_logit_error"] == 2.0
+
+
+def _tied_logits_model(tmp_path: Path) -> Path:
+    """logits = image * (1, 1.0001, 0.5) per channel: on a grey image class 1 wins by 1e-4 in FP32, but FP16
+    rounds 1.0001 to 1 and ties it with class 0 (argmax 0): every pixel disagrees, the logits barely move."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Mul", ["image", "k"], ["logits"], name="weigh")]
+    return _small_model(tmp_path, "tied", nodes, {"k": np.array([1.0, 1.0001, 0.5]).reshape(1, 3, 1, 1)})
+
+
+def test_fp16_max_disagreement_gate_fails_with_exit_1_and_one_line(tmp_path):
+    src = _tied_logits_model(tmp_path)
+    calib = _white_images(tmp_path)
+    js = tmp_path / "gate.json"
+    # no rounds to move the node to FP32: the disagreement stays at 100% of pixels
+    rc, stdout, err = cli("fp16", src, "--calib-data", calib, "--num-images", 1, "--threads", 1, "--max-rounds", 0,
+                          "--max-logit-error", 100, "--json", js, "-q")
+    assert rc == 1 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: FP16 drift limits missed")
+    assert "argmax disagreement 100.000% (--max-disagreement 0.1%)" in err
+    m = read_manifest(tmp_path / "tied.fp16.onnx")  # the closest round is written, and says it missed
+    assert json.loads(js.read_text()) == m and m["fp16"]["drift"]["target_met"] is False
+    # with a round to spend, the greedy search keeps the Mul in FP32 and the gate holds
+    rc, _, err = cli("fp16", src, "--calib-data", calib, "--num-images", 1, "--threads", 1, "--max-rounds", 1,
+                     "--max-logit-error", 100, "-q")
+    assert rc == 0 and err == ""
+    assert read_manifest(tmp_path / "tied.fp16.onnx")["fp16"]["fp32_nodes"] == ["weigh"]
+
+
+@pytest.mark.parametrize("form", [["-m", "quantize.fp16"], ["-m", "quantize", "fp16"]])
+def test_python_m_forms_share_the_cpnet_parser(form):
+    r = subprocess.run([sys.executable, *form, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith(f"usage: python {' '.join(form)} ")
+    assert "--max-logit-error PERCENT" in r.stdout and "cpnet fp16 " in r.stdout  # flags and examples of the verb
+    r = subprocess.run([sys.executable, *form, "model.onnx", "--keep-fp32", "x"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--keep-float" in r.stderr
