@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         from cpnet.data.synthetic import generate
         tmp = tempfile.TemporaryDirectory()
         data = Path(tmp.name)
-        generate(data, n_train=max(batch, 16), n_val=1, size=max(128, cfg.crop_size), seed=0)
+        generate(data, n_train=max(batch, 16), n_val=1, size=max(128, *cfg.crop_size), seed=0)
     cfg.data.root = str(data)
     if cfg.data.dataset != "synthetic":
         cfg.data.dataset = "synthetic"
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head}, input {cfg.crop_size}, batch {batch}, "
+    print(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head}, input {cfg.crop_size[0]}x{cfg.crop_size[1]}, batch {batch}, "
           f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
           f"{args.threads} threads, amp {args.amp if amp else 'off'}")
     print(f"training step: median {med * 1000:.1f} ms over {args.iters} steps -> {batch / med:.1f} images/s")

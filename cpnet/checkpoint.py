@@ -124,7 +124,7 @@ def checkpoint_manifest(path: Path, cfg: Config, classes, palette, iteration=Non
         "config": cfg.to_dict(),
         "classes": list(classes),
         "palette": [list(map(int, c)) for c in palette],
-        "input_size": [cfg.crop_size, cfg.crop_size],
+        "input_size": list(cfg.crop_size),
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),
         "channel_order": "RGB",

@@ -37,7 +37,9 @@ class ModelConfig:
     stem: str = "v1c"  # "v1c": deep 3x(3x3) stem (mmcv); "v1b": 7x7 stem (torchvision)
     base_width: int = 64  # channels of the first stage; 64 is the standard ResNet
     num_classes: int = 150
-    prior_size: int = 60  # side of the prior grid; the model input is 8 * prior_size
+    # the prior grid (h, w): an int for a square grid or [h, w] (the authors take it through _pair);
+    # the model input is 8h x 8w. Stored as (h, w).
+    prior_size: tuple[int, int] = field(default=(60, 60), metadata={"pair": True})
     head_channels: int = 512
     agg_kernel: int = 11
     # the aggregation module's four depthwise convs carry biases, as the authors' (mmcv ConvModule,
@@ -47,9 +49,21 @@ class ModelConfig:
     aux_channels: int = 256
     dropout: float = 0.1
 
+    def __post_init__(self):
+        if isinstance(self.prior_size, int) and not isinstance(self.prior_size, bool):
+            self.prior_size = (self.prior_size, self.prior_size)  # ModelConfig(prior_size=64) in code
+
     @property
-    def input_size(self) -> int:
-        return 8 * self.prior_size
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model input: 8 x the prior grid."""
+        h, w = self.prior_size
+        return 8 * h, 8 * w
+
+    @property
+    def prior_cells(self) -> int:
+        """N = h * w, the prior map's side (it is N x N)."""
+        h, w = self.prior_size
+        return h * w
 
 
 @dataclass
@@ -118,12 +132,18 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
-    def crop_size(self) -> int:
-        """Training crops, evaluation windows and the exported input all equal 8 x the prior grid."""
+    def crop_size(self) -> tuple[int, int]:
+        """(H, W): training crops, evaluation windows and the exported input all equal 8 x the prior grid."""
         return self.model.input_size
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
+
+
+def hw_text(size) -> str:
+    """``(h, w)`` (or an int) as ``"hxw"``, for messages and tables."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return f"{h}x{w}"
 
 
 def _to_plain(obj: Any) -> Any:
@@ -208,7 +228,8 @@ def _resolved_types(cls) -> dict[str, Any]:
 
 def _apply(obj: Any, updates: Mapping[str, Any], prefix: str = "") -> None:
     types = _resolved_types(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    names = list(fields)
     for key, value in updates.items():
         where = f"{prefix}{key}"
         if key not in names:
@@ -221,6 +242,9 @@ def _apply(obj: Any, updates: Mapping[str, Any], prefix: str = "") -> None:
                 raise ConfigError(f"'{where}' is a section; give its keys, e.g. {where}.<key>=value")
             _apply(current, value, prefix=f"{where}.")
         else:
+            if fields[key].metadata.get("pair") and (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                     or isinstance(value, str) and "," not in value):
+                value = [value, value]  # one number: a square (h = w)
             setattr(obj, key, _coerce(value, types[key], where))
 
 
@@ -305,7 +329,7 @@ def _finite(v) -> bool:
 # (section, key) -> (test, allowed range in words): every value checked by meaning, in one place
 _RANGES = {
     ("model", "num_classes"): (lambda v: 1 <= v <= 65535, "1 to 65535"),
-    ("model", "prior_size"): (lambda v: v >= 1, "1 or more"),
+    ("model", "prior_size"): (lambda v: all(x >= 1 for x in v), "1 or more, as one number or [h, w]"),
     ("model", "head_channels"): (lambda v: v >= 1, "1 or more"),
     ("model", "base_width"): (lambda v: v >= 2 and v % 2 == 0, "an even number, 2 or more (the deep stem halves it)"),
     ("model", "agg_kernel"): (lambda v: v >= 1 and v % 2 == 1, "an odd number, 1 or more (it keeps the grid size)"),
@@ -341,7 +365,7 @@ def prior_memory_bytes(cfg: Config, training: bool = True) -> int:
     """A floor for the memory the prior grid alone asks: the prior conv's FP32 weights (to build the model)
     and, for training, their gradient and optimizer buffer and, per image of the batch, the N x N prior map,
     its gradient and the affinity target."""
-    n = cfg.model.prior_size ** 2
+    n = cfg.model.prior_cells
     weights = n * cfg.model.head_channels * 4
     if not training:
         return int(weights)
@@ -363,7 +387,7 @@ def check_memory(cfg: Config, training: bool = True, memory_bytes: int | None = 
     need = prior_memory_bytes(cfg, training)
     if memory_bytes and need > memory_bytes:
         what = f"with train.batch_size={cfg.train.batch_size} needs at least" if training else "needs at least"
-        raise ConfigError(f"model.prior_size={cfg.model.prior_size} (a {cfg.model.prior_size ** 2}-cell grid) {what} "
+        raise ConfigError(f"model.prior_size={hw_text(cfg.model.prior_size)} (a {cfg.model.prior_cells}-cell grid) {what} "
                           f"{need / 2**30:.1f} GiB for the prior {'maps' if training else 'conv'} alone, more than "
                           f"this machine's {memory_bytes / 2**30:.1f} GiB; use a smaller grid"
                           + (" or batch" if training else ""))
@@ -379,7 +403,10 @@ def validate(cfg: Config, memory_bytes: int | None = None) -> None:
     for (section, key), (ok, allowed) in _RANGES.items():
         value = getattr(getattr(cfg, section), key)
         if not ok(value):
-            raise ConfigError(f"{section}.{key}={_short(value)} is out of range: allowed {allowed}")
+            shown = value
+            if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1] and key == "prior_size":
+                shown = value[0]  # as the user most likely wrote it
+            raise ConfigError(f"{section}.{key}={_short(shown)} is out of range: allowed {allowed}")
     lo, hi = cfg.data.scale_range
     if not (_finite(lo) and _finite(hi) and 0 < lo <= hi):
         raise ConfigError(f"data.scale_range={cfg.data.scale_range} must satisfy 0 < low <= high (finite)")

@@ -176,10 +176,10 @@ def fold_aggregation_bn(agg: AggregationModule) -> AggregationModule:
 class DeployContextPriorHead(nn.Module):
     """The Context Prior head for inference: logits only, context computed without transposes.
 
-    With V the aggregated features as (C, N) (``value`` reshaped, N = s*s) and
+    With V the aggregated features as (C, N) (``value`` reshaped, N = h*w) and
     the prior conv's output reshaped to (N, N) = P^T (row j = prior channel j,
     column i = pixel i), the head's intra-class context (P V / N)^T is
-    ``V @ P^T / N`` (C, N), already in the layout of a (C, s, s) feature map.
+    ``V @ P^T / N`` (C, N), already in the layout of a (C, h, w) feature map.
     ``context_scale`` is the 1/N still to apply (1 once :func:`fold_inverse_n`
     moved it into the convs); ``inter_from_sum`` selects the one-matmul form of
     the inter-class context (:func:`use_inter_from_sum`).
@@ -187,7 +187,7 @@ class DeployContextPriorHead(nn.Module):
 
     def __init__(self, head: ContextPriorHead):
         super().__init__()
-        self.prior_size = int(head.prior_size)
+        self.prior_size = tuple(int(v) for v in head.prior_size)  # (h, w)
         self.prior_channels = int(head.prior_channels)
         self.channels = int(head.prior_conv.in_channels)
         self.aggregation = head.aggregation
@@ -203,13 +203,13 @@ class DeployContextPriorHead(nn.Module):
         self.return_prior = False
 
     def forward(self, x: torch.Tensor):
-        """Logits (B, classes, s, s); with ``return_prior``, ``(logits, P)`` where P (B, N, N) is the
+        """Logits (B, classes, h, w); with ``return_prior``, ``(logits, P)`` where P (B, N, N) is the
         sigmoid prior with row i = pixel i (the training head's ``prior``; P^T transposed once)."""
         s, n, c = self.prior_size, self.prior_channels, self.channels
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and tuple(x.shape[-2:]) != (s, s):
-            raise ValueError(f"the Context Prior head needs a {s}x{s} feature map, got {tuple(x.shape[-2:])}: "
-                             f"the input must be {8 * s}x{8 * s}")
-        value = self.aggregation(x)                                         # (B, C, s, s)
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and tuple(x.shape[-2:]) != s:
+            raise ValueError(f"the Context Prior head needs a {s[0]}x{s[1]} feature map, got {tuple(x.shape[-2:])}: "
+                             f"the input must be {8 * s[0]}x{8 * s[1]}")
+        value = self.aggregation(x)                                         # (B, C, h, w)
         v = value.reshape(-1, c, n)                                         # V^T: (B, C, N)
         prior_t = torch.sigmoid(self.prior_bn(self.prior_conv(value))).reshape(-1, n, n)  # P^T: (B, N, N_pix)
         prior = prior_t.transpose(1, 2) if self.return_prior else None      # P: (B, N_pix, N), before any 1/N
@@ -224,8 +224,8 @@ class DeployContextPriorHead(nn.Module):
         if self.context_scale != 1.0:
             intra = intra * self.context_scale
             inter = inter * self.context_scale
-        intra = self.intra_conv(intra.reshape(-1, c, s, s))
-        inter = self.inter_conv(inter.reshape(-1, c, s, s))
+        intra = self.intra_conv(intra.reshape(-1, c, *s))
+        inter = self.inter_conv(inter.reshape(-1, c, *s))
         out = self.bottleneck(torch.cat([x, intra, inter], dim=1))
         logits = self.classifier(out)
         return (logits, prior) if prior is not None else logits
@@ -291,7 +291,7 @@ class DeployCPNet(nn.Module):
     ``rewrites``: which of :data:`ALL_REWRITES` to apply (those that do not
     apply to the model's head are skipped); ``self.rewrites`` lists what was
     applied. ``input_size`` (H, W) fixes the output size as constants in an
-    exported graph; by default it is 8 * prior_size for the cpnet head (its
+    exported graph; by default it is 8 x the prior grid for the cpnet head (its
     only input size) and the input's own size for ``agg``/``fcn``. ``inverse_n``:
     ``"conv"`` (:func:`fold_inverse_n`) or ``"prior"`` (:func:`fold_inverse_n_into_prior`).
     ``with_prior`` (cpnet head only): ``forward`` returns ``(logits, P)``, P the sigmoid prior
@@ -326,7 +326,7 @@ class DeployCPNet(nn.Module):
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
         if input_size is None and self.head_type == "cpnet":
-            input_size = (model.input_size, model.input_size)
+            input_size = model.input_size
         self.input_size = tuple(int(v) for v in input_size) if input_size is not None else None
 
         agg = getattr(head, "aggregation", None)

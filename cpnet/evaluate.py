@@ -82,11 +82,11 @@ def prior_row_heatmap(model, x: torch.Tensor, pixel: tuple[int, int] | None = No
     _, c4 = model.backbone(x[:1])
     _, _, P = head(c4)
     model.train(was_training)
-    n = model.cfg.prior_size
-    py, px = pixel or (n // 2, n // 2)
-    row = P[0, py * n + px].reshape(n, n).float().cpu().numpy()
+    gh, gw = model.cfg.prior_size
+    py, px = pixel or (gh // 2, gw // 2)
+    row = P[0, py * gw + px].reshape(gh, gw).float().cpu().numpy()
     heat = heatmap(row, size=tuple(x.shape[-2:]))
-    sy, sx = x.shape[-2] // n, x.shape[-1] // n
+    sy, sx = x.shape[-2] // gh, x.shape[-1] // gw
     heat[py * sy:(py + 1) * sy, px * sx:(px + 1) * sx] = (0, 255, 0)  # mark the query pixel
     return heat
 

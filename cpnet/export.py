@@ -5,12 +5,12 @@
 
 The graph is :class:`cpnet.deploy.DeployCPNet` (BN folded, 1/N folded, one
 N x N matmul, no auxiliary head, no prior output unless --with-prior), exported with PyTorch's
-TorchScript exporter at a fixed input (1, 3, S, S) named ``image`` to logits
-(1, C, S, S) named ``logits``, S = 8 x the prior grid. The graph is slimmed
+TorchScript exporter at a fixed input (1, 3, H, W) named ``image`` to logits
+(1, C, H, W) named ``logits``, (H, W) = 8 x the prior grid (h, w). The graph is slimmed
 with onnxslim when that shrinks it without changing its outputs.
 
 Before the file is moved into place, validation images (whole image resized
-to S x S and normalised by :mod:`cpnet.runtime.preprocess`, as at inference) are run
+to H x W and normalised by :mod:`cpnet.runtime.preprocess`, as at inference) are run
 through the eval-mode PyTorch model and through ONNX Runtime; the export fails
 (exit 1, nothing written) when the largest logit difference exceeds --atol or
 the argmax agreement is below --min-agreement. ``--parity random`` checks on
@@ -85,17 +85,18 @@ def _classes_and_palette(ckpt: dict, cfg: Config) -> tuple[list[str], list[list[
 
 
 def _input_size(cfg: Config, input_size: "Sequence[int] | int | None") -> tuple[int, int]:
-    s = cfg.crop_size
+    s = tuple(cfg.crop_size)
     if input_size is None:
-        return s, s
+        return s
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
     if len(input_size) == 1:
         input_size = (input_size[0], input_size[0])
     h, w = (int(v) for v in input_size)
-    if cfg.model.head == "cpnet" and (h, w) != (s, s):
-        raise UserError(f"--input-size {h} {w}: this model's prior grid is {cfg.model.prior_size}x{cfg.model.prior_size}, "
-                        f"so its input must be {s} {s} (8 x prior_size)")
+    if cfg.model.head == "cpnet" and (h, w) != s:
+        ph, pw = cfg.model.prior_size
+        raise UserError(f"--input-size {h} {w}: this model's prior grid is {ph}x{pw}, "
+                        f"so its input must be {s[0]} {s[1]} (8 x the prior grid)")
     if h < 8 or w < 8:
         raise UserError(f"--input-size {h} {w}: the input must be at least 8x8")
     return h, w
@@ -332,8 +333,8 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         "parent": {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"])},
     }
     if o.with_prior:
-        s, n = cfg.model.prior_size, cfg.model.prior_size ** 2
-        manifest["prior"] = {"output": "prior", "shape": [1, n, n], "dtype": "float32", "grid": [s, s],
+        n = cfg.model.prior_cells
+        manifest["prior"] = {"output": "prior", "shape": [1, n, n], "dtype": "float32", "grid": list(cfg.model.prior_size),
                              "rows": "row i = pixel i of the prior grid (row-major); P[0, i, j] = sigmoid prior "
                                      "that pixels i and j share a class"}
     # Parity inputs first: a missing dataset should fail before minutes of export work.
@@ -411,7 +412,7 @@ def add_arguments(p) -> None:
     d = ExportOptions()
     p.add_argument("--opset", type=a.positive_int, default=d.opset, help=f"ONNX opset (default {d.opset})")
     p.add_argument("--input-size", type=a.positive_int, nargs="+", metavar=("H", "W"),
-                   help="model input (default: 8 x prior_size from the config; the cpnet head accepts no other)")
+                   help="model input (default: 8 x the prior grid from the config; the cpnet head accepts no other)")
     g = p.add_argument_group("parity check")
     g.add_argument("--data-root", metavar="DIR", help="dataset root for the parity images (default: the config's data.root)")
     g.add_argument("--split", help="split for the parity images (default: the config's val split)")

@@ -36,39 +36,47 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
-def slide_probs(image: torch.Tensor, infer: InferFn, window: int, num_classes: int,
+def _hw(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def slide_probs(image: torch.Tensor, infer: InferFn, window, num_classes: int,
                 overlap: float = 1 / 3, max_batch: int = 4) -> torch.Tensor:
-    """Softmax probabilities (1, C, h, w) of ``image`` (1, 3, h, w) from overlapping window x window crops."""
+    """Softmax probabilities (1, C, h, w) of ``image`` (1, 3, h, w) from overlapping ``window`` (wh, ww) crops."""
     _, _, h, w = image.shape
-    ph, pw = max(h, window), max(w, window)
+    wh, ww = _hw(window)
+    ph, pw = max(h, wh), max(w, ww)
     if (ph, pw) != (h, w):
         # Zero is the mean colour after normalisation; the padded area is cropped off below.
         image = F.pad(image, (0, pw - w, 0, ph - h))
-    stride = max(1, int(round(window * (1 - overlap))))
-    boxes = [(y, x) for y in _window_starts(ph, window, stride) for x in _window_starts(pw, window, stride)]
+    sy, sx = max(1, int(round(wh * (1 - overlap)))), max(1, int(round(ww * (1 - overlap))))
+    boxes = [(y, x) for y in _window_starts(ph, wh, sy) for x in _window_starts(pw, ww, sx)]
     probs = torch.zeros(1, num_classes, ph, pw)
     counts = torch.zeros(1, 1, ph, pw)
     for i in range(0, len(boxes), max_batch):
         chunk = boxes[i:i + max_batch]
-        batch = torch.cat([image[:, :, y:y + window, x:x + window] for y, x in chunk])
+        batch = torch.cat([image[:, :, y:y + wh, x:x + ww] for y, x in chunk])
         out = infer(batch).float().cpu()
-        if out.shape[-2:] != (window, window):
-            out = F.interpolate(out, size=(window, window), mode="bilinear", align_corners=False)
+        if out.shape[-2:] != (wh, ww):
+            out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
         out = out.softmax(1)
         for (y, x), p in zip(chunk, out):
-            probs[:, :, y:y + window, x:x + window] += p
-            counts[:, :, y:y + window, x:x + window] += 1
+            probs[:, :, y:y + wh, x:x + ww] += p
+            counts[:, :, y:y + wh, x:x + ww] += 1
     return (probs / counts)[:, :, :h, :w]
 
 
-def predict_probs(image: torch.Tensor, infer: InferFn, input_size: int, num_classes: int,
+def predict_probs(image: torch.Tensor, infer: InferFn, input_size, num_classes: int,
                   mode: str = "whole", scales: Sequence[float] = (1.0,), flip: bool = False,
                   overlap: float = 1 / 3, max_batch: int = 4) -> torch.Tensor:
     """Averaged class probabilities (1, C, H, W) for a normalised image (1, 3, H, W)."""
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     _, _, H, W = image.shape
-    base_h, base_w = (input_size, input_size) if mode == "whole" else (H, W)
+    base_h, base_w = _hw(input_size) if mode == "whole" else (H, W)
     total = torch.zeros(1, num_classes, H, W)
     n = 0
     for s in scales:

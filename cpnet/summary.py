@@ -18,7 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import load_config, named_configs
+from .config import hw_text, load_config, named_configs
 from .models import CPNet
 
 
@@ -29,12 +29,13 @@ def count_params(model: CPNet) -> tuple[int, int]:
     return total - aux, total
 
 
-def count_flops(model_cfg, size: int | None = None) -> int:
-    """FLOPs of one eval-mode forward at ``size`` (default: the config's input), counted on the meta device."""
+def count_flops(model_cfg, size: "int | tuple[int, int] | None" = None) -> int:
+    """FLOPs of one eval-mode forward at ``size`` (H, W) (default: the config's input), counted on the meta device."""
     size = size or model_cfg.input_size
+    h, w = (size, size) if isinstance(size, int) else size
     with torch.device("meta"):
         model = CPNet(model_cfg).eval()
-        x = torch.empty(1, 3, size, size)
+        x = torch.empty(1, 3, h, w)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
@@ -47,26 +48,29 @@ def summarize(name: str, forward: str = "reduced") -> dict:
     infer_params, train_params = count_params(model)
     flops = count_flops(cfg.model)
     # A real forward proves the config builds and runs; at full size it also gives a CPU latency.
-    fcfg = cfg.model if forward == "full" else dataclasses.replace(cfg.model, prior_size=8)
+    # The reduced forward keeps the grid's aspect with 8 cells on the short side.
+    ph, pw = cfg.model.prior_size
+    small = (8, max(1, round(8 * pw / ph))) if ph <= pw else (max(1, round(8 * ph / pw)), 8)
+    fcfg = cfg.model if forward == "full" else dataclasses.replace(cfg.model, prior_size=small)
     fmodel = model if forward == "full" else CPNet(fcfg).eval()
-    x = torch.randn(1, 3, fcfg.input_size, fcfg.input_size)
+    x = torch.randn(1, 3, *fcfg.input_size)
     t0 = time.perf_counter()
     with torch.no_grad():
         y = fmodel(x)
     dt = time.perf_counter() - t0
-    assert y.shape == (1, cfg.model.num_classes, fcfg.input_size, fcfg.input_size), y.shape
+    assert y.shape == (1, cfg.model.num_classes, *fcfg.input_size), y.shape
     return {
         "name": name,
         "depth": cfg.model.depth,
         "head": cfg.model.head,
-        "input": cfg.model.input_size,
-        "prior": cfg.model.prior_size,
+        "input": list(cfg.model.input_size),
+        "prior": list(cfg.model.prior_size),
         "classes": cfg.model.num_classes,
         "params_infer_m": infer_params / 1e6,
         "params_train_m": train_params / 1e6,
         "gflops": flops / 1e9,
         "gmacs": flops / 2e9,
-        "forward_input": fcfg.input_size,
+        "forward_input": list(fcfg.input_size),
         "forward_s": dt,
     }
 
@@ -85,7 +89,8 @@ def add_arguments(p) -> None:
 
     a.add_input(p, "CONFIG", "named configs or YAML files (default: every named config)", nargs="*")
     p.add_argument("--forward", choices=["reduced", "full"], default="reduced",
-                   help="run the check forward at the full input or at 64x64 (default)")
+                   help="run the check forward at the full input or at a small one, 8 prior cells on the short "
+                        "side (default)")
     a.add_json(p, "the rows")
 
 
@@ -97,15 +102,16 @@ def run(args) -> int:
         check_output(args.json)
     torch.manual_seed(0)
     names = args.input or named_configs()
-    header = f"{'config':<22}{'backbone':>9}{'input':>7}{'prior':>7}{'params (M)':>12}{'+aux (M)':>10}{'GFLOP':>9}{'GMAC':>9}{'fwd':>14}"
+    header = (f"{'config':<22}{'backbone':>9}{'input':>10}{'prior':>8}{'params (M)':>12}{'+aux (M)':>10}{'GFLOP':>9}"
+              f"{'GMAC':>9}{'fwd':>18}")
     print(header)
     print("-" * len(header))
     rows = []
     for name in names:
         r = summarize(name, args.forward)
         rows.append(r)
-        fwd = f"{r['forward_s'] * 1000:.0f} ms@{r['forward_input']}"
-        print(f"{r['name']:<22}{'R' + str(r['depth']):>9}{r['input']:>7}{r['prior']:>7}"
+        fwd = f"{r['forward_s'] * 1000:.0f} ms@{hw_text(r['forward_input'])}"
+        print(f"{r['name']:<22}{'R' + str(r['depth']):>9}{hw_text(r['input']):>10}{hw_text(r['prior']):>8}"
               f"{r['params_infer_m']:>12.2f}{r['params_train_m']:>10.2f}{r['gflops']:>9.1f}{r['gmacs']:>9.1f}{fwd:>14}")
     if args.json:
         atomic_write_json(args.json, rows)

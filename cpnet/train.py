@@ -34,7 +34,7 @@ import torch.nn as nn
 import yaml
 
 from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, check_memory, load_config
+from .config import Config, ConfigError, check_memory, hw_text, load_config
 from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
 from .runtime.files import check_output
@@ -462,11 +462,11 @@ def _log_images(writer, model, val_set, cfg, device, it, colorize, denormalize, 
     image, label = sample
     x = image.unsqueeze(0).to(device)
     import torch.nn.functional as F
-    S = cfg.crop_size
-    xin = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False) if x.shape[-2:] != (S, S) else x
+    S = tuple(cfg.crop_size)
+    xin = F.interpolate(x, size=S, mode="bilinear", align_corners=False) if tuple(x.shape[-2:]) != S else x
     logits = model(xin)
     pred = logits.argmax(1)[0].cpu()
-    lab = F.interpolate(label[None, None].float(), size=(S, S), mode="nearest")[0, 0].long()
+    lab = F.interpolate(label[None, None].float(), size=S, mode="nearest")[0, 0].long()
     palette = val_set.palette
     writer.add_image("val/input", denormalize(xin[0].cpu(), cfg.data.mean, cfg.data.std), it, dataformats="HWC")
     writer.add_image("val/prediction", colorize(pred.numpy(), palette), it, dataformats="HWC")
@@ -520,8 +520,8 @@ def run(args) -> int:
         d = setup_distributed(args.device)
         work_dir = Path(args.output or Path("runs") / cfg.name)
         if d.main:
-            log.info(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {cfg.crop_size}, "
-                     f"prior {cfg.model.prior_size}x{cfg.model.prior_size}, {cfg.train.iters} iters, "
+            log.info(f"config {cfg.name}: R{cfg.model.depth} {cfg.model.head} head, input {hw_text(cfg.crop_size)}, "
+                     f"prior {hw_text(cfg.model.prior_size)}, {cfg.train.iters} iters, "
                      f"batch {cfg.train.batch_size}, {d.world} process(es) on {d.device.type}; run dir {work_dir}")
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")

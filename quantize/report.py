@@ -205,9 +205,6 @@ def make_predictor(model, options: ReportOptions):
     from cpnet.inference import predict_probs
 
     h, w = model.input_size
-    if h != w:
-        raise UserError(f"{model.path}: --mode {options.mode} / --scales / --flip need a square model input, "
-                        f"this one is {h}x{w}")
     times: list[float] = []
     overlap = float(((model.manifest.get("config") or {}).get("eval") or {}).get("slide_overlap", 1 / 3))
 
@@ -220,7 +217,7 @@ def make_predictor(model, options: ReportOptions):
     def predict(image):
         # the manifest's normalisation at the image's own size; predict_probs resizes and windows
         x = torch.from_numpy(preprocess(image, {**model.manifest, "input_size": list(image.shape[:2])}))
-        probs = predict_probs(x, timed, h, model.num_classes, mode=options.eval_mode, scales=options.scales,
+        probs = predict_probs(x, timed, (h, w), model.num_classes, mode=options.eval_mode, scales=options.scales,
                               flip=options.flip, overlap=overlap)
         label = probs.argmax(1)[0].numpy()
         out = list(times)

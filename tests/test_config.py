@@ -7,17 +7,17 @@ def test_named_configs_follow_the_paper():
     names = set(named_configs())
     assert {"ade20k_r50", "ade20k_r101", "pascal_context_r101", "cityscapes_r101", "quickstart"} <= names
     ade = load_config("ade20k_r50")
-    assert (ade.model.depth, ade.crop_size, ade.model.prior_size, ade.model.num_classes) == (50, 480, 60, 150)
+    assert (ade.model.depth, ade.crop_size, ade.model.prior_size, ade.model.num_classes) == (50, (480, 480), (60, 60), 150)
     assert ade.train.lr == 0.02 and ade.train.weight_decay == 1e-4
     assert load_config("ade20k_r101").model.depth == 101
     pc = load_config("pascal_context_r101")
-    assert (pc.crop_size, pc.model.prior_size, pc.model.num_classes) == (512, 64, 59)
+    assert (pc.crop_size, pc.model.prior_size, pc.model.num_classes) == ((512, 512), (64, 64), 59)
     cs = load_config("cityscapes_r101")
-    assert (cs.crop_size, cs.model.prior_size, cs.model.num_classes, cs.loss.ohem) == (768, 96, 19, True)
+    assert (cs.crop_size, cs.model.prior_size, cs.model.num_classes, cs.loss.ohem) == ((768, 768), (96, 96), 19, True)
     assert cs.train.weight_decay == 5e-4
     for name in names:
         cfg = load_config(name)
-        assert cfg.crop_size == 8 * cfg.model.prior_size
+        assert cfg.crop_size == tuple(8 * v for v in cfg.model.prior_size)
 
 
 def test_overrides_and_types():

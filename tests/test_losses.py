@@ -185,6 +185,31 @@ def test_module_downsamples_full_resolution_labels():
         AffinityLoss(5)(z, y_full)
 
 
+@pytest.mark.parametrize("mode", ["class", "mask"])
+def test_rectangular_grid_equals_the_loop_formula(mode):
+    """A 3x5 prior grid (N = 15) from a model's own output: the loss on full-resolution 24x40 labels equals
+    the loop over the formulas with the labels taken by hand at the top-left pixel of each 8x8 cell, in
+    row-major order (so h and w are not swapped anywhere between the head, the labels and the loss)."""
+    from cpnet.config import load_config
+    from cpnet.losses import build_loss
+    from cpnet.models.cpnet import CPNet
+
+    cfg = load_config("quickstart", ["model.prior_size=[3, 5]", "model.base_width=16", "model.head_channels=16",
+                                     "model.aux_channels=8", "model.agg_kernel=3", f"loss.affinity_ignore={mode}"])
+    torch.manual_seed(0)
+    out = CPNet(cfg.model).train()(torch.randn(2, 3, 24, 40))
+    z = out["prior_logits"].detach().double()
+    assert z.shape == (2, 15, 15)
+    y_full = rand_labels(2, 24, 40, seed=21)
+    cells = y_full[:, ::8, ::8]  # (2, 3, 5)
+    want = loop_loss(z.numpy(), cells.reshape(2, -1).numpy(), mode)
+    got = float(build_loss(cfg).affinity(z, y_full))
+    assert abs(got - want) < 1e-9 * max(1.0, abs(want))
+    # the transposed grid (5x3) reads other cells: a swap of h and w would not go unnoticed
+    other = loop_loss(z.numpy(), y_full[:, ::8, ::8].transpose(1, 2).reshape(2, -1).numpy(), mode)
+    assert abs(other - want) > 1e-6
+
+
 # ----------------------------------------------------------------------------- gradients
 
 

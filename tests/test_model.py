@@ -19,7 +19,7 @@ from cpnet.models.weights import load_backbone_weights
 torch.set_num_threads(1)
 
 
-def small(cfg: ModelConfig, prior: int = 4, **kw) -> ModelConfig:
+def small(cfg: ModelConfig, prior=4, **kw) -> ModelConfig:
     return dataclasses.replace(cfg, prior_size=prior, **kw)
 
 
@@ -33,17 +33,19 @@ def build(cfg: ModelConfig, seed: int = 0) -> CPNet:
 
 @pytest.mark.parametrize("name", named_configs())
 def test_named_config_shapes(name):
-    cfg = small(load_config(name).model, prior=4)
+    ph, pw = load_config(name).model.prior_size
+    prior = (4, 4 * pw // ph) if pw >= ph else (4 * ph // pw, 4)  # small, with the config's aspect
+    cfg = small(load_config(name).model, prior=prior)
     model = build(cfg)
-    s, n, k = cfg.input_size, cfg.prior_size ** 2, cfg.num_classes
-    assert model.input_size == s == 32
-    x = torch.randn(2, 3, s, s)
+    s, n, k = cfg.input_size, cfg.prior_cells, cfg.num_classes
+    assert model.input_size == s == (8 * prior[0], 8 * prior[1]) and n == prior[0] * prior[1]
+    x = torch.randn(2, 3, *s)
 
     model.train()
     out = model(x)
     assert set(out) == {"out", "aux", "prior", "prior_logits"}
-    assert out["out"].shape == (2, k, s, s)
-    assert out["aux"].shape == (2, k, s, s)
+    assert out["out"].shape == (2, k, *s)
+    assert out["aux"].shape == (2, k, *s)
     assert out["prior"].shape == out["prior_logits"].shape == (2, n, n)
     p = out["prior"]
     assert bool(((p > 0) & (p < 1)).all())
@@ -52,7 +54,7 @@ def test_named_config_shapes(name):
     model.eval()
     with torch.no_grad():
         y = model(x)
-    assert isinstance(y, torch.Tensor) and y.shape == (2, k, s, s)
+    assert isinstance(y, torch.Tensor) and y.shape == (2, k, *s)
     assert torch.isfinite(y).all()
 
 
@@ -70,11 +72,31 @@ def test_wrong_input_size_raises():
     model = build(ModelConfig(depth=18, base_width=16, num_classes=5, prior_size=4,
                               head_channels=16, aux_channels=8, agg_kernel=3))
     for size in (40, 24):
-        with pytest.raises(ValueError, match=r"8\*prior_size"):
+        with pytest.raises(ValueError, match=r"prior grid 4x4\) takes 32x32 inputs"):
             model(torch.randn(1, 3, size, size))
     head = ContextPriorHead(32, 16, 5, prior_size=4, k=3)
-    with pytest.raises(ValueError, match=r"8\*prior_size = 32x32"):
+    with pytest.raises(ValueError, match=r"8 x the prior grid = 32x32"):
         head(torch.randn(1, 32, 5, 5))
+
+
+def test_rectangular_prior_grid():
+    """prior_size [h, w]: input 8h x 8w, P is (N, N) with N = h*w, rows = pixels in row-major order."""
+    cfg = ModelConfig(depth=18, base_width=16, num_classes=5, prior_size=(3, 5), head_channels=16, aux_channels=8,
+                      agg_kernel=3)
+    assert cfg.input_size == (24, 40) and cfg.prior_cells == 15
+    assert load_config("quickstart", ["model.prior_size=[3, 5]"]).model.prior_size == (3, 5)
+    assert load_config("quickstart", ["model.prior_size=6"]).model.prior_size == (6, 6)
+    model = build(cfg)
+    out = model(torch.randn(2, 3, 24, 40))
+    assert out["out"].shape == (2, 5, 24, 40) and out["prior"].shape == (2, 15, 15)
+    with pytest.raises(ValueError, match="takes 24x40 inputs"):
+        model(torch.randn(1, 3, 40, 24))
+    head = model.decode_head.eval()
+    x = torch.randn(1, model.backbone.out_channels[1], 3, 5)
+    with torch.no_grad():
+        _, logits, _ = head(x)
+        conv = head.prior_bn(head.prior_conv(head.aggregation(x)))  # (1, N, 3, 5)
+    assert torch.allclose(logits[0, 1 * 5 + 3, 11], conv[0, 11, 1, 3])  # pixel (1, 3) = row 8, channel 11
 
 
 @pytest.mark.parametrize("stem,first", [("v1c", "stem.0.weight"), ("v1b", "conv1.weight")])

@@ -65,7 +65,7 @@ def test_quickstart_builds_on_it(synth):
     cfg = load_config("quickstart", [f"data.root={synth}"])
     ds = build_dataset(cfg.data, "train", cfg.crop_size, True, num_classes=cfg.model.num_classes)
     x, y = ds[0]
-    assert tuple(x.shape) == (3, cfg.crop_size, cfg.crop_size)
+    assert tuple(x.shape) == (3, *cfg.crop_size)
     assert classes_of(cfg.data)[0] == list(SYNTHETIC_NAMES)
 
 

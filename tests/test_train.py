@@ -197,3 +197,25 @@ def test_all_bad_samples_fail_instead_of_training_on_nothing(tmp_path, synth, ca
     rc = run_train(tmp_path / "w", data, "train.iters=50", "train.val_interval=1000", "--on-bad-data", "skip")
     assert rc == 2 and "no usable training sample" in error_line(capsys.readouterr().err)
     assert not (tmp_path / "w" / "best.pt").exists()
+
+
+def test_rectangular_grid_trains_evaluates_in_slide_mode_and_exports_with_parity(tmp_path, synth, capsys):
+    """prior [4, 6]: 32x48 crops in training, 32x48 windows in slide evaluation, a 32x48 ONNX input."""
+    from cpnet.export import export_checkpoint
+    from cpnet.runtime import read_manifest
+    from cpnet.runtime.options import RuntimeOptions
+
+    work = tmp_path / "rect"
+    assert run_train(work, synth, "model.prior_size=[4, 6]", "train.iters=2", "train.ckpt_interval=2",
+                     "train.val_interval=2") == 0
+    assert read_manifest(work / "best.pt")["input_size"] == [32, 48]
+    ckpt = load_checkpoint(work)
+    assert ckpt["config"]["model"]["prior_size"] == [4, 6]
+    out = tmp_path / "slide.json"
+    assert evaluate_cli.main([str(work), "--mode", "slide", "--scales", "1,1.5", "--json", str(out),
+                              "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "slide" and res["scales"] == [1.0, 1.5] and 0 <= res["mIoU"] <= 100
+    path, manifest = export_checkpoint(work, tmp_path / "rect.onnx", runtime=RuntimeOptions(threads=1))
+    assert manifest["input_size"] == [32, 48] and manifest["input"]["shape"] == [1, 3, 32, 48]
+    assert manifest["export"]["parity"]["max_abs"] <= 1e-3 and manifest["export"]["parity"]["agreement"] >= 0.999

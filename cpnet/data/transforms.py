@@ -74,15 +74,23 @@ def rescale(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndar
     return image, label
 
 
-def random_crop(image: np.ndarray, label: np.ndarray, crop: int, rng: np.random.Generator,
+def _hw(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+def random_crop(image: np.ndarray, label: np.ndarray, crop, rng: np.random.Generator,
                 cat_max_ratio: float = 1.0, ignore_index: int = IGNORE, tries: int = 10):
-    """A crop x crop window (smaller where the image is smaller; pad afterwards)."""
+    """A crop window of (ch, cw) = ``crop`` (an int is a square; smaller where the image is smaller; pad afterwards)."""
     h, w = label.shape[:2]
+    ch, cw = _hw(crop)
 
     def bbox():
-        y = int(rng.integers(0, max(h - crop, 0) + 1))
-        x = int(rng.integers(0, max(w - crop, 0) + 1))
-        return y, min(y + crop, h), x, min(x + crop, w)
+        y = int(rng.integers(0, max(h - ch, 0) + 1))
+        x = int(rng.integers(0, max(w - cw, 0) + 1))
+        return y, min(y + ch, h), x, min(x + cw, w)
 
     y0, y1, x0, x1 = bbox()
     if cat_max_ratio < 1.0:
@@ -139,14 +147,16 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return (chw - mean) / std
 
 
-def pad_to(image_chw: np.ndarray, label: np.ndarray, size: int, ignore_index: int = IGNORE):
-    """Pad bottom/right to size x size: the normalised image with 0 (the mean colour), the label with ignore."""
+def pad_to(image_chw: np.ndarray, label: np.ndarray, size, ignore_index: int = IGNORE):
+    """Pad bottom/right to ``size`` (H, W) (an int is a square): the normalised image with 0 (the mean colour),
+    the label with ignore."""
     _, h, w = image_chw.shape
-    if h >= size and w >= size:
+    sh, sw = _hw(size)
+    if h >= sh and w >= sw:
         return image_chw, label
-    img = np.zeros((3, max(h, size), max(w, size)), dtype=np.float32)
+    img = np.zeros((3, max(h, sh), max(w, sw)), dtype=np.float32)
     img[:, :h, :w] = image_chw
-    lab = np.full((max(h, size), max(w, size)), ignore_index, dtype=label.dtype)
+    lab = np.full((max(h, sh), max(w, sw)), ignore_index, dtype=label.dtype)
     lab[:h, :w] = label
     return img, lab
 
@@ -162,10 +172,10 @@ def _to_tensors(image_chw: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor,
 class TrainTransform:
     """Random scale, crop (cat_max_ratio), flip, photometric distortion, normalise, pad to crop."""
 
-    def __init__(self, crop_size: int, scale_range=(0.5, 2.0), flip: bool = True, photometric: bool = True,
+    def __init__(self, crop_size, scale_range=(0.5, 2.0), flip: bool = True, photometric: bool = True,
                  cat_max_ratio: float = 0.75, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
                  ignore_index: int = IGNORE):
-        self.crop_size = int(crop_size)
+        self.crop_size = _hw(crop_size)  # (H, W)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = bool(flip)
         self.photometric = bool(photometric)
@@ -190,7 +200,7 @@ class TrainTransform:
         return _to_tensors(chw, label)
 
     def __repr__(self) -> str:
-        return (f"TrainTransform(crop={self.crop_size}, scale={self.scale_range}, flip={self.flip}, "
+        return (f"TrainTransform(crop={self.crop_size[0]}x{self.crop_size[1]}, scale={self.scale_range}, flip={self.flip}, "
                 f"photometric={self.photometric}, cat_max_ratio={self.cat_max_ratio})")
 
 

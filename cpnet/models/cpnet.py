@@ -42,9 +42,9 @@ class CPNet(nn.Module):
         self.aux_head = FCNHead(c3, cfg.aux_channels, cfg.num_classes, cfg.dropout) if cfg.aux else None
 
     @property
-    def input_size(self) -> int:
-        """Side of the square input the model is built for (8 * prior_size)."""
-        return 8 * self.cfg.prior_size
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the input the model is built for: 8 x the prior grid (h, w)."""
+        return self.cfg.input_size
 
     @property
     def num_classes(self) -> int:
@@ -57,10 +57,10 @@ class CPNet(nn.Module):
             raise ValueError(f"CPNet takes a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
         if self.cfg.head == "cpnet":
             h, w = (int(v) for v in x.shape[-2:])
-            s = self.input_size
-            if (h, w) != (s, s):
-                raise ValueError(f"this model (prior_size={self.cfg.prior_size}) takes {s}x{s} inputs "
-                                 f"(8*prior_size), got {h}x{w}")
+            (sh, sw), (ph, pw) = self.input_size, self.cfg.prior_size
+            if (h, w) != (sh, sw):
+                raise ValueError(f"this model (prior grid {ph}x{pw}) takes {sh}x{sw} inputs "
+                                 f"(8 x the prior grid), got {h}x{w}")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features (c3, c4) at 1/8 of the input size."""

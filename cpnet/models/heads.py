@@ -57,7 +57,11 @@ class AggregationModule(nn.Module):
         p = k // 2
 
         def dw(kh: int, kw: int, ph: int, pw: int) -> nn.Conv2d:
-            return nn.Conv2d(out_ch, out_ch, (kh, kw), padding=(ph, pw), groups=out_ch, bias=bias)
+            conv = nn.Conv2d(out_ch, out_ch, (kh, kw), padding=(ph, pw), groups=out_ch, bias=False)
+            if bias:  # added after construction: zero (as mmcv's init) and no draw from the RNG, so a seed
+                # gives the same weights as the bias-free model
+                conv.bias = nn.Parameter(torch.zeros(out_ch))
+            return conv
 
         self.reduce = ConvBNReLU(in_ch, out_ch, 3)
         self.path1_a = dw(k, 1, p, 0)
@@ -79,15 +83,16 @@ class ContextPriorHead(nn.Module):
 
     ``forward(x)`` returns ``(logits, prior_logits, P)`` with logits at the
     feature resolution, ``prior_logits`` the pre-sigmoid prior map and
-    ``P = sigmoid(prior_logits)``, both (B, N, N) with N = prior_size**2 and
-    row i belonging to pixel i.
+    ``P = sigmoid(prior_logits)``, both (B, N, N) with N = h * w for the prior
+    grid ``prior_size`` = (h, w) (an int is a square, as the authors' ``_pair``)
+    and row i belonging to pixel i (row-major over the grid).
     """
 
-    def __init__(self, in_ch: int, channels: int, num_classes: int, prior_size: int,
+    def __init__(self, in_ch: int, channels: int, num_classes: int, prior_size: "int | tuple[int, int]",
                  k: int = 11, dropout: float = 0.1, agg_bias: bool = True):
         super().__init__()
-        self.prior_size = prior_size
-        self.prior_channels = prior_size * prior_size
+        self.prior_size = _pair(prior_size)
+        self.prior_channels = self.prior_size[0] * self.prior_size[1]
         n = self.prior_channels
         self.aggregation = AggregationModule(in_ch, channels, k, agg_bias)
         self.prior_conv = nn.Conv2d(channels, n, 1, bias=False)
@@ -103,17 +108,17 @@ class ContextPriorHead(nn.Module):
         if torch.jit.is_tracing():  # shapes are fixed by the example input; avoid tracer warnings
             return
         h, w = x.shape[-2:]
-        s = self.prior_size
-        if (int(h), int(w)) != (s, s):
+        sh, sw = self.prior_size
+        if (int(h), int(w)) != (sh, sw):
             raise ValueError(
-                f"the Context Prior head needs a {s}x{s} feature map (prior_size={s}), got {int(h)}x{int(w)}: "
-                f"the input must be 8*prior_size = {8 * s}x{8 * s}")
+                f"the Context Prior head needs a {sh}x{sw} feature map (prior_size={sh}x{sw}), got {int(h)}x{int(w)}: "
+                f"the input must be 8 x the prior grid = {8 * sh}x{8 * sw}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.check_size(x)
         s, n = self.prior_size, self.prior_channels
-        value = self.aggregation(x)                                   # (B, C, s, s)
-        prior_logits = self.prior_bn(self.prior_conv(value))          # (B, N, s, s)
+        value = self.aggregation(x)                                   # (B, C, h, w)
+        prior_logits = self.prior_bn(self.prior_conv(value))          # (B, N, h, w)
         prior_logits = prior_logits.flatten(2).transpose(1, 2)        # (B, N_pix, N): row i = pixel i
         prior = torch.sigmoid(prior_logits)
         v = value.flatten(2).transpose(1, 2)                          # (B, N, C)
@@ -122,8 +127,8 @@ class ContextPriorHead(nn.Module):
         # (1 - P) V = colsum(V) - P V: one N x N matmul instead of two, and no (1 - P) map kept for
         # backward (N x N floats per image: 340 MB at Cityscapes' 96 x 96 grid)
         inter = (v.sum(1, keepdim=True) - pv) / n
-        intra = intra.transpose(1, 2).unflatten(2, (s, s))            # (B, C, s, s)
-        inter = inter.transpose(1, 2).unflatten(2, (s, s))
+        intra = intra.transpose(1, 2).unflatten(2, s)                 # (B, C, h, w)
+        inter = inter.transpose(1, 2).unflatten(2, s)
         intra = self.intra_conv(intra)
         inter = self.inter_conv(inter)
         out = self.bottleneck(torch.cat([x, intra, inter], dim=1))
@@ -161,6 +166,13 @@ class FCNHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.conv(x)))
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
 
 
 def _init_head(head: nn.Module) -> None:
