@@ -53,7 +53,7 @@ except ImportError as _e:  # a deploy install without its OpenCV extra, or openc
     raise _missing from None
 import numpy as np  # noqa: E402
 
-from cpnet.runtime.files import atomic_write_bytes, atomic_write_json  # noqa: E402
+from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
 from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
@@ -124,7 +124,7 @@ class VideoOutput:
             raise UserError(f"{self.path}: the video must be {', '.join(VIDEO_FOURCC)} (the container picks the codec)")
         self.fourcc = VIDEO_FOURCC[suffix]
         self.fps = float(fps)
-        self.tmp = self.path.with_name(f".{self.path.name}.part{suffix}")
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
         self.writer = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -489,6 +489,9 @@ def run(args) -> int:
         build.require_window()
     if args.output and Path(args.output).suffix.lower() not in VIDEO_FOURCC:
         raise UserError(f"-o {args.output}: the video must be {', '.join(VIDEO_FOURCC)}")
+    for path, what in ((args.output, "video"), (args.json, "summary")):
+        if path:
+            check_output(path, what=what)
     kind = engines.backend_for(args.input)
     backend = engines.open(args.input, **backend_options(kind, args))
     try:

@@ -322,3 +322,9 @@ def test_without_opencv_the_demo_says_which_extra_to_install(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 3 and len(lines) == 1, r.stderr
         assert "cpnet[desktop]" in lines[0] and "cpnet[headless]" in lines[0] and "libgl1" in lines[0]
+
+
+def test_output_places_are_checked_before_the_model_opens(tiny_onnx, clip, tmp_path, capsys):
+    (tmp_path / "taken.mp4").mkdir()
+    rc, _, err = run_cli([tiny_onnx, "-s", clip, "--headless", "-o", tmp_path / "taken.mp4"], capsys)
+    assert rc == 2 and "existing folder" in err and len(err.strip().splitlines()) == 1
