@@ -1,25 +1,26 @@
 """Evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy and mean accuracy.
 
     cpnet evaluate runs/quickstart
-    cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 \\
-        --mode whole --scales 0.5,0.75,1,1.5,1.75 --flip --json ade_ms.json
+    cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 --json ade_ms.json
+    cpnet evaluate runs/ade/best.pt --scales 1 --no-flip          # single scale
 
 CHECKPOINT_OR_RUN_DIR is a checkpoint file or a run directory (its best.pt, else
 the newest checkpoint). Data, classes and model come from the checkpoint's own
-config; --data-root points at the data on this machine.
+config; --data-root points at the data on this machine. The mode, test scales and
+flip are the config's ``eval`` section unless a flag overrides them; how windows,
+scales and flips are combined is mmseg's (:mod:`cpnet.inference`).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import Config
-from .inference import predict_probs, torch_infer_fn
+from .inference import predict_image, predict_probs, torch_infer_fn
 from .runtime import UserError, atomic_write_json
 from .runtime.metrics import ConfusionMatrix, format_table
 
@@ -30,7 +31,10 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
                    infer=None) -> dict:
     """Confusion-matrix metrics of ``model`` (or of any ``infer`` callable) over ``dataset``.
 
-    Under torch.distributed each rank takes every world-th image and the matrices are summed.
+    ``mode``, ``scales``, ``flip``: default the config's ``eval`` section. Each image is read as uint8 and
+    resized per scale as a deployed model's input is (:func:`cpnet.inference.predict_image`), so whole mode
+    at scale 1 without flip is the deployed model's preprocessing and postprocessing. Under
+    torch.distributed each rank takes every world-th image and the matrices are summed.
     """
     mode = mode or cfg.eval.mode
     scales = tuple(scales) if scales is not None else tuple(cfg.eval.scales)
@@ -41,6 +45,12 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
     num_classes = cfg.model.num_classes
     cm = ConfusionMatrix(num_classes, cfg.data.ignore_index)
     indices = list(range(rank, len(dataset), world))
+    raw = hasattr(dataset, "transform")
+    if raw:  # the uint8 image as loaded: every scale is resized and normalised from it
+        from .data.transforms import RawTransform
+
+        dataset = copy.copy(dataset)
+        dataset.transform = RawTransform()
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=None,
                                          num_workers=min(cfg.data.num_workers, 2))
     it = loader
@@ -54,8 +64,13 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
             skipped += 1
             continue
         image, label = sample
-        probs = predict_probs(image.unsqueeze(0), infer, cfg.crop_size, num_classes, mode=mode, scales=scales,
-                              flip=flip, overlap=cfg.eval.slide_overlap)
+        if raw:
+            probs = predict_image(image.numpy(), infer, cfg.crop_size, num_classes, cfg.data.mean, cfg.data.std,
+                                  mode=mode, scales=scales, flip=flip, overlap=cfg.eval.slide_overlap,
+                                  base_scale=eval_base_scale(cfg))
+        else:  # a dataset that hands out normalised tensors
+            probs = predict_probs(image.unsqueeze(0), infer, cfg.crop_size, num_classes, mode=mode, scales=scales,
+                                  flip=flip, overlap=cfg.eval.slide_overlap)
         cm.update(probs.argmax(1)[0], label)
     cm.all_reduce()
     if world == 1 and len(dataset) and skipped == len(dataset):
@@ -91,6 +106,17 @@ def prior_row_heatmap(model, x: torch.Tensor, pixel: tuple[int, int] | None = No
     return heat
 
 
+def eval_base_scale(cfg: Config):
+    """Slide mode's base scale (long, short), or None for the image's own size."""
+    return None
+
+
+def describe(mode: str, scales, flip: bool) -> str:
+    """``slide, scales 0.5/1/1.5, flip`` in words, for logs."""
+    return f"{mode}, scale{'s' if len(scales) > 1 else ''} {'/'.join(f'{s:g}' for s in scales)}, " \
+           f"{'flip' if flip else 'no flip'}"
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
@@ -107,7 +133,8 @@ Data, classes and model come from the checkpoint's own config; --data-root point
 data on this machine."""
 
 EXAMPLES = """cpnet evaluate runs/quickstart
-cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016 --scales 0.5,0.75,1,1.5,1.75 --flip"""
+cpnet evaluate runs/ade/best.pt --data-root data/ade/ADEChallengeData2016   # the config's test scales and flip
+cpnet evaluate runs/ade/best.pt --scales 1 --no-flip                       # single scale"""
 
 
 def add_arguments(p) -> None:
@@ -117,8 +144,13 @@ def add_arguments(p) -> None:
     p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (default: the one in the checkpoint's config)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
     p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: the config's eval.mode)")
-    p.add_argument("--scales", metavar="S,S,...", help="comma-separated test scales, e.g. 0.5,0.75,1,1.5,1.75 (default 1)")
-    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    p.add_argument("--scales", metavar="S,S,...",
+                   help="comma-separated test scales, e.g. 0.5,0.75,1,1.5,1.75 (default: the config's eval.scales)")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_const", const=True, default=None,
+                      help="add horizontally flipped inputs (default: the config's eval.flip)")
+    flip.add_argument("--no-flip", dest="flip", action="store_const", const=False,
+                      help="no flipped inputs, whatever the config says")
     p.add_argument("--on-bad-data", choices=["stop", "skip"],
                    help="what an unreadable image or mask does: stop with its name (default) or skip it")
     a.add_json(p, "the metrics")
@@ -141,15 +173,20 @@ def run(args) -> int:
         cfg.data.root = args.data_root
     if args.on_bad_data:
         cfg.data.on_bad_data = args.on_bad_data
-    scales = parse_scales(args.scales) if args.scales else (1.0,)
+    scales = parse_scales(args.scales) if args.scales else tuple(cfg.eval.scales)
+    flip = cfg.eval.flip if args.flip is None else args.flip
     split = args.split or cfg.data.val_split
     dataset = build_dataset(cfg.data, split, cfg.crop_size, train=False, num_classes=cfg.model.num_classes)
-    result = evaluate_model(model, dataset, cfg, device, mode=args.mode, scales=scales, flip=args.flip,
+    result = evaluate_model(model, dataset, cfg, device, mode=args.mode, scales=scales, flip=flip,
                             progress=not args.no_progress)
     result["checkpoint"] = ckpt["path"]
     result["split"] = split
     print(format_table(result))
-    print(f"{result['images']} images, mode {result['mode']}, scales {result['scales']}, flip {result['flip']}"
+    given = [f for f, v in (("--mode", args.mode), ("--scales", args.scales),
+                            ("--flip" if args.flip else "--no-flip", args.flip)) if v is not None]
+    source = "flags " + ", ".join(given) + " over the config" if given else "the config's eval section"
+    print(f"{result['images']} images, mode {result['mode']}, scales {result['scales']}, flip {result['flip']} "
+          f"({source})"
           + (f", {result['skipped']} skipped (bad data)" if result["skipped"] else ""))
     if args.json:
         atomic_write_json(args.json, result)

@@ -1,20 +1,36 @@
-"""Whole-image, sliding-window, multi-scale and flip inference around a fixed-input model.
+"""Whole-image, sliding-window, multi-scale and flip inference around a fixed-input model, as mmseg does it.
 
-A CPNet is tied to one input size S = 8 x prior grid, so every test-time mode is
-built from S x S windows:
+A CPNet is tied to one input size (H, W) = 8 x the prior grid, so every test-time mode
+is built from H x W windows:
 
-- ``whole``: the base resolution is the model input: at scale 1 the image is
-  resized to S x S, run once, and the logits resized back.
-- ``slide``: the base resolution is the image's own: at scale 1 the image is
-  covered by overlapping S x S windows (padded up to S where smaller).
+- ``whole``: the base resolution is the model input: at scale 1 the whole image is
+  resized to H x W (aspect not kept) and run once, exactly as a deployed model is
+  fed (:mod:`cpnet.runtime.preprocess`), and the logits are resized back.
+- ``slide``: the base resolution is the image's own (or the image rescaled, aspect
+  kept, to a base scale, as mmseg's test ``Resize``): it is covered by overlapping
+  H x W windows (padded at the bottom/right where smaller, the padding cropped off).
 
-At a scale s the base-resolution image is resized by s first; any size larger
-than S is covered by windows, so multi-scale works in both modes. Probabilities
-(softmax) are averaged over windows, scales and flips.
+At a scale s the base size (h, w) becomes (int(h*s + 0.5), int(w*s + 0.5)) (mmcv's
+rounding); any size larger than the window is covered by windows, so multi-scale works
+in both modes. How the pieces are combined is mmseg's:
 
-``infer`` is any callable taking a float32 NCHW batch of S x S windows and
-returning logits (N, C, S, S): a torch model, an ONNX Runtime session or a
-TensorRT engine, so drift between backends is measured with the same code.
+- windows of one image: **logits** are summed and divided by the number of windows
+  covering each pixel (``EncoderDecoder.slide_inference``);
+- each scale and flip: the logits are flipped back and **resized to the image's size
+  before the softmax** (``postprocess_result``);
+- scales and flips: the **softmax probabilities** are averaged (``SegTTAModel.merge_preds``,
+  0.x ``aug_test``).
+
+Images are resized as mmcv does (OpenCV bilinear on the uint8 pixels, then normalised)
+by :func:`predict_image`; :func:`predict_probs` takes an already normalised float image
+and resizes it with PyTorch's bilinear (the report's path, and the test reference).
+Logits are resized with :func:`cpnet.runtime.preprocess.resize_logits`, the one the
+deployed post-processing uses, so whole mode at one scale without flip gives the
+deployed prediction bit for bit on the same backend.
+
+``infer`` is any callable taking a float32 NCHW batch of H x W windows and returning
+logits (N, C, H, W): a torch model, an ONNX Runtime session or a TensorRT engine, so
+drift between backends is measured with the same code.
 """
 
 from __future__ import annotations
@@ -22,76 +38,159 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 InferFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _window_starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    n = math.ceil((length - window) / stride) + 1
-    starts = [min(i * stride, length - window) for i in range(n)]
-    return sorted(set(starts))
+MODES = ("whole", "slide")
 
 
 def _hw(size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
     h, w = size
     return int(h), int(w)
 
 
-def slide_probs(image: torch.Tensor, infer: InferFn, window, num_classes: int,
-                overlap: float = 1 / 3, max_batch: int = 4) -> torch.Tensor:
-    """Softmax probabilities (1, C, h, w) of ``image`` (1, 3, h, w) from overlapping ``window`` (wh, ww) crops."""
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """(h, w) x ``scale`` with mmcv's rounding, ``int(x * s + 0.5)`` (not Python's round-half-to-even)."""
+    h, w = size
+    return max(1, int(h * float(scale) + 0.5)), max(1, int(w * float(scale) + 0.5))
+
+
+def rescale_size(size: Sequence[int], bound: Sequence[int]) -> tuple[int, int]:
+    """(h, w) resized with its aspect kept to fit ``bound`` = (long, short) (mmcv's ``rescale_size``,
+    the ``keep_ratio=True`` resize of mmseg's pipelines): the factor is
+    min(max(bound) / max(h, w), min(bound) / min(h, w)), the sides rounded as :func:`scaled_size`."""
+    h, w = size
+    long_edge, short_edge = max(bound), min(bound)
+    factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    return scaled_size((h, w), factor)
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    """mmseg's grid: ceil((length - window) / stride) + 1 windows, the last one flush with the end."""
+    if length <= window:
+        return [0]
+    n = math.ceil((length - window) / stride) + 1
+    return [min(i * stride, length - window) for i in range(n)]
+
+
+def window_stride(window: Sequence[int], overlap: float) -> tuple[int, int]:
+    """The slide stride for an overlap fraction (1/3 of a 512 window: 341, mmseg's usual (341, 341))."""
+    wh, ww = window
+    return max(1, int(round(wh * (1 - overlap)))), max(1, int(round(ww * (1 - overlap))))
+
+
+def slide_logits(image: torch.Tensor, infer: InferFn, window, num_classes: int,
+                 overlap: float = 1 / 3, max_batch: int = 4) -> torch.Tensor:
+    """Logits (1, C, h, w) of ``image`` (1, 3, h, w): overlapping ``window`` (wh, ww) crops, their logits summed
+    and divided by how many windows cover each pixel (mmseg's ``slide_inference``). An image smaller than the
+    window is padded at the bottom/right with 0 (the mean colour after normalisation) and cropped back."""
     _, _, h, w = image.shape
     wh, ww = _hw(window)
     ph, pw = max(h, wh), max(w, ww)
     if (ph, pw) != (h, w):
-        # Zero is the mean colour after normalisation; the padded area is cropped off below.
         image = F.pad(image, (0, pw - w, 0, ph - h))
-    sy, sx = max(1, int(round(wh * (1 - overlap)))), max(1, int(round(ww * (1 - overlap))))
+    sy, sx = window_stride((wh, ww), overlap)
     boxes = [(y, x) for y in _window_starts(ph, wh, sy) for x in _window_starts(pw, ww, sx)]
-    probs = torch.zeros(1, num_classes, ph, pw)
+    logits = torch.zeros(1, num_classes, ph, pw)
     counts = torch.zeros(1, 1, ph, pw)
     for i in range(0, len(boxes), max_batch):
         chunk = boxes[i:i + max_batch]
         batch = torch.cat([image[:, :, y:y + wh, x:x + ww] for y, x in chunk])
-        out = infer(batch).float().cpu()
+        out = torch.as_tensor(infer(batch)).float().cpu()
         if out.shape[-2:] != (wh, ww):
             out = F.interpolate(out, size=(wh, ww), mode="bilinear", align_corners=False)
-        out = out.softmax(1)
-        for (y, x), p in zip(chunk, out):
-            probs[:, :, y:y + wh, x:x + ww] += p
+        for (y, x), o in zip(chunk, out):
+            logits[:, :, y:y + wh, x:x + ww] += o
             counts[:, :, y:y + wh, x:x + ww] += 1
-    return (probs / counts)[:, :, :h, :w]
+    return (logits / counts)[:, :, :h, :w]
+
+
+def _resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(1, C, h, w) -> (1, C, H, W), bilinear with half-pixel centres, by the deployed post-processing's resize."""
+    from .runtime.preprocess import resize_logits
+
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return torch.from_numpy(resize_logits(np.ascontiguousarray(logits[0].numpy()), size))[None]
+
+
+def _tta(scaled_image: Callable[[tuple[int, int]], torch.Tensor], out_size: tuple[int, int], base: tuple[int, int],
+         infer: InferFn, window, num_classes: int, scales: Sequence[float], flip: bool, overlap: float,
+         max_batch: int) -> torch.Tensor:
+    total = torch.zeros(1, num_classes, *out_size)
+    n = 0
+    for s in scales:
+        x = scaled_image(scaled_size(base, s))
+        for flipped in ([False, True] if flip else [False]):
+            logits = slide_logits(x.flip(-1) if flipped else x, infer, window, num_classes, overlap, max_batch)
+            if flipped:
+                logits = logits.flip(-1)
+            total += _resize_logits(logits, out_size).softmax(1)
+            n += 1
+    return total / n
+
+
+def _check(mode: str, scales: Sequence[float]) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    if not scales:
+        raise ValueError("give at least one scale")
 
 
 def predict_probs(image: torch.Tensor, infer: InferFn, input_size, num_classes: int,
                   mode: str = "whole", scales: Sequence[float] = (1.0,), flip: bool = False,
-                  overlap: float = 1 / 3, max_batch: int = 4) -> torch.Tensor:
-    """Averaged class probabilities (1, C, H, W) for a normalised image (1, 3, H, W)."""
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+                  overlap: float = 1 / 3, max_batch: int = 4, base_size: Sequence[int] | None = None) -> torch.Tensor:
+    """Averaged class probabilities (1, C, H, W) for a normalised float image (1, 3, H, W).
+
+    ``input_size``: the model input (H, W) (an int is a square): the window, and whole mode's base.
+    ``base_size``: slide mode's base (default: the image's own size). Scaled images are made by
+    bilinear interpolation of the float image (PyTorch, ``align_corners=False``).
+    """
+    _check(mode, scales)
+    image = image.float().cpu()
     _, _, H, W = image.shape
-    base_h, base_w = _hw(input_size) if mode == "whole" else (H, W)
-    total = torch.zeros(1, num_classes, H, W)
-    n = 0
-    for s in scales:
-        size = (max(1, int(round(base_h * s))), max(1, int(round(base_w * s))))
-        scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False) if size != (H, W) else image
-        for flipped in ([False, True] if flip else [False]):
-            x = scaled.flip(-1) if flipped else scaled
-            p = slide_probs(x, infer, input_size, num_classes, overlap, max_batch)
-            if flipped:
-                p = p.flip(-1)
-            if p.shape[-2:] != (H, W):
-                p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
-            total += p
-            n += 1
-    return total / n
+    window = _hw(input_size)
+    base = window if mode == "whole" else (_hw(base_size) if base_size is not None else (H, W))
+
+    def scaled(size):
+        if tuple(size) == (H, W):
+            return image
+        return F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+
+    return _tta(scaled, (H, W), base, infer, window, num_classes, scales, flip, overlap, max_batch)
+
+
+def predict_image(image_rgb: np.ndarray, infer: InferFn, input_size, num_classes: int,
+                  mean: Sequence[float], std: Sequence[float], mode: str = "whole",
+                  scales: Sequence[float] = (1.0,), flip: bool = False, overlap: float = 1 / 3, max_batch: int = 4,
+                  base_scale: Sequence[int] | None = None) -> torch.Tensor:
+    """Averaged class probabilities (1, C, H0, W0) for an RGB uint8 image (H0, W0, 3).
+
+    Each scaled image is made as a deployed model's input is (:func:`cpnet.runtime.preprocess.preprocess`:
+    OpenCV bilinear on the uint8 pixels, then ``(x - mean) / std``), which is also mmcv's resize. ``base_scale``
+    (long, short): slide mode's base is the image rescaled to it with its aspect kept (:func:`rescale_size`,
+    mmseg's test ``Resize``); default the image's own size. Whole mode's base is always the model input.
+    """
+    from .runtime.preprocess import preprocess
+
+    _check(mode, scales)
+    image_rgb = np.asarray(image_rgb)
+    H, W = image_rgb.shape[:2]
+    window = _hw(input_size)
+    if mode == "whole":
+        base = window
+    else:
+        base = rescale_size((H, W), base_scale) if base_scale else (H, W)
+    norm = {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "channel_order": "RGB"}
+
+    def scaled(size):
+        return torch.from_numpy(preprocess(image_rgb, {**norm, "input_size": list(size)}))
+
+    return _tta(scaled, (H, W), base, infer, window, num_classes, scales, flip, overlap, max_batch)
 
 
 def torch_infer_fn(model: torch.nn.Module, device: torch.device | str = "cpu",

@@ -272,7 +272,7 @@ def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> N
 
 
 def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True) -> dict:
-    from .evaluate import evaluate_model, prior_row_heatmap
+    from .evaluate import describe, evaluate_model, prior_row_heatmap
     from .visualize import colorize, denormalize
 
     torch.manual_seed(cfg.train.seed)
@@ -352,6 +352,14 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             raise NonFiniteLoss(f"weights became non-finite by iteration {it} (first: {bad[0]}); "
                                 f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
 
+    # Validation during training runs at one scale without flip (cheap; it picks best.pt); it says so, and
+    # cpnet evaluate uses the config's test scales and flip.
+    val_setting = describe(cfg.eval.mode, (1.0,), False)
+    if d.main:
+        test_setting = describe(cfg.eval.mode, tuple(cfg.eval.scales), cfg.eval.flip)
+        log.info(f"validation: {val_setting}" + ("" if test_setting == val_setting else
+                                                 f" (the config's test setting, {test_setting}, is cpnet evaluate's)"))
+
     def validate(it: int) -> dict:
         nonlocal best_miou
         model.eval()
@@ -368,7 +376,7 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
                 require_finite(it)
                 best_miou = miou
                 save_checkpoint(work_dir / "best.pt", state(it), cfg, classes, palette)
-            msg = (f"val iter {it}/{cfg.train.iters}  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
+            msg = (f"val iter {it}/{cfg.train.iters} ({val_setting})  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
                    f"mAcc {result['mAcc']:.2f}  best {best_miou:.2f}{'  (new best, saved best.pt)' if improved else ''}")
             log.info(msg)
         model.train()

@@ -218,6 +218,18 @@ class EvalTransform:
         return "EvalTransform()"
 
 
+class RawTransform:
+    """The image and label as loaded: uint8 (H, W, 3) RGB and int64 (H, W) tensors. The evaluator resizes and
+    normalises each scale itself, as a deployed model's input is made (:func:`cpnet.inference.predict_image`)."""
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None):
+        return (torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)),
+                torch.from_numpy(np.asarray(label, dtype=np.uint8).astype(np.int64)))
+
+    def __repr__(self) -> str:
+        return "RawTransform()"
+
+
 def build_transform(data_cfg, crop_size: int, train: bool):
     """The train or eval pipeline for a DataConfig."""
     if train:
