@@ -160,13 +160,17 @@ def plot_latency_miou(report: dict) -> bytes:
                     color="black" if ref else COLORS[(j - 1) % len(COLORS)], capsize=3,
                     markeredgecolor="white" if not ref else None)
         label = r["name"] + ("" if ref else f"\n{r['miou_drift']:+.3f}")
-        ax.annotate(label, (r["latency_ms"], r["mIoU"]), textcoords="offset points", xytext=(7, 4), fontsize=8)
+        ax.annotate(label, (r["latency_ms"], r["mIoU"]), textcoords="offset points",
+                    xytext=(7, 4 if j % 2 == 0 else -22), fontsize=8)  # alternate: close points stay readable
         if ref:
             ax.axhline(r["mIoU"], color="black", linewidth=0.6, linestyle="--")
     if rows:
         xs = [r["latency_ms"] for r in rows]
         ax.set_xlim(0, max(xs) * 1.35)
         ys = [r["mIoU"] for r in rows]
+        for r in rows:  # the error bars too
+            if r.get("miou_drift_ci") and r["role"] != "reference":
+                ys += [r["mIoU"] - r["miou_drift"] + r["miou_drift_ci"][0], r["mIoU"] - r["miou_drift"] + r["miou_drift_ci"][1]]
         pad = max(0.05, (max(ys) - min(ys)) * 0.25)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_xlabel("median latency per image on this machine (ms)")
