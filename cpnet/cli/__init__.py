@@ -126,6 +126,7 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None  # the cpnet command itself, not a caller passing arguments
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -141,7 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f"; did you mean {match[0]!r}?" if match else ""
         sys.stderr.write(f"cpnet: error: unknown verb {verb!r}{hint} (verbs: {', '.join(VERBS)}; see cpnet --help)\n")
         return EXIT_USER_ERROR
-    return run_verb(VERBS[verb], rest, prog=f"cpnet {verb}")
+    code = run_verb(VERBS[verb], rest, prog=f"cpnet {verb}")
+    if as_program:
+        _ignore_interrupts_while_exiting()
+    return code
+
+
+def _ignore_interrupts_while_exiting() -> None:
+    """The work is done and the outputs are in place: a Ctrl-C now would only tear the interpreter's
+    shutdown apart (native libraries' destructors abort on it), so it is ignored."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
 
 
 if __name__ == "__main__":
