@@ -8,7 +8,7 @@ Sources (read while writing; re-check when TensorRT moves on):
   and 10.3, which add no operator (10.2: error-handling macros, GRU/Squeeze importer changes;
   10.3: tensor ``axes`` for Slice, a new ScatterElements plugin). No ``operators.md`` of the
   10.2-GA or 10.3-GA branches could be reached from here, so the 10.3 table is the 10.1 file
-  plus the changelog; NVIDIA's 10.3 support matrix links to the same file.
+  plus the changelog.
 - **Latest TensorRT 10.x (10.15).** onnx/onnx-tensorrt ``docs/operators.md`` as of the 10.15 GA
   release ("TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24").
   Between 10.3 and 10.15 the changelog adds BlackmanWindow/HammingWindow/HannWindow (10.4),
