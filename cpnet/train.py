@@ -278,9 +278,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
     random.seed(cfg.train.seed)
+    model = build_training_model(cfg, d, init_backbone)  # a bad backbone file fails before the run dir exists
     work_dir.mkdir(parents=True, exist_ok=True)
-
-    model = build_training_model(cfg, d, init_backbone)
     criterion = build_loss(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 weight_decay=cfg.train.weight_decay)
