@@ -1,7 +1,7 @@
 """Benchmark: latency of PyTorch eager FP32 against ONNX Runtime FP32 / FP16 / INT8 (both flavours) on the CPU.
 
-    python benchmarks/bench_onnx.py                                   # quickstart, edge_r18_256, ade20k_r50
-    python benchmarks/bench_onnx.py --configs edge_r18_256 --runs 30
+    python benchmarks/bench_onnx.py                                   # quickstart, edge_r18_256x512, ade20k_r50
+    python benchmarks/bench_onnx.py --configs edge_r18_256x512 --runs 30
 
 Per config: a model with RANDOM weights (latency does not depend on the weight
 values; accuracy is quantize_drift.py's job) is saved as a checkpoint and
@@ -19,7 +19,7 @@ thread, sequential execution, all graph optimizations); the median of --runs
 runs) so a change of load from other processes on a shared machine hits every
 variant alike; the 1-minute load average is printed before and after. "Eager" is the trained model as it is
 (``CPNet`` in eval mode, BN not folded, under ``torch.inference_mode``).
-Target: the INT8 cpu flavour at least 4.5x faster than eager on edge_r18_256
+Target: the INT8 cpu flavour at least 4.5x faster than eager on edge_r18_256x512
 and ade20k_r50. ade20k_r50 (480x480, 150 classes) takes several minutes on 2
 cores: INT8 calibration and the FP16 conversion run the model too.
 """
@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_CONFIGS = ("quickstart", "edge_r18_256", "ade20k_r50")
+DEFAULT_CONFIGS = ("quickstart", "edge_r18_256x512", "ade20k_r50")
 TARGET_SPEEDUP = 4.5
-TARGET_CONFIGS = ("edge_r18_256", "ade20k_r50")
+TARGET_CONFIGS = ("edge_r18_256x512", "ade20k_r50")
 
 
 def load_avg() -> float:

@@ -1,7 +1,7 @@
 """Benchmark: training throughput (images/s) and peak memory of a config on this machine.
 
     python benchmarks/bench_train.py                      # quickstart, CPU, batch from the config
-    python benchmarks/bench_train.py --config edge_r18_256 --batch 4 --iters 10 --device cuda --amp bf16
+    python benchmarks/bench_train.py --config edge_r18_256x512 --batch 4 --iters 10 --device cuda --amp bf16
 
 Times full training steps (forward, the CPNet loss with the Affinity Loss,
 backward, SGD step) on batches of the synthetic dataset (generated into a temp

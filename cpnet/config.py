@@ -73,6 +73,10 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     ignore_index: int = 255
+    # random resize as mmseg's RandomResize: the base scale (long, short) times a ratio from scale_range, aspect
+    # kept. base_scale empty: the dataset's base in mmseg's configs (ADE20K 2048x512, PASCAL-Context 520x520,
+    # Cityscapes 2048x1024), the model input for folder and synthetic data. Slide evaluation's base too.
+    base_scale: tuple[int, ...] = ()
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     photometric: bool = True
@@ -407,6 +411,10 @@ def validate(cfg: Config, memory_bytes: int | None = None) -> None:
             if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1] and key == "prior_size":
                 shown = value[0]  # as the user most likely wrote it
             raise ConfigError(f"{section}.{key}={_short(shown)} is out of range: allowed {allowed}")
+    base = cfg.data.base_scale
+    if base and not (len(base) == 2 and all(v >= 1 for v in base)):
+        raise ConfigError(f"data.base_scale={_short(list(base))} must be empty (the dataset's) or two whole numbers "
+                          f"of 1 or more, [long, short]")
     lo, hi = cfg.data.scale_range
     if not (_finite(lo) and _finite(hi) and 0 < lo <= hi):
         raise ConfigError(f"data.scale_range={cfg.data.scale_range} must satisfy 0 < low <= high (finite)")

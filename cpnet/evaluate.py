@@ -107,8 +107,10 @@ def prior_row_heatmap(model, x: torch.Tensor, pixel: tuple[int, int] | None = No
 
 
 def eval_base_scale(cfg: Config):
-    """Slide mode's base scale (long, short), or None for the image's own size."""
-    return None
+    """Slide mode's base scale (long, short): the data's base scale, as mmseg's test Resize (training's too)."""
+    from .data.transforms import base_scale_of
+
+    return base_scale_of(cfg.data, cfg.crop_size)
 
 
 def describe(mode: str, scales, flip: bool) -> str:

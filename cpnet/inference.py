@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.transforms import rescale_size, scaled_size  # noqa: F401  (mmcv's rounding and keep-ratio resize)
+
 InferFn = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("whole", "slide")
 
@@ -51,22 +53,6 @@ def _hw(size) -> tuple[int, int]:
         return int(size), int(size)
     h, w = size
     return int(h), int(w)
-
-
-def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
-    """(h, w) x ``scale`` with mmcv's rounding, ``int(x * s + 0.5)`` (not Python's round-half-to-even)."""
-    h, w = size
-    return max(1, int(h * float(scale) + 0.5)), max(1, int(w * float(scale) + 0.5))
-
-
-def rescale_size(size: Sequence[int], bound: Sequence[int]) -> tuple[int, int]:
-    """(h, w) resized with its aspect kept to fit ``bound`` = (long, short) (mmcv's ``rescale_size``,
-    the ``keep_ratio=True`` resize of mmseg's pipelines): the factor is
-    min(max(bound) / max(h, w), min(bound) / min(h, w)), the sides rounded as :func:`scaled_size`."""
-    h, w = size
-    long_edge, short_edge = max(bound), min(bound)
-    factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return scaled_size((h, w), factor)
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:

@@ -18,6 +18,94 @@ def test_named_configs_follow_the_paper():
     for name in names:
         cfg = load_config(name)
         assert cfg.crop_size == tuple(8 * v for v in cfg.model.prior_size)
+    # test scales and flip as the paper; random scale 0.5-2.0 + flip, aux 0.4, affinity 1, SGD 0.9, poly 0.9
+    for name, scales in (("ade20k_r50", (0.5, 0.75, 1.0, 1.5, 1.75)), ("ade20k_r101", (0.5, 0.75, 1.0, 1.5, 1.75)),
+                         ("pascal_context_r101", (0.5, 0.75, 1.0, 1.5, 1.75)), ("cityscapes_r101", (0.5, 0.75, 1.0, 1.5))):
+        cfg = load_config(name)
+        assert cfg.eval.scales == scales and cfg.eval.flip and cfg.eval.mode == "slide", name
+        assert cfg.data.scale_range == (0.5, 2.0) and cfg.data.flip and cfg.data.base_scale == (), name
+        assert (cfg.loss.aux_weight, cfg.loss.affinity_weight, cfg.train.momentum, cfg.train.poly_power) == \
+            (0.4, 1.0, 0.9, 0.9)
+    assert (cs.train.batch_size, ade.train.batch_size, pc.train.batch_size) == (8, 16, 16)
+
+
+# (training frame, deployed frame) of each edge config: Cityscapes' 2:1 frames in training; deployed on the
+# same frames, or on a 16:9 camera's
+EDGE = {"edge_r18_256x512": ((1024, 2048), (1024, 2048)), "edge_r18_288x512": ((1024, 2048), (720, 1280))}
+
+
+def _squares(h: int, w: int, side: int):
+    import numpy as np
+
+    label = np.zeros((h, w), np.uint8)
+    for y in range(side, h - side, 3 * side):
+        for x in range(side, w - side, 3 * side):
+            label[y:y + side, x:x + side] = 1
+    return label
+
+
+def _median_runs(label, axis: int) -> float:
+    """Median length of the runs of class 1 with class 0 on both ends (objects cut by a border don't count)."""
+    import numpy as np
+
+    lab = np.asarray(label)
+    lines = lab if axis == 1 else lab.T
+    lengths = []
+    for line in lines:
+        padded = np.concatenate([[255], line, [255]]).astype(np.int64)
+        edges = np.flatnonzero(np.diff((padded == 1).astype(np.int8)))
+        for a, b in zip(edges[::2], edges[1::2]):  # run = padded[a+1 : b+1]
+            if padded[a] == 0 and padded[b + 1] == 0:
+                lengths.append(b - a)
+    return float(np.median(lengths)) if lengths else float("nan")
+
+
+def _object_scale_ratios(cfg, train_frame, deploy_frame, transform=None):
+    """(horizontal, vertical) ratios of the object size in training samples to that in the deployed input, for
+    squares of 3% of the frame width."""
+    import cv2
+    import numpy as np
+
+    from cpnet.data.transforms import build_transform
+
+    (th, tw), (dh, dw) = train_frame, deploy_frame
+    train_label = _squares(th, tw, round(0.03 * tw))
+    deploy_label = _squares(dh, dw, round(0.03 * dw))
+    if transform is None:
+        cfg.data.photometric, cfg.data.cat_max_ratio = False, 1.0
+        transform = build_transform(cfg.data, cfg.crop_size, train=True)
+    image = np.zeros((th, tw, 3), np.uint8)
+    per_sample = [[], []]
+    for seed in range(40):
+        _, y = transform(image, train_label, rng=np.random.default_rng(seed))
+        for axis in (0, 1):
+            per_sample[axis].append(_median_runs(y.numpy(), 1 - axis))
+    h, w = cfg.crop_size
+    deployed = cv2.resize(deploy_label, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)  # as preprocess resizes
+    return tuple(float(np.nanmedian(per_sample[axis])) / _median_runs(deployed, 1 - axis) for axis in (0, 1))
+
+
+@pytest.mark.parametrize("name", sorted(EDGE))
+def test_edge_configs_train_at_the_scale_they_deploy_at(name):
+    """Objects appear at the same size in training samples and in the deployed input (median ratio within
+    [0.67, 1.5], horizontally and vertically), and evaluation is the deployed preprocessing."""
+    cfg = load_config(name)
+    assert (cfg.eval.mode, cfg.eval.scales, cfg.eval.flip) == ("whole", (1.0,), False)
+    h, w = cfg.crop_size
+    assert abs(w / h - EDGE[name][1][1] / EDGE[name][1][0]) < 0.02  # the deployed frame keeps its aspect
+    ratios = _object_scale_ratios(cfg, *EDGE[name])
+    assert all(0.67 <= r <= 1.5 for r in ratios), ratios
+
+
+def test_the_old_edge_setting_fails_the_scale_check():
+    """The check sees the issue's problem: 256x256 crops of frames scaled 0.5-2.0 of their own size, deployed by
+    squashing the whole frame to 256x256 (objects 4-16x larger in training)."""
+    from cpnet.data.transforms import TrainTransform
+
+    cfg = load_config("quickstart", ["model.prior_size=32"])
+    old = TrainTransform((256, 256), scale_range=(0.5, 2.0), photometric=False, cat_max_ratio=1.0)
+    ratios = _object_scale_ratios(cfg, (1024, 2048), (1024, 2048), transform=old)
+    assert all(r > 1.5 for r in ratios), ratios
 
 
 def test_overrides_and_types():

@@ -282,6 +282,42 @@ def test_train_transform_padding_is_ignore():
     assert torch.count_nonzero(x[:, 20:, :]) == 0  # padded with the mean colour (0 after normalising)
 
 
+def mmseg_random_resize(h: int, w: int, scale, ratio: float) -> tuple[int, int]:
+    """mmseg's RandomResize(scale, keep_ratio=True) for one sampled ratio, written out: the target scale
+    (int(s * ratio) per side), then mmcv's rescale_size (its factor, int(x * f + 0.5) per side)."""
+    target = int(scale[0] * ratio), int(scale[1] * ratio)
+    max_long_edge, max_short_edge = max(target), min(target)
+    scale_factor = min(max_long_edge / max(h, w), max_short_edge / min(h, w))
+    return int(h * float(scale_factor) + 0.5), int(w * float(scale_factor) + 0.5)
+
+
+@pytest.mark.parametrize("dataset,size,base", [
+    ("ade20k", (375, 500), (2048, 512)), ("ade20k", (683, 512), (2048, 512)),
+    ("pascal_context", (333, 500), (520, 520)), ("cityscapes", (1024, 2048), (2048, 1024)),
+    ("folder", (90, 160), (64, 32)),  # folder and synthetic: the model input (32x64) is the base
+])
+def test_random_resize_is_mmsegs(dataset, size, base):
+    from cpnet.data.transforms import base_scale_of, build_transform, random_resize_size
+
+    cfg = DataConfig(dataset=dataset, flip=False, photometric=False, cat_max_ratio=1.0, scale_range=(0.5, 0.75))
+    assert base_scale_of(cfg, (32, 64)) == base
+    h, w = size
+    for ratio in np.random.default_rng(0).uniform(0.5, 2.0, 20):
+        assert random_resize_size((h, w), base, ratio) == mmseg_random_resize(h, w, base, ratio)
+    if dataset == "folder":
+        return
+    # through the training transform, with a crop larger than any resized image (nothing is cut off)
+    t = build_transform(cfg, (1600, 1600), train=True)
+    img, lab = _image(0, h, w), np.zeros((h, w), np.uint8)
+    for seed in range(4):
+        ratio = float(np.random.default_rng(seed).uniform(0.5, 0.75))  # the transform's first draw
+        _, y = t(img, lab, rng=np.random.default_rng(seed))
+        valid = (y != 255).nonzero()
+        assert (int(valid[:, 0].max()) + 1, int(valid[:, 1].max()) + 1) == mmseg_random_resize(h, w, base, ratio)
+    # data.base_scale overrides the dataset's
+    assert base_scale_of(DataConfig(dataset="cityscapes", base_scale=(512, 256)), (256, 512)) == (512, 256)
+
+
 def test_flip_moves_image_and_label_together():
     img = np.zeros((8, 8, 3), np.uint8)
     img[:, :2] = 200

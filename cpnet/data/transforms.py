@@ -1,24 +1,28 @@
 """Training and evaluation transforms (numpy + OpenCV), following mmseg's pipeline.
 
-Train: random rescale -> random crop (cat_max_ratio) -> horizontal flip ->
-photometric distortion -> normalise -> pad to crop x crop -> tensors.
-Eval: normalise only, at the image's own size (the evaluator resizes or slides).
+Train: random resize -> random crop (cat_max_ratio) -> horizontal flip ->
+photometric distortion -> normalise -> pad to the crop (H, W) -> tensors.
+Eval: normalise only, at the image's own size (the evaluator resizes or slides);
+``RawTransform`` hands the uint8 image to an evaluator that resizes it itself.
 
 Inputs are an RGB ``uint8`` image (H, W, 3) and a train-id label (H, W) with
 255 = ignore; outputs are a float32 (3, H, W) tensor and an int64 (H, W) tensor.
 Images are resized bilinearly, labels with nearest neighbour.
 
-Random scale
-    The factor ``r`` is drawn uniformly from ``scale_range`` and multiplies the
-    image's *own* size (both sides, aspect kept). This equals mmseg's
-    ``ratio_range`` for its standard base scales: Cityscapes (base 2048x1024 =
-    the image size) and ADE20K (base (2048, 512), whose typical images have a
-    512-pixel short side). It is dataset-independent and needs no base scale;
-    for datasets of very large or very small images, resize them on disk to
-    roughly the crop's scale first.
+Random resize (mmseg's ``RandomResize(scale, ratio_range, keep_ratio=True)``)
+    A ratio ``r`` is drawn uniformly from ``scale_range`` (mmseg's ``ratio_range``);
+    the target scale is the *base scale* times r, ``(int(a * r), int(b * r))``, and
+    the image is resized to fit it with its aspect kept (mmcv's ``rescale_size``:
+    the factor min(long / max(h, w), short / min(h, w)), sides rounded as
+    ``int(x + 0.5)``). The base scale is ``data.base_scale`` or, left empty, the
+    dataset's in mmseg's configs (:data:`BASE_SCALES`: ADE20K (2048, 512),
+    PASCAL-Context (520, 520), Cityscapes (2048, 1024)); for folder and synthetic
+    data it is the model input. So r = 1 is the base scale, which is also where
+    slide evaluation looks at the image (mmseg's test ``Resize``), and an edge
+    config whose base scale is its input trains centred on the scale it deploys at.
 
 Crop and padding
-    A crop_size x crop_size window at a uniform random offset; up to 10 windows
+    A crop window of the model input's (H, W) at a uniform random offset; up to 10 windows
     are drawn until no single class (ignore excluded) fills more than
     ``cat_max_ratio`` of the window and it holds at least two classes, as
     mmseg's RandomCrop (with cat_max_ratio >= 1 the first window is taken).
@@ -62,16 +66,58 @@ def sample_rng() -> np.random.Generator:
 # --------------------------------------------------------------------------- single steps
 
 
-def rescale(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    h, w = label.shape[:2]
-    nh, nw = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
-    if (nh, nw) == (h, w):
+# mmseg's base scales (its configs' ``scale`` of RandomResize and of the test Resize), (long, short) bounds
+BASE_SCALES = {"ade20k": (2048, 512), "pascal_context": (520, 520), "cityscapes": (2048, 1024)}
+
+
+def scaled_size(size, scale: float) -> tuple[int, int]:
+    """(h, w) x ``scale`` with mmcv's rounding, ``int(x * s + 0.5)`` (not Python's round-half-to-even)."""
+    h, w = size
+    return max(1, int(h * float(scale) + 0.5)), max(1, int(w * float(scale) + 0.5))
+
+
+def rescale_size(size, bound) -> tuple[int, int]:
+    """(h, w) resized with its aspect kept to fit ``bound`` = (long, short), in either order (mmcv's
+    ``rescale_size``, the ``keep_ratio=True`` resize of mmseg's pipelines): the factor is
+    min(max(bound) / max(h, w), min(bound) / min(h, w)), the sides rounded as :func:`scaled_size`."""
+    h, w = size
+    long_edge, short_edge = max(bound), min(bound)
+    return scaled_size((h, w), min(long_edge / max(h, w), short_edge / min(h, w)))
+
+
+def base_scale_of(data_cfg, input_size) -> tuple[int, int]:
+    """The base scale (long, short) of a DataConfig: ``data.base_scale``, else the dataset's (:data:`BASE_SCALES`),
+    else (folder, synthetic) the model input."""
+    given = tuple(getattr(data_cfg, "base_scale", ()) or ())
+    if given:
+        return int(given[0]), int(given[1])
+    if data_cfg.dataset in BASE_SCALES:
+        return BASE_SCALES[data_cfg.dataset]
+    h, w = _hw(input_size)
+    return max(h, w), min(h, w)
+
+
+def random_resize_size(size, base_scale, ratio: float) -> tuple[int, int]:
+    """The size mmseg's ``RandomResize(base_scale, ratio_range, keep_ratio=True)`` gives an (h, w) image for ``ratio``."""
+    a, b = base_scale
+    return rescale_size(size, (int(a * ratio), int(b * ratio)))
+
+
+def resize_to(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+    """Image (bilinear) and label (nearest, at pixel centres) resized to ``size`` = (h, w)."""
+    nh, nw = size
+    if (nh, nw) == label.shape[:2]:
         return image, label
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     # NEAREST_EXACT samples at pixel centres as INTER_LINEAR does; plain INTER_NEAREST floors and shifts the
     # labels by up to half a source pixel against the image (found by tests/test_properties.py)
     label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     return image, label
+
+
+def rescale(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of the image's own size times ``ratio`` (mmcv's rounding)."""
+    return resize_to(image, label, scaled_size(label.shape[:2], ratio))
 
 
 def _hw(size) -> tuple[int, int]:
@@ -170,12 +216,16 @@ def _to_tensors(image_chw: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor,
 
 
 class TrainTransform:
-    """Random scale, crop (cat_max_ratio), flip, photometric distortion, normalise, pad to crop."""
+    """Random resize, crop (cat_max_ratio), flip, photometric distortion, normalise, pad to the crop.
+
+    ``base_scale`` (long, short): the random resize's base (see the module docstring); None scales the
+    image's own size by the ratio instead."""
 
     def __init__(self, crop_size, scale_range=(0.5, 2.0), flip: bool = True, photometric: bool = True,
                  cat_max_ratio: float = 0.75, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                 ignore_index: int = IGNORE):
+                 ignore_index: int = IGNORE, base_scale=None):
         self.crop_size = _hw(crop_size)  # (H, W)
+        self.base_scale = None if base_scale is None else (int(base_scale[0]), int(base_scale[1]))
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = bool(flip)
         self.photometric = bool(photometric)
@@ -189,7 +239,11 @@ class TrainTransform:
             rng = sample_rng()
         label = np.asarray(label, dtype=np.uint8)
         lo, hi = self.scale_range
-        image, label = rescale(image, label, float(rng.uniform(lo, hi)) if hi > lo else lo)
+        ratio = float(rng.uniform(lo, hi)) if hi > lo else lo
+        if self.base_scale is None:
+            image, label = rescale(image, label, ratio)
+        else:
+            image, label = resize_to(image, label, random_resize_size(label.shape[:2], self.base_scale, ratio))
         image, label = random_crop(image, label, self.crop_size, rng, self.cat_max_ratio, self.ignore_index)
         if self.flip and rng.random() < 0.5:
             image, label = hflip(image, label)
@@ -200,7 +254,8 @@ class TrainTransform:
         return _to_tensors(chw, label)
 
     def __repr__(self) -> str:
-        return (f"TrainTransform(crop={self.crop_size[0]}x{self.crop_size[1]}, scale={self.scale_range}, flip={self.flip}, "
+        return (f"TrainTransform(crop={self.crop_size[0]}x{self.crop_size[1]}, base={self.base_scale}, "
+                f"ratio={self.scale_range}, flip={self.flip}, "
                 f"photometric={self.photometric}, cat_max_ratio={self.cat_max_ratio})")
 
 
@@ -230,10 +285,11 @@ class RawTransform:
         return "RawTransform()"
 
 
-def build_transform(data_cfg, crop_size: int, train: bool):
-    """The train or eval pipeline for a DataConfig."""
+def build_transform(data_cfg, crop_size, train: bool):
+    """The train or eval pipeline for a DataConfig; ``crop_size`` is the model input (H, W)."""
     if train:
         return TrainTransform(crop_size, scale_range=data_cfg.scale_range, flip=data_cfg.flip,
                               photometric=data_cfg.photometric, cat_max_ratio=data_cfg.cat_max_ratio,
-                              mean=data_cfg.mean, std=data_cfg.std, ignore_index=data_cfg.ignore_index)
+                              mean=data_cfg.mean, std=data_cfg.std, ignore_index=data_cfg.ignore_index,
+                              base_scale=base_scale_of(data_cfg, crop_size))
     return EvalTransform(mean=data_cfg.mean, std=data_cfg.std)
