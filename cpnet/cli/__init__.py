@@ -29,6 +29,7 @@ from cpnet.runtime.errors import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_US
 VERBS: dict[str, str] = {  # verb -> module
     "data": "cpnet.data.synthetic",
     "summary": "cpnet.summary",
+    "convert": "cpnet.convert",
     "train": "cpnet.train",
     "evaluate": "cpnet.evaluate",
     "export": "cpnet.export",
