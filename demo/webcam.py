@@ -227,7 +227,8 @@ class Demo:
     def _hud_lines(self) -> list[str]:
         ms = self.stats.recent_ms()
         times = "  ".join(f"{STAGE_SHORT[s]} {v:.1f}" for s, v in ms.items() if v is not None)
-        lines = [f"{self.stats.fps:5.1f} FPS  dropped {self.pipeline.dropped}  {self.backend.describe()}",
+        fps = f"{self.stats.fps:5.1f}" if self.stats.shown >= 2 else "  -- "
+        lines = [f"{fps} FPS  dropped {self.pipeline.dropped}  {self.backend.describe()}",
                  f"ms  {times}" if times else ""]
         if self.tegra is not None:
             lines.append(self.tegra.hud())
