@@ -112,7 +112,7 @@ def run(args) -> int:
         rows.append(r)
         fwd = f"{r['forward_s'] * 1000:.0f} ms@{hw_text(r['forward_input'])}"
         print(f"{r['name']:<22}{'R' + str(r['depth']):>9}{hw_text(r['input']):>10}{hw_text(r['prior']):>8}"
-              f"{r['params_infer_m']:>12.2f}{r['params_train_m']:>10.2f}{r['gflops']:>9.1f}{r['gmacs']:>9.1f}{fwd:>14}")
+              f"{r['params_infer_m']:>12.2f}{r['params_train_m']:>10.2f}{r['gflops']:>9.1f}{r['gmacs']:>9.1f}{fwd:>18}")
     if args.json:
         atomic_write_json(args.json, rows)
     return 0
