@@ -9,7 +9,7 @@ What it measures (one pass per artifact over the same images, reference first):
   (:func:`cpnet.runtime.preprocess.preprocess`, the whole frame resized to the model
   input, one scale, no flip) and :func:`~cpnet.runtime.preprocess.postprocess` back to
   the label's size; ``--mode slide``, ``--scales`` or ``--flip`` switch to
-  :func:`cpnet.inference.predict_probs` instead;
+  :func:`cpnet.inference.predict_image` instead (as ``cpnet evaluate``);
 - per artifact: a confusion matrix (:class:`cpnet.runtime.metrics.ConfusionMatrix`,
   the one mIoU implementation) and, per image, its true-positive, ground-truth and
   predicted pixel counts per class; pixel agreement with the reference's prediction;
@@ -200,13 +200,22 @@ def make_predictor(model, options: ReportOptions):
 
         return predict
 
-    import torch
-
-    from cpnet.inference import predict_probs
+    from cpnet.inference import predict_image
 
     h, w = model.input_size
     times: list[float] = []
-    overlap = float(((model.manifest.get("config") or {}).get("eval") or {}).get("slide_overlap", 1 / 3))
+    config = model.manifest.get("config") or {}
+    overlap = float((config.get("eval") or {}).get("slide_overlap", 1 / 3))
+    base_scale = None  # slide mode's base: the data's base scale, as cpnet evaluate (the image's own size without)
+    if config.get("data"):
+        from cpnet.config import from_dict
+        from cpnet.data.transforms import base_scale_of
+
+        try:
+            base_scale = base_scale_of(from_dict({"data": config["data"]}).data, (h, w))
+        except Exception:  # noqa: BLE001 - a hand-made manifest: fall back to the image's own size
+            base_scale = None
+    mean, std = model.manifest.get("mean", (0.0, 0.0, 0.0)), model.manifest.get("std", (1.0, 1.0, 1.0))
 
     def timed(batch):
         t0 = time.perf_counter()
@@ -215,10 +224,9 @@ def make_predictor(model, options: ReportOptions):
         return out
 
     def predict(image):
-        # the manifest's normalisation at the image's own size; predict_probs resizes and windows
-        x = torch.from_numpy(preprocess(image, {**model.manifest, "input_size": list(image.shape[:2])}))
-        probs = predict_probs(x, timed, (h, w), model.num_classes, mode=options.eval_mode, scales=options.scales,
-                              flip=options.flip, overlap=overlap)
+        # as cpnet evaluate: each scale resized from the uint8 image and normalised as the manifest says
+        probs = predict_image(image, timed, (h, w), model.num_classes, mean, std, mode=options.eval_mode,
+                              scales=options.scales, flip=options.flip, overlap=overlap, base_scale=base_scale)
         label = probs.argmax(1)[0].numpy()
         out = list(times)
         times.clear()
