@@ -31,11 +31,11 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from cpnet.runtime import UserError
+from cpnet.runtime.images import IMAGE_EXTENSIONS, BadSampleError, read_image
 from cpnet.runtime.log import get_logger
 
 log = get_logger("calibrate")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_DIR_NAMES = {"masks", "mask", "labels", "label", "annotations", "gtfine", "gtcoarse",
                    "segmentationclass", "segmentationclasscontext", "segmentationobject"}
 
@@ -162,7 +162,6 @@ def iter_calibration_images(source, manifest: Mapping, num_images: int, data_roo
 
 
 def _generate(src: CalibrationSource, ordered: list[Path], manifest: Mapping, num_images: int):
-    from cpnet.data.base import BadSampleError, read_image
     from cpnet.runtime.preprocess import preprocess
 
     done = bad = 0

@@ -30,7 +30,6 @@ Saved with ``np.savez`` (no pickled objects; loaded with ``allow_pickle=False``)
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -38,6 +37,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cpnet.runtime import UserError, atomic_path
+from cpnet.runtime.files import scratch_dir
 from cpnet.runtime.ort import make_session
 
 CACHE_FORMAT = 1
@@ -310,8 +310,8 @@ def collect(model_path: "str | Path", images: Iterable[np.ndarray], total: int |
             sample_cache[size] = np.sort(rng.choice(size, SAMPLE_CAP, replace=False))
         return sample_cache[size]
 
-    with tempfile.TemporaryDirectory(prefix="cpnet-calib-") as tmp:
-        aug = Path(tmp) / "augmented.onnx"
+    with scratch_dir("calibrate") as tmp:
+        aug = tmp / "augmented.onnx"
         onnx.save(model, str(aug))
         del model
         sess = make_session(aug, threads=threads, optimization="none")  # keep every tensor observable

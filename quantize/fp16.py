@@ -40,7 +40,6 @@ import copy
 import difflib
 import io
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,8 +47,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cpnet.export import name_nodes
 from cpnet.runtime import SCHEMA, UserError, atomic_path, sha256_file, versions, write_manifest
+from cpnet.runtime.files import scratch_dir
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
@@ -333,6 +332,8 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
+    from cpnet.export import name_nodes  # (imports torch; here, so importing this module and --help do not)
+
     o = replace(options, **overrides) if overrides else options
     o.check()
     threads = runtime.threads
@@ -383,7 +384,7 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
 
     # 2. drift
     rounds = []
-    with tempfile.TemporaryDirectory(prefix="cpnet_fp16_") as tmp:
+    with scratch_dir("fp16") as tmp:
         ref = reference(model, inputs, threads, spill_dir=tmp, what=calib.description)
         best = None  # (score, round, model, reasons): the round closest to the target
         for r in range(o.max_rounds + 1):

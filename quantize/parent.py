@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpnet.runtime import UserError, read_manifest, sha256_file
+from cpnet.runtime import UserError, files, read_manifest, sha256_file
 from cpnet.runtime.errors import first_line
 
 
@@ -72,7 +72,8 @@ def derived_path(parent: "str | Path", suffix: str, folder: "str | Path | None" 
     return Path(folder if folder is not None else parent.parent) / f"{stem}{suffix}"
 
 
-def check_output(out: "str | Path", parent: "str | Path") -> None:
-    """Refuse an output path that is the parent itself."""
+def check_output(out: "str | Path", parent: "str | Path") -> Path:
+    """Refuse, before any work, an output that is the parent itself or a place that cannot be written."""
     if Path(out).resolve() == Path(parent).resolve():
         raise UserError(f"-o {out}: would overwrite the FP32 model it is made from")
+    return files.check_output(out)

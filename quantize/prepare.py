@@ -24,8 +24,8 @@ the flags both commands take and :func:`int8_options` reads them back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -33,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cpnet.runtime import UserError
+from cpnet.runtime.files import scratch_dir
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
@@ -186,12 +187,12 @@ class Prepared:
     options: Int8Options
     calibration: CalibrationOptions  # as asked
     threads: int | None = None
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _scratch: contextlib.ExitStack | None = field(default=None, repr=False)  # removes ``workdir``
 
     def cleanup(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
 
     def __enter__(self) -> "Prepared":
         return self
@@ -254,9 +255,9 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
         raise UserError(f"--num-images must be at least 1, got {calibration.num_images}")
     key = {"parent_sha256": parent.sha256, **image_set_key(calibration, manifest)}
 
-    tmp = tempfile.TemporaryDirectory(prefix="cpnet-int8-")
+    scratch = contextlib.ExitStack()  # the work folder: pid-tagged, swept by a later run if this one is killed
     try:
-        workdir = Path(tmp.name)
+        workdir = scratch.enter_context(scratch_dir("int8"))
         pre_path = qdq.preprocess_model(path, workdir / "pre.onnx")
         pre = onnx.load(str(pre_path))
         _check_keep_float(pre, options.keep_float, path)
@@ -281,9 +282,9 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
         return Prepared(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,
                         pre_path=pre_path, stats=stats, ranges_file=rfile, reused=reused, description=key["source"],
                         num_images=int(stats.meta.get("images", calibration.num_images)), options=options,
-                        calibration=calibration, threads=runtime.threads, _tmp=tmp)
+                        calibration=calibration, threads=runtime.threads, _scratch=scratch)
     except BaseException:
-        tmp.cleanup()
+        scratch.close()
         raise
 
 

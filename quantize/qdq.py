@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from cpnet.runtime import UserError
+from cpnet.runtime.files import scratch_dir
 
 FLAVOURS = ("tensorrt", "cpu")
 
@@ -133,15 +134,20 @@ def options_record(opts: dict) -> dict:
 
 # --- pre-processing the parent ------------------------------------------------------------------
 
-def _quiet():
-    """Silence onnxruntime.quantization's prints and warnings (it logs pre-processing advice per call)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+@contextlib.contextmanager
+def _ort_quantization(scratch: Path):
+    """Run onnxruntime.quantization quietly (it prints and logs pre-processing advice per call), with its own
+    temporary folders made inside ``scratch`` (so a killed process's are swept with it, see scratch_dir)."""
     logger = logging.getLogger()
-    old = logger.level
+    old_level, old_tempdir = logger.level, tempfile.tempdir
     logger.setLevel(logging.ERROR)
-    stack.callback(logger.setLevel, old)
-    return stack
+    tempfile.tempdir = str(scratch)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(old_level)
+        tempfile.tempdir = old_tempdir
 
 
 def preprocess_model(model_path: Path, out_path: Path) -> Path:
@@ -155,7 +161,7 @@ def preprocess_model(model_path: Path, out_path: Path) -> Path:
 
     for kwargs in ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True}):
         try:
-            with _quiet():
+            with scratch_dir("qdq") as tmp, _ort_quantization(tmp):
                 quant_pre_process(str(model_path), str(out_path), **kwargs)
             break
         except Exception:
@@ -209,8 +215,8 @@ def build(pre_path: "str | Path", out_path: "str | Path", ranges: "dict[str, tup
     out_path = Path(out_path)
     # The ranges are final; ORT takes them from its cache file, whose method label only has to match.
     method = CalibrationMethod.MinMax
-    with tempfile.TemporaryDirectory(prefix="cpnet-qdq-") as tmp, _quiet():
-        cache = Path(tmp) / "ranges.json"
+    with scratch_dir("qdq") as tmp, _ort_quantization(tmp):
+        cache = tmp / "ranges.json"
         save_tensors_data(TensorsData(method, data), cache)
         quantize_static(
             str(pre_path), str(out_path), calibration_data_reader=None,

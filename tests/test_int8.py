@@ -237,3 +237,30 @@ def test_int8_max_disagreement_gate_fails_with_exit_1_and_one_line(quantized, ca
     limit = m["drift"]["disagreement_percent"] + 0.01
     assert run_int8(quantized["model"], "--calib-data", calib_dir, "-o", out, "--max-disagreement", limit) == 0
     assert read_manifest(out)["drift"]["met"] is True
+
+
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked: INT8 from a folder of images must not need it")
+
+sys.meta_path.insert(0, NoTorch())
+from quantize.int8 import main
+rc = main(sys.argv[1:])
+assert "torch" not in sys.modules
+sys.exit(rc)
+"""
+
+
+def test_int8_from_a_folder_of_images_runs_without_torch(tiny_onnx, calib_dir, tmp_path):
+    import subprocess
+    import sys
+
+    model = copy_model(tiny_onnx, tmp_path)
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(model), "--calib-data", str(calib_dir), *COMMON],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_manifest(model.with_name("model.int8.onnx"))["precision"] == "int8"
