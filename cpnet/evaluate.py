@@ -55,8 +55,8 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
                                          num_workers=min(cfg.data.num_workers, 2))
     it = loader
     if progress and rank == 0:
-        from tqdm import tqdm
-        it = tqdm(loader, total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
+        from .runtime.progress import progress as bar
+        it = bar(loader, total=len(indices), desc="eval", unit="img")
     skipped = 0
     t0 = time.perf_counter()
     for sample in it:

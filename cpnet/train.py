@@ -385,8 +385,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     accum = cfg.train.accum_steps
     bar = None
     if d.main and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.train.iters, initial=start_iter, desc="train", unit="it", dynamic_ncols=True)
+        from .runtime.progress import progress as progress_bar
+        bar = progress_bar(total=cfg.train.iters, initial=start_iter, desc="train", unit="it")
     skipped = 0
     it = start_iter
     micro = 0

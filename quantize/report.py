@@ -259,10 +259,9 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
     images; ``Pass.indices`` says which were used, for the variants' passes.
     Returns the pass and, with ``keep_predictions``, every prediction packed.
     """
-    from tqdm import tqdm
-
     from cpnet.data import BadSampleError
     from cpnet.runtime.metrics import ConfusionMatrix
+    from cpnet.runtime.progress import progress as progress_bar
 
     C = len(dataset.classes)
     predict = make_predictor(model, options)
@@ -270,7 +269,7 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
     used, counts, same, pixels, latencies, worst, kept = [], [], [], [], [], [], []
     t0 = time.perf_counter()
     expected = len(indices) if limit is None else min(limit, len(indices))
-    bar = tqdm(total=expected, desc=name, unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=expected, desc=name, unit="img", disable=not progress, file=sys.stderr)
     for i in indices:
         if limit is not None and len(used) >= limit:
             break
