@@ -96,7 +96,10 @@ def make_and_report(make, options, args) -> int:
     flags, the manifest to ``--json`` (also when the drift limit is missed, before that error goes on to the
     command line) and the path made on stdout."""
     from cpnet.cli.args import calibration_options, runtime_options
+    from cpnet.runtime.files import check_output
 
+    if args.json:
+        check_output(args.json, what="--json file")  # before any work
     try:
         path, manifest = make(args.input, args.output, options, calibration_options(args), runtime_options(args))
     except DriftLimitExceeded as e:

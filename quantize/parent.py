@@ -2,9 +2,11 @@
 
 ``cpnet fp16`` and ``cpnet int8`` (and ``cpnet sensitivity``) all start from the FP32
 export of ``cpnet export`` and its manifest ``model.onnx.json``. :func:`load_parent`
-refuses, with one line each, a missing or corrupt file, a missing manifest, a
-manifest of another kind, a model that is already FP16 or INT8, and a file
-changed since its manifest was written (sha256). :func:`derived_path` names the
+refuses, with one line each and in this order, a missing file, a missing
+manifest, a manifest of another kind, a model that is already FP16 or INT8, a
+file changed since its manifest was written (sha256: checked before its bytes are
+parsed, so a tampered file is never read as a model) and a file that is not a
+valid ONNX model. :func:`derived_path` names the
 files made from it, beside it: ``model.onnx`` -> ``model.fp16.onnx``,
 ``model.int8.onnx``, ``model.calib.npz``.
 """
@@ -48,7 +50,8 @@ def load_onnx(path: "str | Path"):
 def load_parent(path: "str | Path") -> Parent:
     """Load the FP32 export at ``path`` and check it against its manifest (see the module docstring)."""
     path = Path(path)
-    model = load_onnx(path)
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX file not found")
     manifest = read_manifest(path, required=False)  # an unreadable one is a UserError of its own
     if manifest is None:
         raise UserError(f"{path}: its manifest {path.name}.json is missing; make the FP32 file with cpnet export, "
@@ -62,7 +65,7 @@ def load_parent(path: "str | Path") -> Parent:
     if manifest.get("sha256") and manifest["sha256"] != sha:
         raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed after export); "
                         f"re-export it")
-    return Parent(path=path, model=model, manifest=manifest, sha256=sha)
+    return Parent(path=path, model=load_onnx(path), manifest=manifest, sha256=sha)
 
 
 def derived_path(parent: "str | Path", suffix: str, folder: "str | Path | None" = None) -> Path:

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cpnet.runtime import UserError
-from cpnet.runtime.files import scratch_dir
+from cpnet.runtime.files import check_output, scratch_dir
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
@@ -266,6 +266,8 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
         explicit = options.ranges_file is not None
         rfile = Path(options.ranges_file) if explicit else default_ranges_file(
             path, Path(out_dir) if out_dir is not None else path.parent)
+        if not rfile.is_file():
+            check_output(rfile, what="calibration ranges file")  # it is written after the pass: check the place now
 
         stats = None
         if rfile.is_file() and not options.recalibrate:

@@ -119,9 +119,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from cpnet.cli.args import calibration_options, runtime_options
     from cpnet.runtime import atomic_write_json
+    from cpnet.runtime.files import check_output
 
     from .prepare import int8_options
 
+    if args.json:
+        check_output(args.json, what="--json file")  # before any work
     report = rank_sensitivity(args.input, int8_options(args), calibration_options(args), runtime_options(args))
     every = report["all_quantized"]
     print(f"sensitivity of {args.input} ({report['flavour']} flavour, {report['method']} ranges, "

@@ -196,8 +196,17 @@ def test_no_readable_calibration_image_is_a_one_line_error(tiny_onnx, tmp_path, 
 
 
 def test_corrupt_onnx_is_a_one_line_error(tiny_onnx, calib_dir, tmp_path, capsys):
+    from cpnet.runtime import write_manifest
+
     model = copy_model(tiny_onnx, tmp_path)
     model.write_bytes(b"\x08\x07garbage" * 10)
+    # changed after its manifest was written: refused by its sha256, before its bytes are parsed
+    assert run_int8(model, "--calib-data", calib_dir) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "model.onnx" in err and "sha256 differs" in err
+    # a manifest that vouches for garbage: the file is parsed, and is not a model
+    manifest = read_manifest(model)
+    write_manifest(model, {**{k: v for k, v in manifest.items() if k != "schema"}, "sha256": sha256_file(model)})
     assert run_int8(model, "--calib-data", calib_dir) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "model.onnx" in err and "not a valid ONNX model" in err
@@ -237,6 +246,16 @@ def test_int8_max_disagreement_gate_fails_with_exit_1_and_one_line(quantized, ca
     limit = m["drift"]["disagreement_percent"] + 0.01
     assert run_int8(quantized["model"], "--calib-data", calib_dir, "-o", out, "--max-disagreement", limit) == 0
     assert read_manifest(out)["drift"]["met"] is True
+
+
+def test_output_places_are_checked_before_any_work(quantized, calib_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(calibrate, "collect", lambda *a, **k: pytest.fail("calibrated before checking the outputs"))
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    for flag in ("-o", "--json", "--ranges"):
+        assert run_int8(quantized["model"], "--calib-data", calib_dir, "--recalibrate", flag, folder) == 2, flag
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and str(folder) in err and "existing folder" in err, (flag, err)
 
 
 NO_TORCH = """
