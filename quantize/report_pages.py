@@ -308,6 +308,8 @@ def image_index(report: dict, images: dict[str, bytes]) -> dict:
 
 
 def _summary_lines(report: dict) -> list[str]:
+    from cpnet.runtime.machine import busy
+
     ev, bs, data = report["evaluation"], report["bootstrap"], report["data"]
     gate = report["gate"]
     limits = (f"--max-miou-drift {gate['max_miou_drift']:g} points" if gate["max_miou_drift"] is not None else
@@ -321,7 +323,10 @@ def _summary_lines(report: dict) -> list[str]:
         f"Images: {data['images']} from the {data['description']}"
         + (f" ({len(data['skipped'])} bad sample(s) skipped)" if data["skipped"] else "") + f"; {mode}.",
         f"Latency: {ev['latency']}; threads: {report['runtime']['threads'] or 'library default'}.",
-        f"Machine: {report['machine_line']}.",
+        f"Machine: {report['machine_line']}."
+        + (f" Warning: the load average exceeded the {report['machine'].get('usable_cores')} usable core(s) while "
+           f"measuring: other work shared the CPU, so the latencies are inflated and their ranking may be too."
+           if busy(report["machine"]) else ""),
         f"Drift = variant minus reference, in points; 95% intervals: {bs['resamples']} bootstrap resamples over "
         f"images, paired, seed {bs['seed']}. Agreement: pixels predicted as the reference predicts them.",
         f"Gate (point estimates, drops only): {limits}.",

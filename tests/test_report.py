@@ -394,3 +394,16 @@ def test_html_renders_in_headless_chromium(failing_report, tmp_path):
     assert res["images"] == len(pngs) and sorted(res["files"]) == pngs
     assert res["loaded"] == res["images"], res
     assert res["external"] == 0  # self-contained: every image is a data: URI
+
+
+def test_machine_line_names_cpu_simd_cores_gpu_and_load():
+    from cpnet.runtime.machine import busy, machine_info, machine_line
+
+    info = {"cpu": "Some CPU", "arch": "x86_64", "cores": 2, "usable_cores": 2, "simd": ["sse4_2", "avx2", "fma"],
+            "gpus": [], "load_average": [0.2, 0.1, 0.1]}
+    assert machine_line(info) == "Some CPU, x86_64, 2 cores; SIMD avx2 fma no VNNI; no GPU; load average 0.2"
+    vnni = machine_line({**info, "simd": ["avx2", "avx512f", "avx512_vnni"], "gpus": ["NVIDIA H200"]})
+    assert "avx512f avx512_vnni; NVIDIA H200" in vnni and "no VNNI" not in vnni
+    assert not busy(info) and busy({**info, "load_average": [6.0, 5.0, 5.0]})
+    here = machine_info()
+    assert here["cores"] >= 1 and here["cpu"] and machine_line(here)

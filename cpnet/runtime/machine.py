@@ -5,10 +5,12 @@ depends on the machine: ONNX Runtime's INT8 kernels are several times faster
 than FP32 on a CPU with VNNI and no faster on one without.
 
     >>> machine_line(machine_info())
-    'AMD EPYC (family 25 model 17), x86_64, 2 cores; SIMD avx2 fma avx512f avx512bw avx512_vnni avx512_bf16; no GPU'
+    'AMD EPYC (family 25 model 17), x86_64, 2 cores; SIMD avx2 fma avx512f avx512bw avx512_vnni avx512_bf16; no GPU; load average 0.3'
 
 Sources: ``/proc/cpuinfo`` (model name, flags), ``os.sched_getaffinity`` for the
-cores this process may use, ``nvidia-smi`` for GPUs (no CUDA library is loaded).
+cores this process may use, ``nvidia-smi`` for GPUs (no CUDA library is loaded),
+``os.getloadavg`` for how busy the machine was (a latency measured while other
+work shares the cores is inflated, and its ranking may be too).
 Elsewhere it falls back on :mod:`platform`.
 """
 
@@ -71,6 +73,10 @@ def machine_info() -> dict:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 0
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {
         "cpu": model,
         "arch": platform.machine(),
@@ -79,6 +85,8 @@ def machine_info() -> dict:
         "simd": [f for f in SIMD_FLAGS if f in flags],
         "gpus": gpus(),
         "os": f"{platform.system()} {platform.release()}",
+        # 1, 5 and 15 minute load averages now: above the core count, other work shared the CPU with the figures
+        "load_average": load,
     }
 
 
@@ -93,4 +101,13 @@ def machine_line(info: dict | None = None) -> str:
         shown.append("no VNNI")
     simd = f"SIMD {' '.join(shown)}" if shown else "SIMD flags unknown"
     gpu = ", ".join(info.get("gpus") or []) or "no GPU"
-    return f"{info['cpu']}, {info.get('arch') or '?'}, {cores}; {simd}; {gpu}"
+    line = f"{info['cpu']}, {info.get('arch') or '?'}, {cores}; {simd}; {gpu}"
+    if info.get("load_average"):
+        line += f"; load average {info['load_average'][0]:.1f}"
+    return line
+
+
+def busy(info: dict) -> bool:
+    """Whether other work shared the CPU: a 1-minute load average above the usable cores (+0.5 for our own)."""
+    load = info.get("load_average")
+    return bool(load) and load[0] > (info.get("usable_cores") or info.get("cores") or 1) + 0.5
