@@ -318,8 +318,9 @@ def collect(model_path: "str | Path", images: Iterable[np.ndarray], total: int |
         it = images
         bar = None
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+            from cpnet.runtime.progress import progress as progress_bar
+
+            bar = progress_bar(total=total, desc=desc, unit="img")
         n_images = 0
         try:
             for x in it:

@@ -46,9 +46,9 @@ def rank_nodes(prep: Prepared, ref: Reference, exclude: Sequence[str] = (),
     rows = []
     bar = None
     if progress:
-        from tqdm import tqdm
+        from cpnet.runtime.progress import progress as progress_bar
 
-        bar = tqdm(total=len(nodes), desc="sensitivity", unit="node", dynamic_ncols=True)
+        bar = progress_bar(total=len(nodes), desc="sensitivity", unit="node")
     try:
         for name, op_type in nodes:
             prep.build(path, include=[name])
