@@ -47,7 +47,8 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
     else:
         sys.path.insert(0, _root)
 
-from cpnet.runtime import CheckFailed, CpnetError, UserError, atomic_write_json  # noqa: E402
+from cpnet.runtime import CheckFailed, CpnetError, MissingDependency, UserError, atomic_write_json  # noqa: E402
+from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.errors import first_line  # noqa: E402
 from cpnet.runtime.options import RuntimeOptions  # noqa: E402
 
@@ -234,7 +235,7 @@ def run_benchmark(artifacts: list[str], options: BenchmarkOptions = BenchmarkOpt
             try:
                 rows.append(bench_one(a, options, runtime, in_process=True))
             except CpnetError as e:
-                rows.append({"artifact": a, "error": first_line(e, 2000)})
+                rows.append({"artifact": a, "error": first_line(e, 2000), "exit_code": e.exit_code})
         else:
             rows.append(run_subprocess(a, options, runtime))
     return rows
@@ -251,7 +252,8 @@ def run_subprocess(artifact: str, options: BenchmarkOptions, runtime: RuntimeOpt
         if line.startswith(ROW_MARKER):
             return json.loads(line[len(ROW_MARKER):])
     err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    return {"artifact": artifact, "error": err[-1].removeprefix("error: ") if err else f"exit status {proc.returncode}"}
+    return {"artifact": artifact, "error": err[-1].removeprefix("error: ") if err else f"exit status {proc.returncode}",
+            "exit_code": proc.returncode}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -325,6 +327,8 @@ def run(args) -> int:
     from cpnet.cli.args import runtime_options
 
     options, runtime = options_from(args), runtime_options(args)
+    if args.json:
+        check_output(args.json)
     parse_kv(options.backend_options)  # a malformed --backend-options is a user error before any work
     artifacts = list(args.input)
     missing = [a for a in artifacts if not Path(a).exists()]
@@ -348,8 +352,11 @@ def run(args) -> int:
         atomic_write_json(args.json, {"rows": rows, "options": asdict(options), "runtime": asdict(runtime)})
     failed = [r for r in rows if r.get("error")]
     if failed:
-        raise CheckFailed(f"{len(failed)} of {len(rows)} artifact(s) could not be benchmarked: "
-                          f"{'; '.join(r['artifact'] + ': ' + r['error'] for r in failed)}")
+        # the exit code says why, when every failure says the same thing (2: the user's file, 3: no TensorRT)
+        codes = {r.get("exit_code") for r in failed}
+        kind = {2: UserError, 3: MissingDependency}.get(codes.pop(), CheckFailed) if len(codes) == 1 else CheckFailed
+        raise kind(f"{len(failed)} of {len(rows)} artifact(s) could not be benchmarked: "
+                   f"{'; '.join(r['artifact'] + ': ' + r['error'] for r in failed)}")
     return 0
 
 

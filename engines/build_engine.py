@@ -43,7 +43,9 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
 
 from cpnet.runtime import (CheckFailed, MissingDependency, UserError, atomic_write_bytes,  # noqa: E402
                            manifest_path, read_manifest, sha256_file, versions, write_manifest)
+from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
+from cpnet.runtime.manifest import verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
 from engines.trt import BuildOptions  # noqa: E402
@@ -95,12 +97,14 @@ def prepare(opts: BuildOptions) -> tuple[Path, dict]:
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file")
     onnx_manifest = read_manifest(onnx_path, required=True)
+    verify_sha256(onnx_path, onnx_manifest, "the ONNX file")  # before TensorRT's parser reads a byte of it
     if trtlayer.is_cpu_flavour(onnx_manifest):  # refuse before needing TensorRT
         raise UserError(trtlayer.cpu_flavour_message(str(onnx_path)))
     trtlayer.validate_hardware_compatibility(opts, gpu=None, jetson=False)  # DLA + hardware compatibility, etc.
     out = Path(opts.output) if opts.output else default_output(onnx_path, opts.fp16_flag, opts.dla_core)
     if out.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise UserError(f"{out}: an engine file ends in .engine, .plan or .trt")
+    check_output(out, what="engine")
     if opts.timing_cache is None:
         opts.timing_cache = str(out.with_name(DEFAULT_CACHE_NAME))
     elif opts.timing_cache == "":

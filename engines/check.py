@@ -953,13 +953,22 @@ def add_arguments(p) -> None:
     p.add_argument("--target", choices=TARGETS, default="trt10",
                    help="trt10 (= trt10.3, JetPack 6: passes here runs on every 10.x), trt10.15 (latest 10.x), "
                         "trt11, or dla (Jetson DLA with GPU fallback); default trt10")
-    p.add_argument("--trt-version", metavar="X.Y",
+    p.add_argument("--trt-version", metavar="X.Y", type=_release,
                    help="check against this exact TensorRT release's table instead of the target's (e.g. 10.7)")
     p.add_argument("--strict-dla", action="store_true",
                    help="with --target dla: a node DLA cannot run is an error instead of a GPU-fallback warning")
     p.add_argument("--fp16-flag", action="store_true",
                    help="the build will use TensorRT 10's FP16 flag (DLA: an FP32 file is then not a problem)")
     a.add_json(p, "every file's result and problems")
+
+
+def _release(text: str) -> str:
+    import argparse
+    import re
+
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)*", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a TensorRT release such as 10.3 or 11.0, got {text!r}")
+    return text.strip()
 
 
 def run(args) -> int:
@@ -975,10 +984,15 @@ def run(args) -> int:
     if args.json:
         atomic_write_json(args.json, {"target": options.target, "trt_version": options.trt_version,
                                       "files": [r.to_json() for r in results]})
+    unreadable = [r for r in results if r.unreadable is not None]
+    if unreadable:  # not an ONNX model this check may read: the user's file to fix, not a verdict
+        more = f" (and {len(unreadable) - 1} more unreadable file(s))" if len(unreadable) > 1 else ""
+        raise UserError(f"{unreadable[0].unreadable}{more}")
     failed = [r for r in results if not r.ok]
     if failed:
+        names = ", ".join(Path(r.path).name for r in failed[:3]) + (" ..." if len(failed) > 3 else "")
         raise CheckFailed(f"{len(failed)} of {len(results)} file(s) failed the TensorRT pre-flight check "
-                          f"({results[0].table or options.target})")
+                          f"({results[0].table or options.target}): {names}")
     return 0
 
 

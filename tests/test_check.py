@@ -462,8 +462,9 @@ def test_cli_ok_and_error_exit_codes(tmp_path):
     assert lines[-1].startswith("FAILED: ")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    r = _run_cli(junk)
-    assert r.returncode == 1 and len(r.stdout.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = _run_cli(junk)  # not an ONNX model at all: the user's file to fix (2), not a check verdict (1)
+    assert r.returncode == 2 and len(r.stdout.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "junk.onnx" in r.stderr
 
 
 def test_cli_json_missing_file_and_bad_version(tmp_path):
@@ -474,7 +475,7 @@ def test_cli_json_missing_file_and_bad_version(tmp_path):
     r = _run_cli(good, bad, "--target", "trt10.15", "--json", out)
     assert r.returncode == 1
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert err == ["error: 1 of 2 file(s) failed the TensorRT pre-flight check (TensorRT 10.15)"]
+    assert err == ["error: 1 of 2 file(s) failed the TensorRT pre-flight check (TensorRT 10.15): bad.onnx"]
     data = json.loads(out.read_text())
     assert [f["ok"] for f in data["files"]] == [True, False] and data["target"] == "trt10.15"
     assert any(p["node"] == "q_input" and p["level"] == "error" for p in data["files"][1]["problems"])

@@ -51,6 +51,7 @@ def test_verb_help_has_description_example_and_help_for_every_flag(verb, capsys)
 MISTAKES = {
     "data": (["data", "-o", "{tmp}/d", "--size", "0"], "--size"),
     "summary": (["summary", "no_such_config"], "no_such_config"),
+    "convert": (["convert", "{tmp}/missing.pth", "--config", "quickstart", "-o", "{tmp}/run"], "missing.pth"),
     "train": (["train", "no_such_config", "-o", "{tmp}/run"], "no_such_config"),
     "evaluate": (["evaluate", "{tmp}/missing.pt"], "missing.pt"),
     "export": (["export", "{tmp}/missing.pt"], "missing.pt"),
@@ -144,3 +145,24 @@ def test_deploy_side_runs_without_torch(tiny_onnx):
     r = subprocess.run([sys.executable, "-c", DEPLOY_SIDE, str(tiny_onnx)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+NO_TORCH_TRAIN = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+sys.meta_path.insert(0, NoTorch())
+from cpnet.cli import main
+sys.exit(main(["train", "quickstart"]))
+"""
+
+
+def test_a_training_verb_on_a_deploy_install_names_the_extra():
+    r = subprocess.run([sys.executable, "-c", NO_TORCH_TRAIN], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == errors.EXIT_MISSING_DEPENDENCY, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: cpnet train needs torch, which this installation lacks: "
+                                             "pip install -e '.[train]'"]

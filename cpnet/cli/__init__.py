@@ -23,7 +23,7 @@ import sys
 from typing import Sequence
 
 from cpnet.runtime.errors import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CpnetError,
-                                  first_line)
+                                  MissingDependency, first_line)
 
 #: The order is the pipeline's.
 VERBS: dict[str, str] = {  # verb -> module
@@ -41,6 +41,7 @@ VERBS: dict[str, str] = {  # verb -> module
     "build": "engines.build_engine",
     "benchmark": "engines.benchmark",
     "demo": "demo.webcam",
+    "pipeline": "pipeline.run",
 }
 
 
@@ -61,12 +62,22 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+#: Which extra of setup.cfg brings a module a verb may import (the base install is the deploy side).
+EXTRAS = {"torch": "train", "tensorboard": "train", "onnxslim": "train", "cityscapesscripts": "train",
+          "cv2": "desktop] or [headless", "tensorrt": "tensorrt", "pycuda": "tensorrt"}
+
+
 def _module(name: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise CpnetError(f"{name} is not part of this installation; reinstall cpnet with the stage you need") from None
+        top = (e.name or "").split(".")[0]
+        if top in EXTRAS:
+            verb = next((v for v, m in VERBS.items() if m == name), name)
+            raise MissingDependency(f"cpnet {verb} needs {top}, which this installation lacks: "
+                                    f"pip install -e '.[{EXTRAS[top]}]'") from None
         raise
 
 

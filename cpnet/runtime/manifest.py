@@ -51,6 +51,19 @@ def read_manifest(artifact: "str | Path", required: bool = True) -> dict | None:
     return data
 
 
+def verify_sha256(artifact: "str | Path", manifest: dict, what: str = "file") -> str:
+    """The artifact's sha256, checked against its manifest before anything parses the file: a file changed
+    or cut short after it was made is a one-line UserError. Returns the digest."""
+    from .files import sha256_file
+
+    digest = sha256_file(artifact)
+    expected = manifest.get("sha256")
+    if expected and digest != expected:
+        raise UserError(f"{artifact}: {what} does not match its manifest (sha256 differs; changed or truncated "
+                        f"after it was made); re-create it with the cpnet command that made it")
+    return digest
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

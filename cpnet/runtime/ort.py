@@ -22,8 +22,7 @@ import numpy as np
 
 from .backend import Backend, as_numpy_batch
 from .errors import UserError, first_line
-from .files import sha256_file
-from .manifest import read_manifest
+from .manifest import read_manifest, verify_sha256
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -137,10 +136,8 @@ class OnnxModel(Backend):
             raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an ONNX model")
         super().__init__(str(path), manifest)
         self.session = None
-        expected = manifest.get("sha256")
-        if verify and expected and sha256_file(path) != expected:
-            raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed or truncated "
-                            f"after it was made); re-export it")
+        if verify:
+            verify_sha256(path, manifest)
         self.session = make_session(path, threads=threads, providers=providers)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

@@ -78,6 +78,8 @@ class TensorRTBackend(Backend):
         manifest = read_manifest(path, required=False)
         if manifest is not None and manifest.get("kind", "engine") != "engine":
             raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an engine")
+        if manifest is None and not trust_engine:  # an engine is native code: refused before TensorRT is even needed
+            trtlayer.check_engine_manifest(None, "", None, str(path), trust=False)
         super().__init__(str(path), manifest)
         self._buffers: dict[str, _Buffer] = {}
         self._engine = self._context = self._runtime = None
