@@ -4,7 +4,7 @@
     python benchmarks/bench_onnx.py --configs edge_r18_256x512 --runs 30
 
 Per config: a model with RANDOM weights (latency does not depend on the weight
-values; accuracy is quantize_drift.py's job) is saved as a checkpoint and
+values; accuracy is the drift report's job, cpnet report) is saved as a checkpoint and
 exported with cpnet.export (parity on random inputs); FP16 comes from
 quantize.fp16, INT8 from quantize.int8 in the ``tensorrt`` and ``cpu``
 flavours, calibrated on real-looking images: the synthetic dataset's training
@@ -103,7 +103,7 @@ def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, thre
     try:
         fp16_path, _ = convert_fp16(onnx_path, out / "model.fp16.onnx", max_rounds=0, runtime=runtime,
                                     calibration=CalibrationOptions(data=str(calib_dir), num_images=2))
-    except DriftLimitExceeded as e:  # random weights: the file is what is timed (accuracy is quantize_drift.py's)
+    except DriftLimitExceeded as e:  # random weights: the file is what is timed (accuracy is cpnet report's)
         fp16_path = e.path
     log(f"  fp16 {time.perf_counter() - t:.1f} s")
     paths = {"ort_fp32": onnx_path, "ort_fp16": fp16_path}
