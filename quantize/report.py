@@ -58,7 +58,7 @@ from cpnet.runtime.log import get_logger
 
 log = get_logger("report")
 
-#: mIoU drop allowed by default, in points, by the variant's precision (the old quantize_drift targets).
+#: mIoU drop allowed by default, in points, by precision (the targets benchmarks/quantize_drift.py had).
 DEFAULT_MIOU_DRIFT = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
 FALLBACK_MIOU_DRIFT = 0.5
 #: Latencies within this factor of the fastest count as ties for the recommendation.
