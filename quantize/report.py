@@ -758,10 +758,15 @@ def command_line(args) -> str:
 
 def run(args) -> int:
     from cpnet.cli.args import runtime_options
+    from cpnet.runtime.files import check_output
+
     from . import report_pages
 
     options = options_from_args(args)
     out_dir = Path(args.output) if args.output else default_output(args.input)
+    check_output(out_dir, "dir", "report folder")  # before any work: minutes of passes, then nowhere to write
+    if args.json:
+        check_output(args.json, "file", "--json file")
     report = build_report(args.input, list(args.variants), options, runtime_options(args))
     paths = write_report(report, out_dir, command_line(args))
     if args.json:

@@ -175,6 +175,12 @@ def test_a_variant_that_cannot_be_opened_is_a_not_run_row(artifacts, tmp_path, c
     assert rows["orphan.onnx"]["status"] == "not run" and "manifest" in rows["orphan.onnx"]["reason"]
     assert rows["identical.onnx"]["status"] == "pass"
     assert "gate: model.int8.engine: not run" in err
+    # an output that cannot be a folder is refused before any work, and nothing is written
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert cpnet(["report", str(artifacts["reference"]), str(artifacts["identical"]), "--data", str(artifacts["data"]),
+                  "-o", str(taken), *COMMON]) == 2
+    assert "existing file" in capsys.readouterr().err and taken.read_text() == "x"
     assert "NOT RUN" in (out / "report.md").read_text()
     assert load(out)["gate"]["passed"] is False
 
