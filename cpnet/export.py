@@ -45,6 +45,7 @@ from .checkpoint import load_model
 from .config import Config
 from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
 from .runtime.files import check_output, scratch_dir
+from .runtime.graph import name_nodes
 from .runtime.log import get_logger
 from .runtime.options import RuntimeOptions
 
@@ -111,17 +112,6 @@ def _torch_export(deploy: torch.nn.Module, path: Path, size: tuple[int, int], op
             torch.onnx.export(deploy, (dummy,), str(path), dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=outputs, do_constant_folding=True,
                               export_params=True)
-
-
-def name_nodes(model) -> None:
-    """Give every node a unique name (node-level tools, e.g. FP16 block lists, refer to nodes by name)."""
-    seen = set()
-    for i, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{i}"
-        while name in seen:
-            name = f"{name}_{i}"
-        node.name = name
-        seen.add(name)
 
 
 def _ort_run(model_or_path, x: np.ndarray, threads: int | None = None) -> np.ndarray:

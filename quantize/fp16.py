@@ -332,7 +332,7 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
-    from cpnet.export import name_nodes  # (imports torch; here, so importing this module and --help do not)
+    from cpnet.runtime.graph import name_nodes
 
     o = replace(options, **overrides) if overrides else options
     o.check()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -110,6 +111,9 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
     """Parse ``argv`` with the verb's parser and run it under the error policy (the ``python -m`` forms)."""
     from cpnet.runtime import log
 
+    if module_name == "__main__":  # `python -m cpnet.export`: the module's real name, for its parser and errors
+        module_name = getattr(sys.modules["__main__"].__spec__, "name", None) or module_name
+
     def go() -> int:
         module = _module(module_name)
         parser = build_parser(module, prog or f"python -m {module_name}")
@@ -156,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     code = run_verb(VERBS[verb], rest, prog=f"cpnet {verb}")
     if as_program:
+        if code == EXIT_INTERRUPTED:  # skip the interpreter's teardown: a half-imported library (Ctrl-C landed
+            sys.stdout.flush()        # inside `import torch`) can raise again from its exit handlers
+            sys.stderr.flush()
+            os._exit(code)
         _ignore_interrupts_while_exiting()
     return code
 
