@@ -367,7 +367,7 @@ def run(args) -> int:
         log.info(f"{tag}: {step.what} ({why}; log {log_path})")
         S.remove_stamp(plan, name)
         stream, tty = _terminal_stream()
-        ticker = _Ticker(log_path, stream, f"        {name}: " if tty else f"        [{name}] ", tty) if stream else None
+        ticker = _Ticker(log_path, stream, "        ", tty) if stream else None
         t0 = time.perf_counter()
         try:
             if ticker:

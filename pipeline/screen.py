@@ -60,9 +60,9 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
         rows.append((f"check {target}", f"{plan.check_json(target)}{verdict}" if check else None))
     engines = [plan.engine_of(p) for p in (plan.onnx, plan.fp16, plan.int8)]
     built = [e for e in engines if e.exists()]
-    unavailable = (results.get("engines") or {}).get("why")
+    unavailable = (results.get("engines") or {}).get("why") or (None if built else S.tensorrt_missing())
     rows.append(("engines", ", ".join(map(str, built)) if built else
-                 f"skipped: {unavailable}" if unavailable else None))
+                 f"skipped: {unavailable.split(';')[0]}" if unavailable else None))
     rows.append(("drift report", plan.report_dir / "report.html"))
     rows.append(("demo video", plan.demo_dir / "demo.mp4"))
     rows.append(("logs", f"{plan.logs}/STEP.log"))
@@ -107,6 +107,12 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
         out.append(f"  demo: {demo.get('mean_fps', 0):.1f} FPS, {demo.get('frames_shown', '?')} frames "
                    f"({Path(str(demo.get('backend', '')).split(' ')[0]).name or demo.get('backend')})")
 
+    ckpt = S._mtime(plan.checkpoint)
+    older = [what for what, path in (("evaluation", plan.eval_json), ("drift report", plan.report_dir / "report.json"),
+                                     ("demo", plan.demo_dir / "demo.json"))
+             if ckpt is not None and (S._mtime(path) or ckpt) < ckpt]
+    if older:
+        out.append(f"  note: the {', '.join(older)} figures are from an earlier checkpoint; cpnet pipeline updates them")
     out.append("")
     out.append("next")
     out.append(f"  open the report      {_open_command(plan.report_dir / 'report.html')}")
