@@ -11,10 +11,9 @@ flags, help, error lines and exit codes are the same as ``cpnet VERB``'s.
 
 from __future__ import annotations
 
-import difflib
 import sys
 
-from cpnet.cli import VERBS, run_verb, summary_of
+from cpnet.cli import VERBS, dispatch, summary_of
 from cpnet.runtime.errors import EXIT_OK, EXIT_USER_ERROR
 
 PROG = "python -m quantize"
@@ -35,13 +34,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return EXIT_OK if argv else EXIT_USER_ERROR
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        match = difflib.get_close_matches(name, COMMANDS, n=1)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        sys.stderr.write(f"{PROG}: error: unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})\n")
-        return EXIT_USER_ERROR
-    return run_verb(COMMANDS[name], rest, prog=f"{PROG} {name}")
+    return dispatch(COMMANDS, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def test_quantize_dispatcher(capsys):
 
     assert main([]) == 2 and "fp16" in capsys.readouterr().out
     assert main(["--help"]) == 0
-    assert main(["fp17"]) == 2 and "unknown command" in capsys.readouterr().err
+    assert main(["fp17"]) == 2 and "unknown verb 'fp17'; did you mean 'fp16'?" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fp16", "--help"])
 

@@ -141,6 +141,18 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def dispatch(verbs: dict[str, str], argv: list[str], prog: str) -> int:
+    """Run ``argv[0]`` of ``verbs`` with the rest of ``argv``; an unknown verb gets a close-match suggestion."""
+    verb, rest = argv[0], argv[1:]
+    if verb not in verbs:
+        match = difflib.get_close_matches(verb, verbs, n=1)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        sys.stderr.write(f"{prog}: error: unknown verb {verb!r}{hint} (verbs: {', '.join(verbs)}; "
+                         f"see {prog} --help)\n")
+        return EXIT_USER_ERROR
+    return run_verb(verbs[verb], rest, prog=f"{prog} {verb}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     as_program = argv is None  # the cpnet command itself, not a caller passing arguments
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -152,13 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"cpnet {__version__}")
         return EXIT_OK
-    verb, rest = argv[0], argv[1:]
-    if verb not in VERBS:
-        match = difflib.get_close_matches(verb, VERBS, n=1)
-        hint = f"; did you mean {match[0]!r}?" if match else ""
-        sys.stderr.write(f"cpnet: error: unknown verb {verb!r}{hint} (verbs: {', '.join(VERBS)}; see cpnet --help)\n")
-        return EXIT_USER_ERROR
-    code = run_verb(VERBS[verb], rest, prog=f"cpnet {verb}")
+    code = dispatch(VERBS, argv, "cpnet")
     if as_program:
         if code == EXIT_INTERRUPTED:  # skip the interpreter's teardown: a half-imported library (Ctrl-C landed
             sys.stdout.flush()        # inside `import torch`) can raise again from its exit handlers

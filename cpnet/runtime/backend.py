@@ -23,6 +23,15 @@ class Backend(abc.ABC):
     #: short backend name: "torch", "onnxruntime" or "tensorrt"
     name: str = "base"
 
+    @classmethod
+    def refuse_unknown(cls, unknown: dict, known) -> None:
+        """Options a backend does not take are a one-line UserError naming the ones it does."""
+        if unknown:
+            from .errors import UserError
+
+            raise UserError(f"{cls.name} backend: unknown option(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(known)})")
+
     def __init__(self, path: str, manifest: dict | None):
         self.path = str(path)
         self.manifest: dict = dict(manifest or {})

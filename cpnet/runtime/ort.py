@@ -119,9 +119,7 @@ class OnnxModel(Backend):
 
     def __init__(self, path: "str | Path", providers=None, threads: int | None = None, verify: bool = True,
                  **unknown):
-        if unknown:
-            raise UserError(f"onnxruntime backend: unknown option(s) {', '.join(sorted(unknown))} "
-                            f"(known: providers, threads)")
+        self.refuse_unknown(unknown, ("providers", "threads"))
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: ONNX file not found")

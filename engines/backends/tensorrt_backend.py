@@ -69,9 +69,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: "str | Path", verbose: bool = False, cuda_graph: bool = False,
                  trust_engine: bool = False, **unknown):
-        if unknown:
-            raise UserError(f"tensorrt backend: unknown option(s) {', '.join(sorted(unknown))} "
-                            f"(known: {', '.join(OPTIONS)})")
+        self.refuse_unknown(unknown, OPTIONS)
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such engine file")

@@ -39,9 +39,7 @@ class TorchBackend(Backend):
 
     def __init__(self, path: "str | Path", device: str = "auto", precision: str = "fp32",
                  channels_last: bool = False, threads: int | None = None, **unknown):
-        if unknown:
-            raise UserError(f"torch backend: unknown option(s) {', '.join(sorted(unknown))} "
-                            f"(known: device, precision, channels_last, threads)")
+        self.refuse_unknown(unknown, ("device", "precision", "channels_last", "threads"))
         import torch
 
         from cpnet.checkpoint import checkpoint_manifest, load_model, resolve_checkpoint
