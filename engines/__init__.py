@@ -31,38 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cpnet.runtime import UserError
-
-from .backends import BACKENDS, backend_class
-from cpnet.runtime.backend import Backend
+from cpnet.runtime.backend import (BACKENDS, ENGINE_SUFFIXES, ONNX_SUFFIXES, TORCH_SUFFIXES, Backend,  # noqa: F401
+                                   backend_class, backend_for)
+from cpnet.runtime.backend import open_artifact as open  # noqa: A001 - the API name
 
 __all__ = ["open", "backend_for", "Backend", "BACKENDS"]
-
-TORCH_SUFFIXES = (".pt", ".pth")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-
-
-def backend_for(path: "str | Path") -> str:
-    """The backend name for an artifact path: run dir / .pt / .pth -> torch, .onnx -> onnxruntime,
-    .engine / .plan / .trt -> tensorrt."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if p.is_dir() or suffix in TORCH_SUFFIXES:
-        return "torch"
-    if suffix in ONNX_SUFFIXES:
-        return "onnxruntime"
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt"
-    raise UserError(f"{p}: cannot tell which backend runs this file (expected a run directory, .pt/.pth, "
-                    f".onnx or .engine/.plan/.trt); pass backend=torch|onnxruntime|tensorrt")
-
-
-def open(path: "str | Path", backend: str | None = None, **options) -> Backend:  # noqa: A001 - the API name
-    """Open an artifact with the backend its file calls for (or ``backend``); use as a context manager."""
-    name = backend or backend_for(path)
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if not Path(path).exists():
-        raise UserError(f"{path}: no such file or directory")
-    return backend_class(name)(path, **options)

@@ -56,6 +56,8 @@ from cpnet.runtime import CheckFailed, MissingDependency, UserError, atomic_writ
 from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, first_line
 from cpnet.runtime.log import get_logger
 
+from .report_pages import pack_labels, unpack_labels
+
 log = get_logger("report")
 
 #: mIoU drop allowed by default, in points, by precision (the targets benchmarks/quantize_drift.py had).
@@ -154,7 +156,7 @@ def open_dataset(options: ReportOptions, manifest: dict):
 
 def open_options(path: "str | Path", runtime) -> dict:
     """engines.open options for an artifact from the runtime flags."""
-    from engines import backend_for
+    from cpnet.runtime.backend import backend_for
 
     backend = backend_for(path)
     if backend == "torch":
@@ -165,25 +167,6 @@ def open_options(path: "str | Path", runtime) -> dict:
 
 
 # --------------------------------------------------------------------------- one pass
-
-
-def _pack(label: np.ndarray):
-    """A label map kept compactly in memory for the passes after the reference's (PNG, lossless)."""
-    if label.dtype == np.uint8:
-        import cv2
-
-        ok, buf = cv2.imencode(".png", label)
-        if ok:
-            return buf.tobytes()
-    return label.copy()
-
-
-def _unpack(packed) -> np.ndarray:
-    if isinstance(packed, bytes):
-        import cv2
-
-        return cv2.imdecode(np.frombuffer(packed, np.uint8), cv2.IMREAD_UNCHANGED)
-    return packed
 
 
 def make_predictor(model, options: ReportOptions):
@@ -297,14 +280,14 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
         pixels.append(pred.size)
         used.append(i)
         if keep_predictions:
-            kept.append(_pack(pred))
+            kept.append(pack_labels(pred))
         if reference_preds is not None:
-            differ = pred != _unpack(reference_preds[k])
+            differ = pred != unpack_labels(reference_preds[k])
             same.append(pred.size - int(differ.sum()))
             if options.worst > 0:
                 item = (float(differ.mean()), -k, k, None)
                 if len(worst) < options.worst or item > worst[0]:
-                    item = item[:3] + (_pack(pred),)
+                    item = item[:3] + (pack_labels(pred),)
                     (heapq.heappush if len(worst) < options.worst else heapq.heapreplace)(worst, item)
         else:
             same.append(pred.size)
@@ -412,7 +395,7 @@ def default_output(reference: "str | Path") -> Path:
 def build_report(reference: "str | Path", variants: list["str | Path"], options: ReportOptions,
                  runtime=None) -> dict:
     """Measure the reference and every variant; return the report as a dict (see :func:`write_report`)."""
-    import engines
+    from cpnet.runtime.backend import open_artifact
     from cpnet.runtime.machine import machine_info, machine_line
     from cpnet.runtime.manifest import SCHEMA, versions
     from cpnet.runtime.options import RuntimeOptions
@@ -436,7 +419,7 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
 
         ref_name = f"{reference.name}/{resolve_checkpoint(reference).name}"
 
-    with engines.open(reference, **open_options(reference, runtime)) as ref:
+    with open_artifact(reference, **open_options(reference, runtime)) as ref:
         dataset, data_desc = open_dataset(options, ref.manifest)
         classes = list(dataset.classes)
         if ref.num_classes and ref.num_classes != len(classes):
@@ -463,7 +446,7 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
     for name, path in zip(var_names, variants):
         row = {"name": name, "role": "variant", "path": str(path)}
         try:
-            model = engines.open(path, **open_options(path, runtime))
+            model = open_artifact(path, **open_options(path, runtime))
         except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
             rows.append(_not_run(row, e, "cannot be opened"))
             continue
@@ -639,7 +622,7 @@ def exit_code(report: dict) -> int:
 
 def write_report(report: dict, out_dir: "str | Path", command: str | None = None) -> dict[str, Path]:
     """Write the PNGs, report.md, report.html and report.json (last) into ``out_dir``, each atomically."""
-    from . import report_pages
+    from . import report_pages  # noqa: F811 - the module itself, for its page builders
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -760,7 +743,7 @@ def run(args) -> int:
     from cpnet.cli.args import runtime_options
     from cpnet.runtime.files import check_output
 
-    from . import report_pages
+    from . import report_pages  # noqa: F811 - the module itself, for its page builders
 
     options = options_from_args(args)
     out_dir = Path(args.output) if args.output else default_output(args.input)

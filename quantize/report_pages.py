@@ -252,7 +252,6 @@ def worst_strip(report: dict, row: dict) -> bytes | None:
     import cv2
 
     from cpnet.runtime.draw import colorize
-    from quantize.report import _unpack
 
     passes, dataset, indices = report["_passes"], report["_dataset"], report["_indices"]
     refs = report["_reference_predictions"]
@@ -262,7 +261,7 @@ def worst_strip(report: dict, row: dict) -> bytes | None:
         if d <= 0:
             continue
         image, gt = dataset.load(indices[k])
-        ref, var = _unpack(refs[k]), _unpack(packed)
+        ref, var = unpack_labels(refs[k]), unpack_labels(packed)
         tiles = [image, colorize(ref, palette), colorize(var, palette), colorize(gt, palette),
                  disagreement_map(image, ref, var, gt, dataset.ignore_index)]
         s = strip(tiles)
@@ -457,3 +456,22 @@ def html(report: dict, images: dict[str, bytes]) -> str:
         foot += f" by <code>{e(report['command'])}</code>"
     parts.append(f'<p class="note">{foot}; all figures in report.json.</p></body></html>')
     return "\n".join(p for p in parts if p)
+
+
+def pack_labels(label: np.ndarray):
+    """A label map kept compactly in memory for the passes after the reference's (PNG, lossless)."""
+    if label.dtype == np.uint8:
+        import cv2
+
+        ok, buf = cv2.imencode(".png", label)
+        if ok:
+            return buf.tobytes()
+    return label.copy()
+
+
+def unpack_labels(packed) -> np.ndarray:
+    if isinstance(packed, bytes):
+        import cv2
+
+        return cv2.imdecode(np.frombuffer(packed, np.uint8), cv2.IMREAD_UNCHANGED)
+    return packed

@@ -300,7 +300,7 @@ def test_per_class_iou_matches_a_brute_force_count():
     assert var_pass.same.sum() == sum(int((a == b).sum()) for a, b in zip(ref_preds, var_preds))
     assert [k for _, k, _ in var_pass.worst] == sorted(range(n), key=lambda k: (-differ[k], k))[:2]
     assert [d for d, _, _ in var_pass.worst] == pytest.approx(sorted(differ, reverse=True)[:2])
-    assert np.array_equal(rp._unpack(packed[3]), ref_preds[3])
+    assert np.array_equal(rp.unpack_labels(packed[3]), ref_preds[3])
 
 
 def test_bootstrap_is_paired_and_degenerate_for_equal_counts():

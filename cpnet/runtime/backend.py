@@ -132,3 +132,59 @@ def as_numpy_batch(batch: Any) -> np.ndarray:
     if arr.ndim != 4 or arr.shape[1] != 3:
         raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(arr.shape)}")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+# --- opening an artifact: the registry of backends, by module path ------------------------------
+# The runtime names the backends of later stages (engines/) by module path and imports one only when an
+# artifact of its kind is opened, as the front door names its verbs: every stage (the drift report in
+# quantize/, the demo) opens any artifact without importing the stage that implements its backend, and a
+# machine without TensorRT or PyTorch still opens the rest.
+BACKENDS = {
+    "torch": ("engines.backends.torch_backend", "TorchBackend"),
+    "onnxruntime": ("cpnet.runtime.ort", "OnnxModel"),
+    "tensorrt": ("engines.backends.tensorrt_backend", "TensorRTBackend"),
+}
+TORCH_SUFFIXES = (".pt", ".pth")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def backend_class(name: str):
+    import importlib
+
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def backend_for(path) -> str:
+    """The backend name for an artifact path: run dir / .pt / .pth -> torch, .onnx -> onnxruntime,
+    .engine / .plan / .trt -> tensorrt."""
+    from pathlib import Path
+
+    from .errors import UserError
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if p.is_dir() or suffix in TORCH_SUFFIXES:
+        return "torch"
+    if suffix in ONNX_SUFFIXES:
+        return "onnxruntime"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    raise UserError(f"{p}: cannot tell which backend runs this file (expected a run directory, .pt/.pth, "
+                    f".onnx or .engine/.plan/.trt); pass backend=torch|onnxruntime|tensorrt")
+
+
+def open_artifact(path, backend: str | None = None, **options) -> Backend:
+    """Open an artifact with the backend its file calls for (or ``backend``); use as a context manager.
+    ``engines.open`` is this function."""
+    from pathlib import Path
+
+    from .errors import UserError
+
+    name = backend or backend_for(path)
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if not Path(path).exists():
+        raise UserError(f"{path}: no such file or directory")
+    return backend_class(name)(path, **options)
