@@ -1,0 +1,195 @@
+"""A hostile but ordinary user: one table of mistakes, each class of them for every command.
+
+Classes (the columns of the issue that asked for this battery):
+- ``output``: an output place that cannot be written (an existing folder where a file goes, a path under a
+  file, a file where a folder goes), refused before any work;
+- ``option``: a value the type allows but the meaning does not;
+- ``artifact``: an input that lies or is malformed (wrong manifest, garbage, wrong kind);
+- ``security``: an input that must not be trusted (a tampered file whose sha256 differs from its manifest,
+  a pickle that would run code);
+- ``work``: every case also checks that nothing in the working folder was created or changed, so a failed
+  command never costs earlier work.
+
+Each case asserts the exit code from the front door's table, one line on stderr, no traceback.
+Commands with no input artifact (data, summary, train) have no ``artifact`` case of that kind; theirs
+are in the ``option`` column (a config is their input).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cpnet import cli
+from cpnet.runtime import manifest_path
+
+CASES = [
+    # data
+    ("data", "output", ["data", "-o", "{file}"], 2, "existing file"),
+    ("data", "option", ["data", "-o", "{w}/d", "--train", "-1"], 2, "--train"),
+    # summary
+    ("summary", "output", ["summary", "quickstart", "--json", "{dir}"], 2, "existing folder"),
+    ("summary", "option", ["summary", "quickstart", "--forward", "huge"], 2, "--forward"),
+    ("summary", "artifact", ["summary", "{latin_yaml}"], 2, "UTF-8"),
+    # train
+    ("train", "output", ["train", "quickstart", "-o", "{under_file}", "--data-root", "{data}"], 2, "is a file"),
+    ("train", "option", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{data}", "train.lr=nan"], 2,
+     "train.lr"),
+    ("train", "artifact", ["train", "{latin_yaml}", "-o", "{w}/run"], 2, "UTF-8"),
+    ("train", "security", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{data}",
+                           "--init-backbone", "{evil_pt}"], 2, "evil.pt"),
+    # evaluate
+    ("evaluate", "output", ["evaluate", "{ckpt}", "--json", "{dir}"], 2, "existing folder"),
+    ("evaluate", "option", ["evaluate", "{ckpt}", "--scales", "0,1"], 2, "--scales"),
+    ("evaluate", "artifact", ["evaluate", "{onnx}"], 2, "model.onnx"),
+    ("evaluate", "security", ["evaluate", "{evil_pt}"], 2, "evil.pt"),
+    # export
+    ("export", "output", ["export", "{ckpt}", "-o", "{under_file}"], 2, "is a file"),
+    ("export", "option", ["export", "{ckpt}", "--atol", "nan"], 2, "--atol"),
+    ("export", "artifact", ["export", "{onnx}"], 2, "model.onnx"),
+    ("export", "security", ["export", "{evil_pt}"], 2, "evil.pt"),
+    # fp16
+    ("fp16", "output", ["fp16", "{onnx}", "-o", "{dir}"], 2, "existing folder"),
+    ("fp16", "option", ["fp16", "{onnx}", "--max-disagreement", "150"], 2, "--max-disagreement"),
+    ("fp16", "artifact", ["fp16", "{bad_manifest_onnx}"], 2, "std"),
+    ("fp16", "security", ["fp16", "{tampered_onnx}"], 2, "sha256"),
+    # int8
+    ("int8", "output", ["int8", "{onnx}", "-o", "{under_file}"], 2, "is a file"),
+    ("int8", "option", ["int8", "{onnx}", "--num-images", "0"], 2, "--num-images"),
+    ("int8", "artifact", ["int8", "{bad_manifest_onnx}"], 2, "std"),
+    ("int8", "security", ["int8", "{tampered_onnx}"], 2, "sha256"),
+    # sensitivity
+    ("sensitivity", "output", ["sensitivity", "{onnx}", "--json", "{dir}"], 2, "existing folder"),
+    ("sensitivity", "option", ["sensitivity", "{onnx}", "--eval-images", "0"], 2, "--eval-images"),
+    ("sensitivity", "artifact", ["sensitivity", "{bad_manifest_onnx}"], 2, "std"),
+    ("sensitivity", "security", ["sensitivity", "{tampered_onnx}"], 2, "sha256"),
+    # report
+    ("report", "output", ["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{file}"], 2, "existing file"),
+    ("report", "option", ["report", "{onnx}", "{onnx}", "--data", "{data}", "--max-miou-drift", "-1"], 2,
+     "--max-miou-drift"),
+    ("report", "artifact", ["report", "{bad_manifest_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "std"),
+    ("report", "security", ["report", "{tampered_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "sha256"),
+    # check
+    ("check", "output", ["check", "{onnx}", "--json", "{dir}"], 2, "existing folder"),
+    ("check", "option", ["check", "{onnx}", "--trt-version", "ten"], 2, "--trt-version"),
+    ("check", "artifact", ["check", "{garbage_onnx}"], 2, "garbage.onnx"),
+    ("check", "security", ["check", "{traversal_onnx}"], 2, "traversal.onnx"),
+    # build
+    ("build", "output", ["build", "{onnx}", "-o", "{dir}"], 2, "a_folder"),
+    ("build", "option", ["build", "{onnx}", "--workspace", "-5"], 2, "--workspace"),
+    ("build", "artifact", ["build", "{bad_manifest_onnx}"], 2, "std"),
+    ("build", "security", ["build", "{tampered_onnx}"], 2, "sha256"),
+    # benchmark
+    ("benchmark", "output", ["benchmark", "{onnx}", "--json", "{dir}", "--in-process"], 2, "existing folder"),
+    ("benchmark", "option", ["benchmark", "{onnx}", "--iters", "0", "--in-process"], 2, "--iters"),
+    ("benchmark", "artifact", ["benchmark", "{bad_manifest_onnx}", "--in-process"], 2, "std"),
+    ("benchmark", "security", ["benchmark", "{fake_engine}", "--in-process"], 2, "model.engine"),
+    # demo
+    ("demo", "output", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "--save", "{dir}"], 2,
+     "a_folder"),
+    ("demo", "option", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "--alpha", "2"], 2, "--alpha"),
+    ("demo", "artifact", ["demo", "{bad_manifest_onnx}", "-s", "{data}/images/val", "--headless"], 2, "std"),
+    ("demo", "security", ["demo", "{tampered_onnx}", "-s", "{data}/images/val", "--headless"], 2, "sha256"),
+]
+
+
+class Evil:
+    def __reduce__(self):  # would run a shell command if unpickled
+        import os
+
+        return (os.system, ("echo pwned > /tmp/cpnet-battery-pwned",))
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
+    root = tmp_path_factory.mktemp("battery")
+    p = {"data": str(tiny_data), "ckpt": str(tiny_checkpoint)}
+    inputs = root / "inputs"
+    inputs.mkdir()
+    onnx = inputs / "model.onnx"
+    shutil.copy(tiny_onnx, onnx)
+    shutil.copy(manifest_path(tiny_onnx), manifest_path(onnx))
+    p["onnx"] = str(onnx)
+    m = json.loads(manifest_path(onnx).read_text())
+
+    def with_manifest(name, data: bytes, **changes):
+        path = inputs / name
+        path.write_bytes(data)
+        manifest_path(path).write_text(json.dumps({**m, **changes}))
+        return str(path)
+
+    raw = onnx.read_bytes()
+    p["bad_manifest_onnx"] = with_manifest("badman.onnx", raw, std=[0.0, 57.1, 57.4])
+    p["tampered_onnx"] = with_manifest("tampered.onnx", raw[:-64] + bytes(64))
+    garbage = b"\x08\x07garbage" * 40
+    p["garbage_onnx"] = with_manifest("garbage.onnx", garbage, sha256=hashlib.sha256(garbage).hexdigest())
+    p["traversal_onnx"] = _traversal_model(inputs)
+    evil = inputs / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Evil(), "config": {}}))
+    p["evil_pt"] = str(evil)
+    engine = inputs / "model.engine"
+    engine.write_bytes(b"\x00" * 256)  # an engine with no manifest: native code nobody vouched for
+    p["fake_engine"] = str(engine)
+    latin = inputs / "latin.yaml"
+    latin.write_bytes("model: {depth: 18}  # caf\xe9\n".encode("latin-1"))
+    p["latin_yaml"] = str(latin)
+    w = root / "work"
+    w.mkdir()
+    (w / "a_folder").mkdir()
+    (w / "a_file").write_text("keep me")
+    p.update(w=str(w), dir=str(w / "a_folder"), file=str(w / "a_file"), under_file=str(w / "a_file" / "out.onnx"))
+    return p
+
+
+def _traversal_model(folder: Path) -> str:
+    """An ONNX file whose external data points outside its folder (../../etc/passwd)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    t = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../../../../etc/passwd"), ("offset", "0"), ("length", "4")):
+        t.external_data.add(key=k, value=v)
+    g = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=[t])
+    path = folder / "traversal.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    return str(path)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("verb,kind,argv,code,named", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_mistake(verb, kind, argv, code, named, places, capsys):
+    argv = [a.format(**places) for a in argv]
+    work = Path(places["w"])
+    before = _snapshot(work)
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        rc = int(e.code or 0)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("[")]  # "[stage] ..." are log lines
+    assert rc == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert named in lines[0], lines[0]
+    assert _snapshot(work) == before, "a failed command created or changed files"
+    assert not Path("/tmp/cpnet-battery-pwned").exists()
+
+
+def test_every_command_has_every_class_that_applies():
+    have = {(verb, kind) for verb, kind, *_ in CASES}
+    for verb in cli.VERBS:
+        kinds = {"output", "option"} | ({"artifact", "security"} if verb not in ("data", "summary") else set())
+        if verb == "summary":
+            kinds.add("artifact")
+        missing = {k for k in kinds if (verb, k) not in have}
+        assert not missing or verb not in {c[0] for c in CASES} and verb in ("pipeline", "convert"), (verb, missing)
