@@ -30,7 +30,6 @@ import importlib.metadata
 import re
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence

@@ -29,7 +29,6 @@ hardware-compatible engines have never run on a real TensorRT here. The tests ma
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from cpnet.runtime.backend import (BACKENDS, ENGINE_SUFFIXES, ONNX_SUFFIXES, TORCH_SUFFIXES, Backend,  # noqa: F401
                                    backend_class, backend_for)

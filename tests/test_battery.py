@@ -148,7 +148,6 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
 
 def _traversal_model(folder: Path) -> str:
     """An ONNX file whose external data points outside its folder (../../etc/passwd)."""
-    import onnx
     from onnx import TensorProto, helper
 
     t = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])

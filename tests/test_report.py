@@ -17,7 +17,6 @@ import pytest
 from cpnet.cli import main as cpnet
 from cpnet.runtime import read_manifest, sha256_file, write_manifest
 from cpnet.runtime.backend import Backend
-from cpnet.runtime.metrics import ConfusionMatrix
 from quantize import report as rp
 
 COMMON = ["--no-progress", "--threads", "1", "--bootstrap", "200"]

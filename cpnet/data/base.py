@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cpnet.runtime.images import IMAGE_EXTENSIONS, BadSampleError, read_image, read_mask  # noqa: F401
+from cpnet.runtime.errors import UserError
+from cpnet.runtime.images import IMAGE_EXTENSIONS, BadSampleError, read_image, read_mask  # noqa: F401  (the data package's names)
 
 log = logging.getLogger("cpnet.data")
 
