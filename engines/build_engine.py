@@ -42,18 +42,17 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
         sys.path.insert(0, _root)
 
 from cpnet.runtime import (CheckFailed, MissingDependency, UserError, atomic_write_bytes,  # noqa: E402
-                           manifest_path, read_manifest, sha256_file, versions, write_manifest)
+                           manifest_path, read_manifest, versions, write_manifest)
 from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
-from cpnet.runtime.manifest import verify_sha256  # noqa: E402
+from cpnet.runtime.manifest import derive_manifest, verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
 from engines.trt import BuildOptions  # noqa: E402
 
 log = get_logger("engines")
 
-COPIED_KEYS = ("model", "config", "classes", "palette", "input_size", "mean", "std", "channel_order",
-               "input", "output", "calibration")
+PRECISION_RECORDS = ("flavour", "calibration")  # the INT8 parent's, kept beside the engine's own
 DEFAULT_CACHE_NAME = "tensorrt.timing.cache"
 
 
@@ -72,10 +71,9 @@ def default_output(onnx: Path, fp16_flag: bool = False, dla_core: int | None = N
 def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
                     opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str) -> dict:
     precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
-    m = {k: onnx_manifest[k] for k in COPIED_KEYS if k in onnx_manifest}
+    m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
+                        **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
     m.update({
-        "kind": "engine",
-        "precision": precision,
         "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed",
         "tensorrt": {"version": trt_version, "major": trtlayer.major_of(trt_version),
                      "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
@@ -84,7 +82,6 @@ def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu:
         "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
         "build_options": opts.to_manifest(),
         "layer_precisions": layer_summary,
-        "parent": {"path": str(onnx_path), "sha256": sha256_file(onnx_path)},
         "sha256": engine_sha256,
         "versions": versions(),
     })

@@ -47,6 +47,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from cpnet.runtime.manifest import derive_manifest
 from cpnet.runtime import SCHEMA, UserError, atomic_path, sha256_file, versions, write_manifest
 from cpnet.runtime.files import scratch_dir
 from cpnet.runtime.log import get_logger
@@ -417,11 +418,8 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     with atomic_path(out) as tmp_out:
         onnx.save_model(fp16, str(tmp_out))
         make_session(tmp_out, threads=threads)  # it must load before it replaces anything
-    manifest = {k: v for k, v in parent.manifest.items()
-                if k not in ("schema", "sha256", "versions", "export", "parent", "fp16", "int8", "calibration")}
+    manifest = derive_manifest(src, parent.manifest, "onnx", "fp16", parent_sha256=parent.sha256)
     manifest.update({
-        "precision": "fp16",
-        "parent": {"path": str(src), "sha256": parent.sha256},
         "sha256": sha256_file(out),
         "fp16": {
             "fp32_nodes": sorted(reasons),

@@ -33,6 +33,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cpnet.runtime.manifest import derive_manifest
 from cpnet.runtime import SCHEMA, atomic_path, sha256_file, versions, write_manifest
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
@@ -105,15 +106,13 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
             raise RuntimeError(f"internal error: the {o.flavour} INT8 model breaks its rules: " + "; ".join(problems[:5]))
         with atomic_path(out) as tmp:
             onnx.save(model, str(tmp))
-        manifest = dict(prep.manifest)
-        manifest.pop("schema", None)
+        manifest = derive_manifest(parent, prep.manifest, "onnx", "int8", parent_sha256=prep.parent_sha256,
+                                   relative_to=out.parent)
         calibration_record = _calibration_record(prep, excluded, out)
         if auto_record is not None:
             calibration_record["keep_float_auto"] = auto_record
         met = limit is None or result.disagreement_percent <= limit
         manifest.update({
-            "kind": "onnx",
-            "precision": "int8",
             "flavour": o.flavour,
             "opset": qdq.opset(model),
             "calibration": calibration_record,
@@ -121,7 +120,6 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
             "drift": {"reference": f"the FP32 parent on the first {len(ref.images)} calibration image(s)",
                       "measured_on": "onnxruntime CPUExecutionProvider", **result.metrics(),
                       "max_disagreement": limit, "met": met},
-            "parent": {"path": os.path.relpath(parent, out.parent), "sha256": prep.parent_sha256},
             "sha256": sha256_file(out),
             "versions": versions(),
         })
