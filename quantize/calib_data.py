@@ -86,6 +86,34 @@ def _dataset_images(cfg, data_root: "str | Path | None", splits) -> CalibrationS
                     f"{cfg.data.root or '(empty data.root)'}{reason}; pass --calib-data DIR or --data-root DIR")
 
 
+def looks_like_label_map(path: Path) -> bool:
+    """A single-channel image with a handful of small values: a segmentation mask, not a photo."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), np.uint8)
+        pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error):
+        return False
+    if pixels is None:
+        return False
+    if pixels.ndim == 3 and pixels.shape[2] >= 3:
+        if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])):
+            return False
+        pixels = pixels[..., 0]
+    values = np.unique(pixels)
+    return len(values) <= 64 and int(values[values != 255].max(initial=0)) < 200
+
+
+def _refuse_label_maps(folder: Path, files: list[Path], sample: int = 8) -> None:
+    """Calibrating on masks gives an INT8 model tuned to label maps, silently: refuse a folder of them."""
+    picked = files[:: max(1, len(files) // sample)][:sample]
+    masks = sum(looks_like_label_map(f) for f in picked)
+    if picked and masks * 2 > len(picked):
+        raise UserError(f"{folder}: {masks} of {len(picked)} sampled files look like label maps (one channel, "
+                        f"a few small class ids), not photos; pass the folder of images (e.g. images/train)")
+
+
 def resolve_calibration_source(source: "str | Path | CalibrationSource | None", manifest: Mapping | None = None,
                                data_root: "str | Path | None" = None) -> CalibrationSource:
     """The candidate files of a calibration source (see the module docstring); UserError if there are none."""
@@ -109,6 +137,7 @@ def resolve_calibration_source(source: "str | Path | CalibrationSource | None", 
         files = _folder_images(path)
         if not files:
             raise UserError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
+        _refuse_label_maps(path, files)
         return CalibrationSource(files, f"folder {path}")
     if text in named_configs() or path.suffix.lower() in (".yaml", ".yml"):
         try:

@@ -54,3 +54,12 @@ def test_corrupt_ranges_file_is_a_user_error(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a cpnet calibration ranges file"):
         calibrate.RangeStats.load(bad)
+
+
+def test_a_folder_of_label_maps_is_refused_as_calibration_data(tiny_data):
+    from cpnet.runtime import UserError
+    from quantize.calib_data import resolve_calibration_source
+
+    assert resolve_calibration_source(tiny_data / "images" / "train").paths
+    with pytest.raises(UserError, match="look like label maps"):
+        resolve_calibration_source(tiny_data / "masks" / "train")

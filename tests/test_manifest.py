@@ -86,3 +86,23 @@ def test_torch_backend_believes_the_checkpoint_not_a_stale_manifest(tiny_checkpo
     manifest_path(path).write_text(json.dumps({**m, "sha256": "0" * 64}))
     with pytest.raises(UserError, match="sha256 differs"):
         engines.open(path, device="cpu")
+
+
+def test_a_refused_pickle_says_why_in_its_one_line(tmp_path):
+    import os
+    import pickle
+
+    from cpnet.checkpoint import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    for protocol in (2, 4):
+        path = tmp_path / f"evil{protocol}.pt"
+        path.write_bytes(pickle.dumps({"model": Evil(), "config": {}}, protocol=protocol))
+        with pytest.raises(UserError) as e:
+            load_checkpoint(path)
+        msg = str(e.value)
+        assert "\n" not in msg and "could run code when loaded" in msg, msg
+        assert ("posix.system" in msg) if protocol == 2 else ("Unsupported" in msg), msg  # which object, where told

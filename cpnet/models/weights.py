@@ -9,7 +9,6 @@ fit is refused with one message saying what is wrong and what to change.
 
 from __future__ import annotations
 
-import pickle
 import re
 import warnings
 from pathlib import Path
@@ -29,17 +28,9 @@ _DEPTH_OF_BLOCKS = {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34/50", (3, 4, 23, 3): "1
 def _read(path: Path) -> Any:
     if not path.exists():
         raise UserError(f"{path}: backbone weights file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            raise UserError(f"{path}: holds Python objects that safe loading (weights_only=True) refuses; "
-                            f"re-save just the tensors, e.g. torch.save(model.state_dict(), path)") from None
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
-    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
+    from ..checkpoint import safe_torch_load
+
+    return safe_torch_load(path)
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
