@@ -269,7 +269,11 @@ def test_window_under_xvfb(tiny_onnx, tmp_path):
         time.sleep(1.0)
         key("m")  # side-by-side: the window doubles its width
         key("s")  # a snapshot beside the output
+        deadline = time.monotonic() + 20  # the resized window repaints on its next frame: late on a busy machine
         shot = _screenshot(display, tmp_path / "screenshot.png")
+        while shot.std() <= 10 and demo.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            shot = _screenshot(display, tmp_path / "screenshot.png")
         key("q")
         stdout, stderr = demo.communicate(timeout=60)
     finally:
