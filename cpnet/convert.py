@@ -118,7 +118,7 @@ def read_file(path: "str | Path") -> tuple[Any, str | None]:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
     try:
-        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))  # a stable order for the log
     except Exception:  # noqa: BLE001 - an older (non-zip) format: nothing more can be said safely
         names = []
     refused = [n for n in names if not _allowed(n)]
@@ -132,7 +132,7 @@ def read_file(path: "str | Path") -> tuple[Any, str | None]:
         except Exception as e:  # noqa: BLE001
             msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError(f"{path}: its metadata could not be read as inert data ({msg}); {strip_hint(path)}") from None
-    return obj, f"read {len(names)} kind(s) of mmengine/NumPy metadata object as inert placeholders ({', '.join(names[:3])})"
+    return obj, f"read {len(names)} kind(s) of mmengine/NumPy metadata object as inert placeholders ({', '.join(names)})"
 
 
 def split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -95,12 +95,8 @@ def looks_like_label_map(path: Path) -> bool:
         pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error):
         return False
-    if pixels is None:
+    if pixels is None or pixels.ndim != 2:  # masks are stored single-channel; a grey or white photo is not
         return False
-    if pixels.ndim == 3 and pixels.shape[2] >= 3:
-        if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])):
-            return False
-        pixels = pixels[..., 0]
     values = np.unique(pixels)
     return len(values) <= 64 and int(values[values != 255].max(initial=0)) < 200
 
