@@ -869,10 +869,16 @@ def load(path: "str | Path"):
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckError(f"{path}: not a readable ONNX file ({first[:160]})") from None
+    try:  # ONNX's own rules first (a node reading an undefined tensor, a bad attribute, ...): TensorRT's come after
+        onnx.checker.check_model(str(path))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckError(f"{path}: not a valid ONNX model (onnx.checker: {first[:160]}); re-export it") from None
+    return model
 
 
 def _options(options: CheckOptions | None, **kw) -> CheckOptions:

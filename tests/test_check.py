@@ -537,3 +537,15 @@ def test_project_cpu_flavour_is_refused(project_onnx_files):
     res = check.check_file(project_onnx_files["int8-cpu"], target="trt10")
     assert not res.ok
     assert any("UINT8" in p.message and p.node for p in res.errors)
+
+
+def test_onnx_checker_runs_first_an_undefined_input_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["nowhere"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    path = tmp_path / "undefined.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = _run_cli(path)
+    assert r.returncode == 2 and "onnx.checker" in r.stderr and "undefined.onnx" in r.stderr, r.stderr
