@@ -18,6 +18,11 @@ Checks, each reported as one line naming the node:
   parser takes it), positive and finite; per-channel only on weights and only along the
   output-channel axis of the layer that reads them; a QuantizeLinear without a zero point
   is a warning, because ONNX reads it as UINT8 and TensorRT's parser as INT8;
+- Q/DQ placement (a warning per pair): a pair on an activation must fuse into an INT8 layer, i.e. feed
+  a weighted layer whose inputs are all quantized, the residual input of an Add fused into such a layer,
+  or a layer TensorRT moves the pair across on the way to one (pooling, Concat, Reshape...); a pair on a
+  Conv's output before its ReLU, before a Resize or a Sigmoid runs on its own and splits the fusion
+  (NVIDIA's Q/DQ placement recommendations; ``quantize/qdq.py`` places pairs by the same rules);
 - static input shapes: a symbolic dimension is an error for DLA and a warning
   otherwise (TensorRT needs an optimization profile for it);
 - for ``--target dla``: DLA's layer restrictions; a node DLA cannot run "falls
@@ -683,6 +688,86 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
     return out
 
 
+# Q/DQ placement lint: which pairs TensorRT can fuse (NVIDIA's "Q/DQ layer placement recommendations";
+# quantize/qdq.py places pairs by the same rules)
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# layers TensorRT runs in INT8 by moving a DequantizeLinear past them (Q/DQ "commute" with them)
+_INT8_PASS_THROUGH = ("MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Transpose",
+                      "Flatten", "Squeeze", "Unsqueeze", "Slice", "Concat")
+_LINT_DEPTH = 8
+
+
+def _producer(name: str, g: _Graph, through=("Identity", "Cast")):
+    node = g.producer.get(name)
+    while node is not None and node.op_type in through:
+        node = g.producer.get(node.input[0])
+    return node
+
+
+def _dequantized(name: str, g: _Graph) -> bool:
+    p = _producer(name, g)
+    return p is not None and p.op_type == "DequantizeLinear"
+
+
+def _int8_layer(node, g: _Graph, arriving: int | None = None) -> bool:
+    """A weighted layer whose data inputs (activation and weight) are all dequantized: TensorRT runs it in INT8.
+    ``arriving``: the input a DequantizeLinear reaches across pass-through layers (dequantized once moved)."""
+    return node.op_type in _WEIGHTED and len(node.input) >= 2 and all(
+        k == arriving or _dequantized(i, g) for k, i in enumerate(node.input[:2]))
+
+
+def _fuses(reader, index: int, g: _Graph, depth: int = 0) -> bool:
+    """Whether a DequantizeLinear read by ``reader`` at ``index`` fuses into an INT8 layer (see the lint)."""
+    op = reader.op_type
+    if op in _WEIGHTED:
+        return _int8_layer(reader, g, index)
+    if op == "QuantizeLinear":  # requantization to another scale
+        return True
+    if op == "Add" and len(reader.input) == 2:  # the residual input of Conv + Add (+ ReLU)
+        other = reader.input[1 - index]
+        p = _producer(other, g)
+        return (p is not None and _int8_layer(p, g) and len(g.consumers.get(p.output[0], [])) == 1
+                and not _dequantized(other, g))
+    if op in _INT8_PASS_THROUGH and depth < _LINT_DEPTH:
+        if op == "Concat" and not all(_dequantized(i, g) for i in reader.input if i):
+            return False
+        readers = [r for o in reader.output if o for r in g.readers(o)]
+        outputs = {o.name for o in g.model.graph.output}
+        return bool(readers) and not any(o in outputs for o in reader.output) and all(
+            _fuses(r, k, g, depth + 1) for r, k in readers)
+    return False
+
+
+def _check_placement(g: _Graph) -> list[Problem]:
+    """A warning per Q/DQ pair on an activation that TensorRT cannot fuse into an INT8 layer.
+
+    A pair fuses when its DequantizeLinear feeds a weighted layer whose inputs are all quantized (Conv,
+    ConvTranspose, Gemm, MatMul), the residual input of an Add whose other input comes straight from such a
+    layer (Conv + Add + ReLU fuse), another QuantizeLinear, or a layer TensorRT moves the pair across
+    (pooling, Concat of quantized inputs, Reshape, Transpose...) on the way to one of those. Anywhere else
+    (the output of a Conv before its ReLU, a Resize, a Sigmoid, a graph output) the pair runs as a separate
+    quantize and dequantize: it splits the fusion around it and costs time without INT8 compute.
+    """
+    out: list[Problem] = []
+    outputs = {o.name for o in g.model.graph.output}
+    for label, node in g.nodes:
+        if node.op_type != "DequantizeLinear" or g.is_weight(node.input[0]):
+            continue
+        q = _producer(node.input[0], g)
+        pair = f"'{q.name}' -> '{label}'" if q is not None and q.op_type == "QuantizeLinear" else f"'{label}'"
+        tensor = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else node.input[0]
+        bad = [f"'{r.name}' ({r.op_type})" for r, k in g.readers(node.output[0]) if not _fuses(r, k, g)]
+        if node.output[0] in outputs:
+            bad.append("the graph output")
+        if bad:
+            out.append(Problem("warning", f"Q/DQ pair {pair} on '{tensor}' feeds {', '.join(bad)}, which TensorRT "
+                                          f"cannot fuse with it: it runs as a separate quantize/dequantize and splits "
+                                          f"the layer fusion (quantize the inputs of weighted layers and the residual "
+                                          f"input of an Add, not outputs: cpnet int8 places pairs so)",
+                               node=label, op="DequantizeLinear"))
+    return out
+
+
 def _check_inputs(model, g: _Graph, target: str) -> list[Problem]:
     out = []
     inits = {i.name for i in model.graph.initializer}
@@ -907,6 +992,7 @@ def check_model(model, target: str = "trt10", strict_dla: bool = False, path: st
     problems += _check_inputs(model, g, o.target)
     if o.target == "dla":
         problems += _check_dla_precision(model, g, o.strict_dla, o.assume_fp16)
+    problems += _check_placement(g)
     for label, node in g.nodes:
         problems += _check_op(label, node, g, table)
         if o.target == "dla" and node.domain in _DEFAULT_DOMAINS:

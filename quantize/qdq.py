@@ -10,16 +10,37 @@ with per-channel weights, on ranges decided beforehand (per activation tensor, f
 (see docs/architecture.md for where precision lives in the pipeline):
 
 ``tensorrt`` (default; ``model.int8.onnx``)
-    What TensorRT's explicit-quantization path takes: symmetric INT8 everywhere
-    (activations and weights ``int8`` with zero point 0, scale = amax/127),
-    per-channel weight scales on the output-channel axis (0 for Conv, 1 for a
-    MatMul's constant B), positive float32 scales, opset >= 13. Biases stay
-    float (``QuantizeBias=False``): TensorRT's parser has no INT32 DequantizeLinear
-    (onnxruntime issue #17738). Q/DQ pairs are dedicated per consumer
-    (``DedicatedQDQPair``) as ORT documents for TensorRT. Only ops TensorRT runs
-    in INT8 or passes INT8 through are quantized (``TRT_OP_TYPES``); the rest
-    (Sigmoid, ReduceSum, Sub, Resize, ...) keep float inputs. ``cpnet check``
-    passes these files for TensorRT 10 and 11.
+    What TensorRT's explicit-quantization path takes, placed as TensorRT fuses it.
+    Format: symmetric INT8 everywhere (activations and weights ``int8`` with zero
+    point 0, scale = amax/127), per-channel weight scales on the output-channel
+    axis (0 for Conv and Gemm with transB, 1 for ConvTranspose and a MatMul's
+    constant B), positive float32 scales, opset >= 13, biases float (TensorRT's
+    parser has no INT32 DequantizeLinear), one Q/DQ pair per consumer.
+    Placement (:func:`tensorrt_placement`), NVIDIA's rules for explicit
+    quantization ("Q/DQ layer placement recommendations", TensorRT developer
+    guide), with NVIDIA's reasons:
+
+    1. Quantize every input of the weighted layers (Conv, ConvTranspose, Gemm,
+       MatMul): activations per tensor, weights per output channel. A weighted
+       layer with INT8 inputs runs INT8 kernels; its following ReLU and the
+       quantization of its output for the next weighted layer fuse into it.
+    2. Do not quantize the outputs of weighted layers (no pair between a Conv and
+       its ReLU, Add or Resize): such a pair stands between the convolution and
+       the ops TensorRT would fuse into it, so it runs as a separate
+       quantize/dequantize and costs speed for no INT8 compute.
+    3. Quantize the residual input of a skip connection: for an Add one of whose
+       inputs comes straight from a quantized weighted layer (and feeds nothing
+       else), the *other* input gets a pair, so TensorRT fuses
+       Conv + Add (+ ReLU) into one INT8 convolution. When both inputs come from
+       weighted layers (a downsampling block, the aggregation module's two
+       branches), the one computed later is fused and the earlier one quantized.
+    4. Nothing else: pooling, Concat, Reshape and the like pass INT8 through, since
+       TensorRT moves a Q/DQ pair across them; Sigmoid, ReduceSum, Sub, Resize and
+       the rest stay in the graph's float precision.
+
+    :func:`build` inserts these pairs itself (ONNX Runtime's quantizer puts a pair
+    on every input *and output* of each op type it is given, rule 2's opposite).
+    ``engines.check`` lints any file against the same rules.
 ``cpu`` (``model.int8-cpu.onnx``)
     ONNX Runtime's fast path on x86: unsigned asymmetric activations
     (``QUInt8``) with signed symmetric per-channel weights (U8S8), which MLAS
@@ -28,10 +49,12 @@ with per-channel weights, on ranges decided beforehand (per activation tensor, f
     can quantize is, except the final Resize. See ``CPU_FORMAT`` for the
     QDQ-vs-QOperator measurement.
 
-Nodes kept in float (``exclude``, :func:`float_group`): the node, a ReLU that is
-its only consumer, and the float tensors it read before quantization (the Q/DQ
-its producer put on them, including the one before a producing ReLU, no longer
-reach it; see :func:`_float_inputs`).
+Nodes kept in float (``exclude``, :func:`float_group`): the node and a ReLU that is
+its only consumer. In the tensorrt flavour they simply get no pairs (nor does an
+Add's residual input when the layer it would fuse into is kept float). In the cpu
+flavour they are fed the float tensors they read before quantization (the Q/DQ
+their producer put on them, including the one before a producing ReLU, no longer
+reach them; see :func:`_float_inputs`).
 """
 
 from __future__ import annotations
@@ -50,11 +73,8 @@ from cpnet.runtime.files import scratch_dir
 
 FLAVOURS = ("tensorrt", "cpu")
 
-# Ops quantized in the tensorrt flavour: weighted layers, the residual Add (so TensorRT can fuse
-# it into the convolution, as NVIDIA's Q/DQ placement guide recommends for ResNets), and ops
-# TensorRT runs in INT8 or passes INT8 through (ReLU, pooling, Concat).
-TRT_OP_TYPES = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "AveragePool",
-                "GlobalAveragePool", "Concat"]
+# Layers whose inputs the tensorrt flavour quantizes (rule 1 of the module docstring).
+WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Nodes ranked by sensitivity and eligible for --keep-float auto: the compute-heavy ones.
 SENSITIVE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -87,20 +107,20 @@ def flavour_options(flavour: str) -> dict:
     """quantize_static arguments for a flavour (see the module docstring)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    if flavour == "tensorrt":
+    if flavour == "tensorrt":  # what build() does itself (tensorrt_placement), in quantize_static's terms
         return {
             "quant_format": QuantFormat.QDQ,
             "activation_type": QuantType.QInt8,
             "weight_type": QuantType.QInt8,
             "per_channel": True,
             "reduce_range": False,
-            "op_types_to_quantize": list(TRT_OP_TYPES),
+            "op_types_to_quantize": list(WEIGHTED_OP_TYPES),
             "extra_options": {
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
                 "DedicatedQDQPair": True,
-                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                "Placement": "TensorRT fusion rules: inputs of weighted layers, residual Add inputs, no outputs",
             },
         }
     if flavour == "cpu":
@@ -211,8 +231,13 @@ def build(pre_path: "str | Path", out_path: "str | Path", ranges: "dict[str, tup
     opts = flavour_options(flavour)
     pre = onnx.load(str(pre_path))
     exclude = float_group(pre, exclude)
-    data = {n: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in ranges.items()}
     out_path = Path(out_path)
+    if flavour == "tensorrt":
+        model = insert_qdq(pre, tensorrt_placement(pre, exclude, include), ranges)
+        _strip_unused_opsets(model)
+        onnx.save(model, str(out_path))
+        return out_path
+    data = {n: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in ranges.items()}
     # The ranges are final; ORT takes them from its cache file, whose method label only has to match.
     method = CalibrationMethod.MinMax
     with scratch_dir("qdq") as tmp, _ort_quantization(tmp):
@@ -232,6 +257,144 @@ def build(pre_path: "str | Path", out_path: "str | Path", ranges: "dict[str, tup
     _strip_unused_opsets(model)
     onnx.save(model, str(out_path))
     return out_path
+
+
+
+# --- the tensorrt flavour: placement and insertion ------------------------------------------------------
+
+def _constants(model) -> set[str]:
+    return {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def weight_axis(node, index: int) -> int | None:
+    """The output-channel axis of a weight read by ``node`` at ``index`` (None: not a weight input)."""
+    if node.op_type == "Conv" and index == 1:
+        return 0
+    if node.op_type == "ConvTranspose" and index == 1:
+        return 1
+    if node.op_type == "Gemm" and index == 1:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul" and index == 1:
+        return -1
+    return None
+
+
+def tensorrt_placement(model, exclude: Sequence[str] = (), include: Sequence[str] | None = None
+                       ) -> list[tuple[str, int]]:
+    """(consumer node name, input index) of every Q/DQ pair the tensorrt flavour puts in ``model``.
+
+    Rules 1-4 of the module docstring. ``exclude`` nodes get none; with ``include``, only those nodes'
+    inputs (and the residual input of an Add fused into one of them) are quantized.
+    """
+    consts = _constants(model)
+    initializers = {i.name for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+    excluded = set(exclude)
+
+    def quantized(node) -> bool:
+        if node.op_type not in WEIGHTED_OP_TYPES or node.name in excluded:
+            return False
+        if include is not None and node.name not in include:
+            return False
+        # a Conv/Gemm whose weight is computed at run time has no INT8 kernel: leave the layer float
+        return node.op_type == "MatMul" or (len(node.input) > 1 and node.input[1] in initializers)
+
+    pairs: list[tuple[str, int]] = []
+    order = {n.name: k for k, n in enumerate(model.graph.node)}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if quantized(node):
+            data_inputs = 2 if node.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") else 1
+            for k in range(min(data_inputs, len(node.input))):
+                x = node.input[k]
+                if x and (x not in consts or x in initializers):  # a Constant node's output is not quantized here
+                    pairs.append((node.name, k))
+        elif node.op_type == "Add" and len(node.input) == 2 and node.name not in excluded \
+                and not any(x in consts for x in node.input):
+            fusable = [k for k, x in enumerate(node.input)
+                       if x in producer and quantized(producer[x]) and len(consumers.get(x, [])) == 1
+                       and x not in graph_outputs]
+            if not fusable:
+                continue
+            fused = max(fusable, key=lambda k: order[producer[node.input[k]].name])  # the later layer fuses
+            pairs.append((node.name, 1 - fused))
+    return pairs
+
+
+def insert_qdq(model, pairs: Sequence[tuple[str, int]], ranges: "dict[str, tuple[float, float]]"):
+    """A copy of ``model`` with a symmetric INT8 Q/DQ pair before each (consumer, input index) in ``pairs``.
+
+    Activations: one scale per tensor, max(|low|, |high|) / 127 from ``ranges``, a Q/DQ pair per consumer.
+    Weights (initializers): per output channel (:func:`weight_axis`), stored as INT8 with a DequantizeLinear;
+    a float weight no longer read is dropped. Zero points are INT8 0.
+    """
+    import copy
+
+    from onnx import helper, numpy_helper
+
+    model = copy.deepcopy(model)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    wanted: dict[str, list[int]] = {}
+    for name, k in pairs:
+        wanted.setdefault(name, []).append(k)
+    new_nodes, new_inits, done = [], [], set()
+
+    def const(name, array):
+        if name not in done:
+            new_inits.append(numpy_helper.from_array(array, name))
+            done.add(name)
+        return name
+
+    for node in g.node:
+        for k in sorted(wanted.get(node.name, ())):
+            x = node.input[k]
+            tag = f"{node.name}/{'weight' if x in inits else 'input'}{k}"
+            if x in inits:
+                w = numpy_helper.to_array(inits[x]).astype(np.float32)
+                axis = weight_axis(node, k) % w.ndim
+                amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+                scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+                shape = [1] * w.ndim
+                shape[axis] = -1
+                q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+                qname = const(f"{x}_quantized", q)
+                sname = const(f"{x}_scale", scale)
+                zname = const(f"{x}_zero_point", np.zeros(scale.shape, np.int8))
+                dq_out = f"{x}_dequantized"
+                if dq_out not in done:
+                    new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [dq_out],
+                                                      name=f"{x}/DequantizeLinear", axis=axis))
+                    done.add(dq_out)
+                node.input[k] = dq_out
+                continue
+            if x not in ranges:
+                raise RuntimeError(f"internal error: no calibration range for '{x}' (input {k} of {node.name})")
+            lo, hi = ranges[x]
+            amax = float(max(abs(lo), abs(hi)))
+            sname = const(f"{x}_scale", np.array(amax / 127.0 if amax > 0 else 1.0, np.float32))
+            zname = const(f"{x}_zero_point", np.array(0, np.int8))
+            q_out, dq_out = f"{tag}_quantized", f"{tag}_dequantized"
+            new_nodes.append(helper.make_node("QuantizeLinear", [x, sname, zname], [q_out], name=f"{tag}/QuantizeLinear"))
+            new_nodes.append(helper.make_node("DequantizeLinear", [q_out, sname, zname], [dq_out],
+                                              name=f"{tag}/DequantizeLinear"))
+            node.input[k] = dq_out
+        new_nodes.append(node)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    if opset(model) < 13:
+        raise RuntimeError("internal error: per-channel DequantizeLinear needs opset 13 (preprocess_model raises it)")
+    return model
 
 
 _FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")

@@ -78,6 +78,70 @@ def test_tensorrt_flavour_passes_the_tensorrt_preflight_check_and_cpu_flavour_do
     assert not check.check_file(built["cpu"], target="trt10").ok  # U8 activations, INT32 biases
 
 
+def test_tensorrt_flavour_places_pairs_as_tensorrt_fuses_them(built):
+    """Inputs of every Conv and MatMul quantized, a Conv's output only as the input of another weighted layer or
+    as the residual input of an Add, one residual input per Add, nothing before a ReLU, Sigmoid or Resize; the
+    placement lint agrees."""
+    import onnx
+
+    model = onnx.load(str(built["tensorrt"]))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def dq(name):
+        return name in producers and producers[name].op_type == "DequantizeLinear"
+
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "MatMul"):
+            assert dq(n.input[0]) and dq(n.input[1]), f"{n.name}: inputs not both quantized"
+            for q in (c for c in consumers.get(n.output[0], []) if c.op_type == "QuantizeLinear"):
+                readers = [r for d in consumers[q.output[0]] for r in consumers[d.output[0]]]
+                assert all(r.op_type in ("Add", "Conv", "MatMul") for r in readers), \
+                    f"{n.name}: its output is quantized for {[r.name for r in readers]}"
+        if n.op_type == "Add":
+            assert sum(dq(i) for i in n.input) == 1, f"{n.name}: not exactly its residual input quantized"
+            fused = next(i for i in n.input if not dq(i))
+            assert producers[fused].op_type == "Conv", n.name
+        if n.op_type in ("Relu", "Sigmoid", "Resize", "Concat", "MaxPool"):
+            assert not any(dq(i) for i in n.input), f"{n.name} ({n.op_type}) reads a dequantized tensor"
+    check = pytest.importorskip("engines.check")
+    for target in ("trt10", "trt11"):
+        res = check.check_file(built["tensorrt"], target=target)
+        assert res.ok and res.warnings == [], res.lines()
+
+
+def test_placement_lint_names_onnxruntimes_own_placement(built, tiny_onnx, tiny_data, tmp_path):
+    """ONNX Runtime's quantizer given the same op types (this project's former tensorrt flavour) puts pairs on
+    Conv outputs, on both inputs of each Add and before the final Resize; the lint names each such pair."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    check = pytest.importorskip("engines.check")
+    options = Int8Options(flavour="tensorrt", method="minmax", ranges_file=str(tmp_path / "ranges.npz"))
+    with prepare(tiny_onnx, options, calibration(tiny_data), RUNTIME) as prep:
+        data = {n: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in prep.ranges().items()}
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), tmp_path / "cache.json")
+        old = tmp_path / "former.onnx"
+        quantize_static(str(prep.pre_path), str(old), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "MatMul", "Add", "Relu", "MaxPool", "Concat"],
+                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(tmp_path / "cache.json"),
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                       "DedicatedQDQPair": True})
+    res = check.check_file(old, target="trt10")
+    flagged = [p for p in res.warnings if "TensorRT cannot fuse" in p.message]
+    model = onnx.load(str(old))
+    names = {n.name for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert flagged and all(p.node in names for p in flagged)
+    assert any("(Resize)" in p.message for p in flagged)     # the logits before the final upsampling
+    assert any("(Add)" in p.message for p in flagged)        # both inputs of a residual Add
+    assert len(flagged) > 10, res.lines()
+
+
 def test_cpu_flavour_unsigned_activations_signed_weights(built):
     import onnx
 
