@@ -35,8 +35,10 @@ TURING = {"name": "Fake T4", "compute_capability": "7.5", "source": "fake"}
 class FakeWorld:
     """Shared state of one test's stand-ins: call log, device memory, capture state, knobs."""
 
-    def __init__(self, version="10.3.0", dynamic=False, runtime_dla_cores=2, capture_fails=False, loads=True):
+    def __init__(self, version="10.3.0", dynamic=False, runtime_dla_cores=2, capture_fails=False, loads=True,
+                 prior=False):
         self.version, self.dynamic, self.runtime_dla_cores = version, dynamic, runtime_dla_cores
+        self.prior = prior  # the engine has a second output, "prior" (a --with-prior export)
         self.capture_fails, self.loads = capture_fails, loads
         self.calls: list = []
         self.memory: dict[int, np.ndarray] = {}
@@ -150,21 +152,21 @@ def make_trt(world: FakeWorld):
             return Engine(meta)
 
     class Engine:
-        num_io_tensors = 2
         device_memory_size_v2 = 1024
 
         def __init__(self, meta):
             self.meta = meta
+            self.num_io_tensors = 3 if world.prior else 2
 
         def get_tensor_name(self, i):
-            return ("image", "logits")[i]
+            return ("image", "prior", "logits")[i] if world.prior else ("image", "logits")[i]
 
         def get_tensor_mode(self, name):
             return trt.TensorIOMode.INPUT if name == "image" else trt.TensorIOMode.OUTPUT
 
         def get_tensor_shape(self, name):
             b = -1 if world.dynamic else 1
-            return (b, 3, 4, 4) if name == "image" else (b, 2, 4, 4)
+            return {"image": (b, 3, 4, 4), "prior": (b, 16, 16)}.get(name, (b, 2, 4, 4))
 
         def get_tensor_dtype(self, name):
             return "float"
@@ -190,7 +192,7 @@ def make_trt(world: FakeWorld):
             return True
 
         def get_tensor_shape(self, name):
-            return (self.batch, 3, 4, 4) if name == "image" else (self.batch, 2, 4, 4)
+            return {"image": (self.batch, 3, 4, 4), "prior": (self.batch, 16, 16)}.get(name, (self.batch, 2, 4, 4))
 
         def set_tensor_address(self, name, addr):
             self.addr[name] = addr
@@ -199,6 +201,9 @@ def make_trt(world: FakeWorld):
             world.executions += 1
             x = world.memory[self.addr["image"]].reshape(self.batch, 3, 4, 4)
             world.memory[self.addr["logits"]] = (x[:, :2] * 2.0).astype(np.float32).reshape(-1)
+            if world.prior:  # row i of the prior: pixel i of channel 0, times 0.5
+                x0 = x[:, 0].reshape(self.batch, 16, 1)
+                world.memory[self.addr["prior"]] = np.repeat(x0 * 0.5, 16, axis=2).astype(np.float32).reshape(-1)
 
         def execute_async_v3(self, stream_handle):
             if world.capturing is not None:
@@ -528,6 +533,22 @@ def test_cuda_graph_captured_once_then_replayed(fake, onnx_file):
     np.testing.assert_array_equal(third, ref)
     np.testing.assert_array_equal(second, (x + 1)[:, :2] * 2)
     assert "exec_destroy" in world.calls  # released on close
+
+
+def test_prior_output_by_name_logits_first(fake, onnx_file):
+    """An engine built from a --with-prior file: infer() is the logits, infer_all() every output by name."""
+    fake(prior=True)
+    parent = read_manifest(onnx_file)
+    write_manifest(onnx_file, {**parent, "prior": {"name": "prior", "grid": [4, 4]}})
+    out = _build(onnx_file)
+    assert read_manifest(out)["prior"] == {"name": "prior", "grid": [4, 4]}  # the engine's manifest keeps it
+    x = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4)
+    with engines.open(out) as e:
+        assert e.output_names == ["logits", "prior"]  # the engine lists prior first; logits still come first
+        np.testing.assert_array_equal(e.infer(x), x[:, :2] * 2)
+        both = e.infer_all(x)
+        assert set(both) == {"logits", "prior"} and both["prior"].shape == (1, 16, 16)
+        np.testing.assert_array_equal(both["prior"][0, :, 3], x[0, 0].reshape(-1) * 0.5)
 
 
 def test_cuda_graph_capture_failure_falls_back(fake, onnx_file, caplog):

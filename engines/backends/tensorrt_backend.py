@@ -145,7 +145,16 @@ class TensorRTBackend(Backend):
     def cuda_graph_active(self) -> bool:
         return self._graph is not None and self._graph.active
 
+    @property
+    def output_names(self) -> list[str]:
+        """The engine's outputs, the logits first (``prior`` follows in engines built from --with-prior files)."""
+        return [self._output["name"]] + [t["name"] for t in self._io
+                                         if not t["is_input"] and t["name"] != self._output["name"]]
+
     def infer(self, batch) -> np.ndarray:
+        return self.infer_all(batch)[self._output["name"]]
+
+    def infer_all(self, batch) -> dict[str, np.ndarray]:
         x = as_numpy_batch(batch)
         want = self._input["shape"]
         if not self._dynamic:
@@ -161,13 +170,13 @@ class TensorRTBackend(Backend):
                 outs.append(self._run(x[i:i + eb]))
                 gpu_ms += self.last_gpu_ms or 0.0
             self.last_gpu_ms = gpu_ms
-            return np.concatenate(outs)
+            return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
         inbuf = self._buffers.get(self._input["name"])
         if inbuf is None or inbuf.shape != tuple(x.shape):
             self._allocate(x.shape)
         return self._run(x)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         cuda, stream = self._cuda, self._stream
         inp = self._buffers[self._input["name"]]
         np.copyto(inp.host.reshape(inp.shape), x.astype(inp.dtype, copy=False))
@@ -180,14 +189,14 @@ class TensorRTBackend(Backend):
         if not ok:
             raise UserError(f"{self.path}: TensorRT execution failed (see the log line above)")
         self._end.record(stream)
-        out = self._buffers[self._output["name"]]
-        for t in self._io:
-            if not t["is_input"]:
-                b = self._buffers[t["name"]]
-                cuda.memcpy_dtoh_async(b.host, b.device, stream)
+        names = self.output_names
+        for name in names:
+            b = self._buffers[name]
+            cuda.memcpy_dtoh_async(b.host, b.device, stream)
         stream.synchronize()
         self.last_gpu_ms = float(self._end.time_since(self._start))  # ms between the two events
-        return np.array(out.host.reshape(out.shape), dtype=np.float32, copy=True)
+        return {name: np.array(self._buffers[name].host.reshape(self._buffers[name].shape), dtype=np.float32,
+                               copy=True) for name in names}
 
     def device_memory(self) -> dict | None:
         io = sum(b.nbytes for b in self._buffers.values())
