@@ -523,7 +523,8 @@ def layer_precision(layer) -> str:
 def summarize_layer_precisions(engine_info_json: str) -> dict:
     """Count an engine's layers by precision from IEngineInspector.get_engine_information(JSON).
 
-    Returns {"layers": N, "by_precision": {"fp16": n, ...}, "by_type": {...}}.
+    Returns {"layers": N, "by_precision": {"fp16": n, ...}, "by_type": {...}, "convolutions": {"layers": n,
+    "by_precision": {...}}}: the last is what says whether INT8 took (the convolutions that read INT8).
     """
     try:
         info = json.loads(engine_info_json)
@@ -532,13 +533,17 @@ def summarize_layer_precisions(engine_info_json: str) -> dict:
     layers = info.get("Layers", []) if isinstance(info, dict) else info
     by_prec: dict[str, int] = {}
     by_type: dict[str, int] = {}
+    conv_prec: dict[str, int] = {}
     for layer in layers or []:
         p = layer_precision(layer)
         by_prec[p] = by_prec.get(p, 0) + 1
         t = layer.get("LayerType", "unknown") if isinstance(layer, dict) else "unknown"
         by_type[t] = by_type.get(t, 0) + 1
+        if "convolution" in t.lower():  # CaskConvolution, CaskDeconvolution, Convolution
+            conv_prec[p] = conv_prec.get(p, 0) + 1
     return {"layers": sum(by_prec.values()), "by_precision": dict(sorted(by_prec.items())),
-            "by_type": dict(sorted(by_type.items()))}
+            "by_type": dict(sorted(by_type.items())),
+            "convolutions": {"layers": sum(conv_prec.values()), "by_precision": dict(sorted(conv_prec.items()))}}
 
 
 # ---------------------------------------------------------------------------------------------
