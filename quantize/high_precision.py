@@ -64,7 +64,8 @@ trips between FP32 nodes are removed (:func:`quantize.fp16.clean_casts`).
 
 ONNX Runtime's CPU provider runs the result (it has float16 Q/DQ kernels and inserts
 Casts around the FP16 ops it lacks), which measures accuracy; the speed is TensorRT's.
-Measure it with ``disabled_optimizers=ORT_DISABLED_OPTIMIZERS``: ORT's graph transformer
+Measure it with ``disabled_optimizers=ORT_DISABLED_OPTIMIZERS`` (as ``cpnet.runtime.ort.make_session``
+does for every session): ORT's graph transformer
 WeightBiasQuantization (level basic, ORT 1.32) turns a Conv's float bias into
 ``DequantizeLinear(Cast<int32>(Round(bias / (s_x * s_w))))`` and computes the quotient in the
 bias's type; in float16 it overflows to inf wherever |bias| > 65504 * s_x * s_w (common: s_x * s_w
@@ -81,14 +82,15 @@ from typing import Iterable
 
 import numpy as np
 
+# cpnet.runtime.ort.make_session, every session's factory, runs without these (see the module docstring)
+from cpnet.runtime.ort import ORT_DISABLED_OPTIMIZERS  # noqa: F401
+
 TARGET_OPSET = 19
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)   # 2**-24, 5.96e-08
 FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)           # 2**-14, 6.10e-05
 FP16_MAX = float(np.finfo(np.float16).max)                   # 65504
 QMAX = 127
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
-#: pass to onnxruntime.InferenceSession(..., disabled_optimizers=...) for these files (module docstring)
-ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 _NOT_COMPUTE = {*_QDQ, "Cast", "Constant", "Identity", "Shape", "Size"}
 
 # Ops whose schema changed between opset 14 and 19 in ways that keep an older node's meaning:

@@ -8,9 +8,11 @@ Quantizing a model is: prepare the parent (:mod:`quantize.prepare`: checked,
 pre-processed, activation statistics collected in one pass over the calibration
 images, or reused from ``model.calib.npz``), choose ranges (``--method``), insert
 Q/DQ in the ``--flavour``'s format (:mod:`quantize.qdq`: ``tensorrt`` symmetric
-INT8 for TensorRT -> ``model.int8.onnx``, ``cpu`` U8S8 for ONNX Runtime ->
-``model.int8-cpu.onnx``), optionally keep nodes in float (``--keep-float NAMES``,
-or ``auto``: :mod:`quantize.keep_float`), measure the drift against FP32
+INT8 placed as TensorRT fuses it -> ``model.int8.onnx``, ``cpu`` U8S8 for ONNX
+Runtime -> ``model.int8-cpu.onnx``), optionally keep nodes in float
+(``--keep-float NAMES``, or ``auto``: :mod:`quantize.keep_float`), put the
+tensorrt flavour's unquantized layers in FP16 (``--high-precision fp16``, its
+default: :mod:`quantize.high_precision`, opset 19), measure the drift against FP32
 (:mod:`quantize.drift`) and write the file with its manifest.
 
 Ranges (:mod:`quantize.calibrate`): ``minmax``; ``percentile`` (of |x| for the
@@ -42,7 +44,7 @@ from . import calibrate as cal
 from . import keep_float, qdq
 from .drift import DriftLimitExceeded
 from .parent import check_output, derived_path
-from .prepare import DEFAULT_NUM_IMAGES, Int8Options, Prepared, prepare
+from .prepare import DEFAULT_NUM_IMAGES, HIGH_PRECISIONS, Int8Options, Prepared, prepare
 
 log = get_logger("int8")
 
@@ -117,6 +119,7 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
             "opset": qdq.opset(model),
             "calibration": calibration_record,
             "quantization": qdq.options_record(qdq.flavour_options(o.flavour)),
+            "high_precision": prep.precision_record,
             "drift": {"reference": f"the FP32 parent on the first {len(ref.images)} calibration image(s)",
                       "measured_on": "onnxruntime CPUExecutionProvider", **result.metrics(),
                       "max_disagreement": limit, "met": met},
@@ -127,7 +130,8 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
     n_q = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
     n_dq = sum(1 for n in model.graph.node if n.op_type == "DequantizeLinear")
     kept = calibration_record["excluded_nodes"]
-    log.info(f"wrote {out} ({o.flavour} flavour, {o.method} ranges, {n_q} QuantizeLinear / {n_dq} DequantizeLinear"
+    log.info(f"wrote {out} ({o.flavour} flavour in an {o.float_precision.upper()} graph, {o.method} ranges, "
+             f"{n_q} QuantizeLinear / {n_dq} DequantizeLinear"
              f"{', nodes kept in float: ' + ', '.join(kept) if kept else ''}) and {out.name}.json")
     log.info(f"drift against FP32 on {len(ref.images)} image(s): argmax disagreement "
              f"{result.disagreement_percent:.3f}% of pixels"
@@ -149,8 +153,9 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
 
 DESCRIPTION = """Quantize an FP32 ONNX model to INT8 (explicit Q/DQ), calibrated on real images.
 
-The tensorrt flavour (symmetric INT8, per-channel weights) is what TensorRT's explicit
-quantization takes; the cpu flavour (U8S8) is ONNX Runtime's fast path on x86. Activation
+The tensorrt flavour (symmetric INT8, per-channel weights, Q/DQ placed as TensorRT fuses it,
+the rest of the graph in FP16 unless --high-precision fp32) is what TensorRT's explicit
+quantization takes; the cpu flavour (U8S8, FP32) is ONNX Runtime's fast path on x86. Activation
 statistics are saved beside the output and reused across --method/--flavour. The drift
 against FP32 is measured on calibration images and recorded; --max-disagreement makes it
 a gate (exit 1), --keep-float auto keeps the most sensitive nodes in float until it holds."""
@@ -168,6 +173,9 @@ def add_arguments(p) -> None:
     add_int8_arguments(p)
     a.add_output(p, "output file (default <stem>.int8.onnx, or <stem>.int8-cpu.onnx for --flavour cpu, "
                     "beside the input)")
+    p.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=None,
+                   help="what the layers left unquantized run in: fp16 (default for the tensorrt flavour: INT8 Q/DQ "
+                        "in an FP16 graph at opset 19, NVIDIA's recipe) or fp32 (the cpu flavour's only choice)")
     g = p.add_argument_group("float nodes and drift limits")
     a.add_keep_float(g, "INT8", auto=True)
     # Not cli.args.add_max_disagreement: here the default is "no limit" (the share is measured and recorded).
@@ -187,7 +195,8 @@ def run(args) -> int:
 
     tokens = [t.strip() for t in args.keep_float.split(",") if t.strip()]
     options = int8_options(args, keep_float=tuple(t for t in tokens if t != "auto"), auto_keep_float="auto" in tokens,
-                           max_disagreement=args.max_disagreement, max_keep_float=args.max_keep_float)
+                           max_disagreement=args.max_disagreement, max_keep_float=args.max_keep_float,
+                           high_precision=args.high_precision)
     return make_and_report(quantize_int8, options, args)
 
 

@@ -38,7 +38,7 @@ from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
 from . import calibrate as cal
-from . import qdq
+from . import high_precision, qdq
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source, select_paths
 from .drift import Reference, reference
 from .parent import derived_path, load_parent
@@ -46,6 +46,7 @@ from .parent import derived_path, load_parent
 DEFAULT_NUM_IMAGES = 200
 DEFAULT_EVAL_IMAGES = 16
 DEFAULT_MAX_KEEP_FLOAT = 8
+HIGH_PRECISIONS = ("fp16", "fp32")
 DEFAULT_AUTO_TARGET = 0.5   # % of pixels: --keep-float auto's aim when no --max-disagreement is given
 REFERENCE_BUDGET = 1 << 30  # bytes of FP32 logits and images kept for the drift measurement
 
@@ -75,6 +76,13 @@ class Int8Options:
     eval_images: int = DEFAULT_EVAL_IMAGES
     ranges_file: str | None = None
     recalibrate: bool = False
+    high_precision: str | None = None
+
+    @property
+    def float_precision(self) -> str:
+        """What the layers left unquantized run in: ``high_precision``, else fp16 for the tensorrt flavour (NVIDIA's
+        INT8-in-FP16 recipe) and fp32 for the cpu flavour (ONNX Runtime's INT8 kernels take and give FP32)."""
+        return self.high_precision or ("fp16" if self.flavour == "tensorrt" else "fp32")
 
     def check(self) -> None:
         """One UserError line for an option out of range (the command line's types catch most earlier)."""
@@ -88,6 +96,11 @@ class Int8Options:
             raise UserError(f"--max-disagreement is a percentage, 0 to 100, got {self.max_disagreement}")
         if self.eval_images < 1:
             raise UserError(f"--eval-images must be at least 1, got {self.eval_images}")
+        if self.high_precision not in (None, *HIGH_PRECISIONS):
+            raise UserError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}, got {self.high_precision!r}")
+        if self.flavour == "cpu" and self.high_precision == "fp16":
+            raise UserError("--high-precision fp16 is for the tensorrt flavour: ONNX Runtime's INT8 kernels "
+                            "(the cpu flavour) take and give FP32; drop the flag or use --flavour tensorrt")
 
     @property
     def limit(self) -> float | None:
@@ -188,6 +201,7 @@ class Prepared:
     calibration: CalibrationOptions  # as asked
     threads: int | None = None
     _scratch: contextlib.ExitStack | None = field(default=None, repr=False)  # removes ``workdir``
+    precision_record: dict | None = None  # what the last build's float part runs in (the manifest's high_precision)
 
     def cleanup(self) -> None:
         if self._scratch is not None:
@@ -214,8 +228,29 @@ class Prepared:
         return self.stats.ranges(o.method, symmetric=o.flavour == "tensorrt", percentile=o.percentile)
 
     def build(self, out_path: "str | Path", exclude: Sequence[str] = (), include: Sequence[str] | None = None) -> Path:
-        """Quantize the parent into ``out_path`` with these options' flavour and ranges (see :func:`qdq.build`)."""
-        return qdq.build(self.pre_path, out_path, self.ranges(), self.options.flavour, exclude, include)
+        """Quantize the parent into ``out_path`` with these options' flavour and ranges (see :func:`qdq.build`),
+        in an FP16 graph when the options say so (:mod:`quantize.high_precision`), so what is measured (drift,
+        sensitivity, the keep-float search) is the file that is written; its record is ``precision_record``."""
+        import onnx
+
+        path = qdq.build(self.pre_path, out_path, self.ranges(), self.options.flavour, exclude, include)
+        if self.options.float_precision != "fp16":
+            self.precision_record = {"dtype": "fp32"}
+            return path
+        model = onnx.load(str(path))
+        model, record = high_precision.to_fp16(model, keep_float=self._fp16_overflow_nodes(model))
+        onnx.save(model, str(path))
+        self.precision_record = {"dtype": "fp16", **record}
+        return path
+
+    def _fp16_overflow_nodes(self, model) -> list[str]:
+        """Nodes that stay FP32 in the FP16 graph: producers and readers of a tensor whose calibrated range
+        passes FP16's (quantize.fp16's --range-limit), so no such value ever passes through FP16."""
+        from .fp16 import Fp16Options
+
+        limit = Fp16Options().range_limit
+        big = {n for n, (lo, hi) in self.stats.ranges("minmax", symmetric=True).items() if max(abs(lo), abs(hi)) > limit}
+        return [n.name for n in model.graph.node if big & (set(n.input) | set(n.output))]
 
     def float_group(self, names: Sequence[str]) -> list[str]:
         """The nodes that stay float when ``names`` do (see :func:`qdq.float_group`)."""

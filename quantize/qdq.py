@@ -502,7 +502,8 @@ def _strip_unused_opsets(model) -> None:
 def check_qdq(model, flavour: str) -> list[str]:
     """Problems with a quantized model's Q/DQ nodes for its flavour (empty when it is right).
 
-    tensorrt: every Q/DQ has an INT8 zero point equal to 0 and positive finite float32 scales;
+    tensorrt: every Q/DQ has an INT8 zero point equal to 0 and positive finite scales (float32, or float16 at
+    opset 19 and later);
     weight DequantizeLinear nodes are per-channel on the output-channel axis (0 for Conv,
     1 for ConvTranspose and a MatMul's constant B); no INT32 (bias) DequantizeLinear; opset >= 13.
     cpu: activations QuantizeLinear to uint8; weights int8.
@@ -526,8 +527,10 @@ def check_qdq(model, flavour: str) -> list[str]:
             problems.append(f"{n.name}: scale is not an initializer")
             continue
         s = numpy_helper.to_array(scale)
-        if scale.data_type != TensorProto.FLOAT:
-            problems.append(f"{n.name}: scale is not float32")
+        fp16_ok = opset(model) >= 19  # float16 scales (INT8 in an FP16 graph) exist from opset 19
+        if scale.data_type != TensorProto.FLOAT and not (fp16_ok and scale.data_type == TensorProto.FLOAT16):
+            problems.append(f"{n.name}: scale is {TensorProto.DataType.Name(scale.data_type)}, not float32"
+                            f"{' or float16' if fp16_ok else ' (float16 needs opset 19)'}")
         if not (np.all(np.isfinite(s)) and np.all(s > 0)):
             problems.append(f"{n.name}: scale not positive and finite")
         is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits

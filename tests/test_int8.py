@@ -108,6 +108,47 @@ def test_int8_files_run_in_ort_and_agree_with_fp32(quantized, calib_dir):
         assert np.all(np.isfinite(np.concatenate(outs)))
 
 
+def test_tensorrt_flavour_is_int8_in_an_fp16_graph_and_cpu_flavour_stays_fp32(quantized):
+    """The tensorrt file: opset 19, float16 scales and activations, float32 input and output, the record in the
+    manifest, TensorRT's pre-flight check and placement lint clean; the cpu file: FP32, the parent's opset."""
+    import onnx
+    from onnx import TensorProto
+
+    check = pytest.importorskip("engines.check")
+    m = onnx.load(str(quantized["tensorrt"]))
+    assert qdq.opset(m) == 19
+    inits = {i.name: i for i in m.graph.initializer}
+    scales = [inits[n.input[1]] for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert scales and all(s.data_type == TensorProto.FLOAT16 for s in scales)
+    assert [i.type.tensor_type.elem_type for i in (*m.graph.input, *m.graph.output)] == [TensorProto.FLOAT] * 2
+    record = read_manifest(quantized["tensorrt"])["high_precision"]
+    assert record["dtype"] == "fp16" and record["opset"]["after"] == 19 and record["nodes"]["fp16"] > 0
+    for target in ("trt10", "trt11"):
+        res = check.check_file(quantized["tensorrt"], target=target)
+        assert res.ok and res.warnings == [], res.lines()
+    cpu = onnx.load(str(quantized["cpu"]))
+    assert read_manifest(quantized["cpu"])["high_precision"] == {"dtype": "fp32"}
+    assert qdq.opset(cpu) == qdq.opset(onnx.load(str(quantized["model"])))
+
+
+def test_high_precision_fp32_keeps_the_graph_fp32(quantized, calib_dir, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto
+
+    out = tmp_path / "fp32.int8.onnx"
+    assert run_int8(quantized["model"], "--calib-data", calib_dir, "--high-precision", "fp32", "-o", out) == 0
+    m = onnx.load(str(out))
+    inits = {i.name: i for i in m.graph.initializer}
+    assert all(inits[n.input[1]].data_type == TensorProto.FLOAT for n in m.graph.node if n.op_type == "QuantizeLinear")
+    assert read_manifest(out)["high_precision"] == {"dtype": "fp32"}
+    # fp16 is the tensorrt flavour's; the cpu flavour runs on ONNX Runtime's FP32 INT8 kernels
+    capsys.readouterr()
+    assert run_int8(quantized["model"], "--calib-data", calib_dir, "--flavour", "cpu", "--high-precision", "fp16",
+                    "-o", tmp_path / "x.onnx") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--high-precision fp16 is for the tensorrt flavour" in err[0]
+
+
 def test_second_run_reuses_saved_ranges_without_a_pass(tiny_onnx, calib_dir, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="cpnet")
     model = copy_model(tiny_onnx, tmp_path)

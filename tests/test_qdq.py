@@ -22,11 +22,13 @@ def calibration(tiny_data: Path) -> CalibrationOptions:
 
 @pytest.fixture(scope="module")
 def built(tiny_onnx, tiny_data, tmp_path_factory) -> dict:
-    """Both flavours built from one calibration pass (tensorrt with entropy ranges, cpu with percentile)."""
+    """Both flavours built from one calibration pass (tensorrt with entropy ranges, cpu with percentile), both
+    in FP32 graphs (the tensorrt flavour's FP16 graph is test_high_precision.py's and test_int8.py's)."""
     folder = tmp_path_factory.mktemp("qdq")
     out = {}
     for flavour, method in (("tensorrt", "entropy"), ("cpu", "percentile")):
-        options = Int8Options(flavour=flavour, method=method, ranges_file=str(folder / "ranges.npz"))
+        options = Int8Options(flavour=flavour, method=method, ranges_file=str(folder / "ranges.npz"),
+                              high_precision="fp32")
         with prepare(tiny_onnx, options, calibration(tiny_data), RUNTIME) as prep:
             out[flavour] = prep.build(folder / f"model.{flavour}.onnx")
     return out

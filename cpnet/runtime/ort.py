@@ -63,6 +63,15 @@ def resolve_providers(providers: "Sequence[str] | str | None") -> list[str]:
     return out
 
 
+#: ONNX Runtime graph transformers every session runs without. WeightBiasQuantization rewrites a float Conv
+#: bias read beside Q/DQ inputs as round(bias / (s_x * s_w)) computed in the bias's type: in an FP16 graph
+#: (the tensorrt flavour's INT8 in FP16, and Model Optimizer's) that overflows to inf wherever
+#: |bias| > 65504 * s_x * s_w and the Conv gets a wrong bias (1.96% of the quickstart model's pixels
+#: changed instead of 0.10%). TensorRT does no such thing; with it off, the CPU flavour and FP32 files
+#: measured no slower (quickstart, 2 threads: 1.39 against 1.47 ms, 3.96 against 4.01 ms).
+ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+
+
 def make_session(model, threads: int | None = None, providers=None, optimization: str = "all",
                  what: str | None = None):
     """An onnxruntime.InferenceSession for a file, serialized bytes or an in-memory ``onnx.ModelProto``.
@@ -93,7 +102,8 @@ def make_session(model, threads: int | None = None, providers=None, optimization
     }[optimization]
     try:
         src = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
-        return ort.InferenceSession(src, sess_options=so, providers=resolve_providers(providers))
+        return ort.InferenceSession(src, sess_options=so, providers=resolve_providers(providers),
+                                    disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
     except UserError:
         raise
     except Exception as e:  # ORT raises its own Fail / InvalidProtobuf / InvalidGraph types
