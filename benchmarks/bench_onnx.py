@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     all_ok = True
     try:
         calib_dir = synthetic_images(Path(args.data_root) if args.data_root else None, work, args.calib_images)
+        from cpnet.runtime.machine import machine_info, machine_line
+
+        print(f"machine: {machine_line(machine_info(gemm=True, threads=args.threads))}")
         print(f"calibration images: {calib_dir}; weights are random (latency only); load {load_avg():.2f}")
         for config in configs:
             print(f"[{config}] preparing (export, fp16, int8 x2) ...", flush=True)

@@ -343,13 +343,18 @@ def run(args) -> int:
         row = bench_one(artifacts[0], options, runtime, in_process=False)
         print(ROW_MARKER + json.dumps(row, default=str), flush=True)
         return 0
+    from cpnet.runtime.machine import machine_info, machine_line
+
+    machine = machine_info(gemm=True, threads=runtime.threads)  # before the runs, with the machine idle
     rows = run_benchmark(artifacts, options, runtime)
+    print(f"machine: {machine_line(machine)}")
     print(format_table(rows))
     method = next((r.get("rss_method") for r in rows if r.get("rss_method")), None)
     if method:
         print(f"RSS: {method}")
     if args.json:
-        atomic_write_json(args.json, {"rows": rows, "options": asdict(options), "runtime": asdict(runtime)})
+        atomic_write_json(args.json, {"rows": rows, "options": asdict(options), "runtime": asdict(runtime),
+                                      "machine": machine})
     failed = [r for r in rows if r.get("error")]
     if failed:
         # the exit code says why, when every failure says the same thing (2: the user's file, 3: no TensorRT)

@@ -28,38 +28,12 @@ HEARTBEAT_SECONDS = 30.0
 # ----------------------------------------------------------------------------- the machine
 
 
-def gemm_gflops(threads: int | None = None, n: int = 1024, seconds: float = 0.3) -> float:
-    """FP32 GEMM rate of this machine through PyTorch: the best of a few timed runs of an n x n torch.matmul,
-    in GFLOP/s (2 n^3 per product). Training and inference speed scale with it, so every figure the pipeline
-    prints can be read against it."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        for _ in range(2):
-            torch.matmul(a, b)
-        best, end = 0.0, time.perf_counter() + seconds
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(3):
-                torch.matmul(a, b)
-            dt = time.perf_counter() - t0
-            best = max(best, 3 * 2 * n ** 3 / dt / 1e9)
-            if time.perf_counter() > end:
-                return best
-    finally:
-        torch.set_num_threads(old)
-
-
 def machine_lines(threads: int | None) -> tuple[list[str], dict]:
     import torch
 
-    from cpnet.runtime.machine import machine_line
+    from cpnet.runtime.machine import gemm_gflops, machine_line
 
-    rate = gemm_gflops(threads)
+    rate, _ = gemm_gflops(threads)
     try:
         load = os.getloadavg()[0]
     except OSError:

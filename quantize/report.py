@@ -469,7 +469,7 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         rows.append(row)
 
     offenders = gate(rows, options)
-    info = machine_info()
+    info = machine_info(gemm=True, threads=getattr(runtime, "threads", None))
     report = {
         "schema": SCHEMA,
         "kind": "report",

@@ -412,3 +412,25 @@ def test_machine_line_names_cpu_simd_cores_gpu_and_load():
     assert not busy(info) and busy({**info, "load_average": [6.0, 5.0, 5.0]})
     here = machine_info()
     assert here["cores"] >= 1 and here["cpu"] and machine_line(here)
+    gemm = machine_line({**info, "gemm_gflops": 142.4, "gemm": "torch.matmul 1024x1024, 2 threads"})
+    assert gemm.endswith("no GPU; FP32 GEMM 142 GFLOP/s (torch.matmul 1024x1024, 2 threads); load average 0.2")
+
+
+def test_gemm_rate_with_torch_and_without(monkeypatch):
+    """The GEMM rate that goes with every figure: torch.matmul on the given threads, numpy.matmul on a deploy
+    install without torch."""
+    import sys
+
+    import torch
+
+    from cpnet.runtime.machine import gemm_gflops, machine_info
+
+    threads = torch.get_num_threads()
+    rate, what = gemm_gflops(threads=1, n=256, seconds=0.05)
+    assert rate > 0.1 and what == "torch.matmul 256x256, 1 threads"
+    assert torch.get_num_threads() == threads  # restored
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    rate, what = gemm_gflops(n=256, seconds=0.05)
+    assert rate > 0.1 and what.startswith("numpy.matmul")
+    info = machine_info(gemm=True)
+    assert info["gemm_gflops"] > 0 and info["gemm"].startswith("numpy.matmul")

@@ -12,6 +12,11 @@ cores this process may use, ``nvidia-smi`` for GPUs (no CUDA library is loaded),
 ``os.getloadavg`` for how busy the machine was (a latency measured while other
 work shares the cores is inflated, and its ranking may be too).
 Elsewhere it falls back on :mod:`platform`.
+
+The flags say which kernels can run, not how fast: machines of one kind differ by 4x
+from day to day. :func:`gemm_gflops` measures the FP32 GEMM rate (PyTorch's when it is
+installed, NumPy's otherwise), which training and inference times scale with;
+``machine_info(gemm=True)`` adds it and :func:`machine_line` shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 #: The SIMD flags that decide which kernels run, in the order they are listed (x86, then Arm).
@@ -62,8 +68,44 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-def machine_info() -> dict:
-    """CPU model, architecture, cores (all and usable by this process), SIMD flags present, GPUs."""
+def gemm_gflops(threads: int | None = None, n: int = 1024, seconds: float = 0.3) -> tuple[float, str]:
+    """(GFLOP/s, what measured it): the best of a few timed n x n FP32 matrix products (2 n^3 FLOP each) through
+    torch.matmul on ``threads`` threads when PyTorch is installed, else numpy.matmul (its BLAS's own threads)."""
+    import numpy as np
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        old = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        a, b, matmul = torch.randn(n, n), torch.randn(n, n), torch.matmul
+        what = f"torch.matmul {n}x{n}, {torch.get_num_threads()} threads"
+    else:
+        rng = np.random.default_rng(0)
+        a, b, matmul = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32), np.matmul
+        what = f"numpy.matmul {n}x{n}"
+    try:
+        for _ in range(2):
+            matmul(a, b)
+        best, end = 0.0, time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(3):
+                matmul(a, b)
+            best = max(best, 3 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+            if time.perf_counter() > end:
+                return best, what
+    finally:
+        if torch is not None:
+            torch.set_num_threads(old)
+
+
+def machine_info(gemm: bool = False, threads: int | None = None) -> dict:
+    """CPU model, architecture, cores (all and usable by this process), SIMD flags present, GPUs; with ``gemm``,
+    the FP32 GEMM rate on ``threads`` threads (:func:`gemm_gflops`, 0.3 s)."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("features") or "").split())
     model = info.get("model name") or info.get("hardware") or platform.processor() or platform.machine() or "unknown CPU"
@@ -77,7 +119,9 @@ def machine_info() -> dict:
         load = [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):
         load = None
+    rate = gemm_gflops(threads) if gemm else None
     return {
+        **({"gemm_gflops": round(rate[0], 1), "gemm": rate[1]} if rate else {}),
         "cpu": model,
         "arch": platform.machine(),
         "cores": os.cpu_count() or 0,
@@ -102,6 +146,8 @@ def machine_line(info: dict | None = None) -> str:
     simd = f"SIMD {' '.join(shown)}" if shown else "SIMD flags unknown"
     gpu = ", ".join(info.get("gpus") or []) or "no GPU"
     line = f"{info['cpu']}, {info.get('arch') or '?'}, {cores}; {simd}; {gpu}"
+    if info.get("gemm_gflops"):
+        line += f"; FP32 GEMM {info['gemm_gflops']:.0f} GFLOP/s ({info.get('gemm', 'matmul')})"
     if info.get("load_average"):
         line += f"; load average {info['load_average'][0]:.1f}"
     return line
