@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cpnet.runtime import UserError
+from cpnet.runtime.torch_files import safe_torch_load
 
 _PREFIXES = ("module.", "backbone.")
 _WRAPPERS = ("state_dict", "model", "backbone")
@@ -28,8 +29,6 @@ _DEPTH_OF_BLOCKS = {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34/50", (3, 4, 23, 3): "1
 def _read(path: Path) -> Any:
     if not path.exists():
         raise UserError(f"{path}: backbone weights file not found")
-    from ..checkpoint import safe_torch_load
-
     return safe_torch_load(path)
 
 
