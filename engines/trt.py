@@ -550,16 +550,17 @@ def summarize_layer_precisions(engine_info_json: str) -> dict:
 # the builder (needs TensorRT and a GPU)
 
 
-_LOGGERS: dict = {}
-_PLUGINS_READY: set = set()
-
-
 def make_logger(trt, verbose: bool = False):
-    """One trt.Logger per process: TensorRT warns when builders and runtimes get different loggers."""
-    logger = _LOGGERS.get(id(trt))
+    """One trt.Logger per process: TensorRT warns when builders and runtimes get different loggers. Kept on the
+    module object itself (an id() of a module gone could be reused by another)."""
+    logger = getattr(trt, "_cpnet_logger", None)
     severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
     if logger is None:
-        logger = _LOGGERS[id(trt)] = trt.Logger(severity)
+        logger = trt.Logger(severity)
+        try:
+            trt._cpnet_logger = logger
+        except AttributeError:
+            pass
     else:
         try:
             logger.min_severity = severity  # trt.Logger.min_severity (Python API, ILogger)
@@ -575,7 +576,7 @@ def init_plugins(trt, logger) -> bool:
     loaders call it before every parse and deserialization (polygraphy/backend/trt/loader.py), so ONNX
     nodes the parser maps to plugins (e.g. RoiAlign, ScatterElements) and engines with plugin layers load.
     """
-    if id(trt) in _PLUGINS_READY:
+    if getattr(trt, "_cpnet_plugins_ready", False):  # marked on the module: an id() could be reused
         return True
     fn = getattr(trt, "init_libnvinfer_plugins", None)
     if fn is None:
@@ -586,7 +587,10 @@ def init_plugins(trt, logger) -> bool:
         log.warning(f"TensorRT's standard plugins could not be registered ({type(e).__name__}: {e}); "
                     f"layers that need them will fail to load")
         return False
-    _PLUGINS_READY.add(id(trt))
+    try:
+        trt._cpnet_plugins_ready = True
+    except AttributeError:  # an object that takes no attributes: register again next time (harmless)
+        pass
     return True
 
 
