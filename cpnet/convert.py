@@ -99,10 +99,11 @@ def _allowed(name: str) -> bool:
 
 
 def strip_hint(path: Path) -> str:
-    return (f"strip it to its weights where you trust the file, e.g. python -c \"import torch; "
-            f"c = torch.load('{path}', map_location='cpu', weights_only=False); "
-            f"torch.save({{'state_dict': c['state_dict'], 'meta': {{'CLASSES': c['meta']['dataset_meta']['classes']}}}}, "
-            f"'{path.stem}.weights.pth')\" (drop the 'meta' part if it has none), and convert that file")
+    # Never advise full unpickling here: the weights are re-saved by the code that made the file.
+    return (f"strip it to its weights where it was made (in the mmsegmentation environment that trained it, "
+            f"torch.save({{'state_dict': model.state_dict(), 'meta': {{'CLASSES': classes}}}}, "
+            f"'{path.stem}.weights.pth') with plain tensors and strings only), or ask its author for a weights-only "
+            f"file, and convert that")
 
 
 def read_file(path: "str | Path") -> tuple[Any, str | None]:
