@@ -165,11 +165,6 @@ def cpnet_key(key: str) -> str | None:
     return key
 
 
-def _first(items: list[str], n: int = 4) -> str:
-    more = f", ... (+{len(items) - n})" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
 def classes_from_meta(meta: dict, num_classes: int) -> tuple[list[str] | None, list[list[int]] | None]:
     """Class names and palette from mmseg's metadata (1.x ``dataset_meta``, 0.x ``CLASSES``/``PALETTE``), when usable."""
     dm = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
@@ -186,6 +181,7 @@ def build_state(sd: dict[str, torch.Tensor], cfg: Config, path: Path):
     """(model, state dict in cpnet's naming, notes): the file's tensors placed into a CPNet of ``cfg``; every
     missing, unexpected and mis-shaped key in one UserError."""
     from .models import CPNet
+    from .models.weights import first_items, state_dict_fit
 
     if cfg.model.head != "cpnet":
         raise UserError(f"--config: model.head={cfg.model.head!r}; the authors' checkpoints are CPNets (model.head=cpnet)")
@@ -208,19 +204,15 @@ def build_state(sd: dict[str, torch.Tensor], cfg: Config, path: Path):
         notes.append("no biases in the aggregation's depthwise convs: built without them (model.agg_bias=false)")
     model = CPNet(cfg.model)
     own = model.state_dict()
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in mapped and k not in optional]
-    unexpected = [origin[k] for k in mapped if k not in own]
-    mismatched = [f"{origin[k]} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own if k in mapped and mapped[k].shape != own[k].shape]
+    missing, unexpected, mismatched = state_dict_fit(own, mapped, name=origin.__getitem__)
     if missing or unexpected or mismatched:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing ({_first(missing)})")
+            parts.append(f"{len(missing)} missing ({first_items(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_first(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected ({first_items(unexpected)})")
         if mismatched:
-            parts.append(f"{len(mismatched)} of another shape, file vs model ({_first(mismatched, 3)})")
+            parts.append(f"{len(mismatched)} of another shape, file vs model ({first_items(mismatched, 3)})")
         m = cfg.model
         raise UserError(f"{path}: does not fit --config {cfg.name} (R{m.depth}, base_width {m.base_width}, "
                         f"head_channels {m.head_channels}, prior {hw_text(m.prior_size)}, {m.num_classes} classes): "

@@ -67,9 +67,23 @@ def _blocks(keys) -> tuple[int, ...] | None:
     return tuple(counts) if any(counts) else None
 
 
-def _first(items: list[str], n: int = 4) -> str:
+def first_items(items: list[str], n: int = 4) -> str:
+    """The first ``n`` items for a one-line message, and how many more there are."""
     more = f", ... (+{len(items) - n})" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+
+def state_dict_fit(own: dict, given: dict, name=lambda k: k) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mismatched) of a state dict ``given`` against a model's ``own``: keys the model needs
+    and the file lacks (``num_batches_tracked`` is optional: old files lack it), keys the model does not have, and
+    "key file-shape vs model-shape" lines; ``name`` maps a key to how the file calls it, for the messages."""
+    optional = {k for k in own if k.endswith("num_batches_tracked")}
+    missing = [k for k in own if k not in given and k not in optional]
+    unexpected = [name(k) for k in given if k not in own]
+    mismatched = [f"{name(k)} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in given and given[k].shape != own[k].shape]
+    return missing, unexpected, mismatched
 
 
 def _hint(backbone: nn.Module, ckpt: dict[str, torch.Tensor], mismatched: list[str]) -> str:
@@ -110,21 +124,17 @@ def load_backbone_weights(model_or_backbone: nn.Module, path: "str | Path") -> d
         ckpt.setdefault(k, v)
 
     own = backbone.state_dict()
-    optional = {k for k in own if k.endswith("num_batches_tracked")}  # old torchvision files lack them
-    missing = [k for k in own if k not in ckpt and k not in optional]
-    unexpected = [k for k in ckpt if k not in own]
-    mismatched = [f"{k} {tuple(ckpt[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own if k in ckpt and ckpt[k].shape != own[k].shape]
+    missing, unexpected, mismatched = state_dict_fit(own, ckpt)
     extra_blocks = [k for k in unexpected if _BLOCK_KEY.match(k)]
 
     if missing or mismatched or extra_blocks:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} backbone keys missing ({_first(missing)})")
+            parts.append(f"{len(missing)} backbone keys missing ({first_items(missing)})")
         if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches ({_first(mismatched, 3)})")
+            parts.append(f"{len(mismatched)} shape mismatches ({first_items(mismatched, 3)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected keys ({first_items(unexpected)})")
         raise UserError(f"{path}: does not fit the ResNet-{getattr(backbone, 'depth', '?')} "
                         f"stem={getattr(backbone, 'stem_type', '?')} backbone: {'; '.join(parts)}. "
                         f"Hint: {_hint(backbone, ckpt, mismatched)}")
@@ -133,10 +143,10 @@ def load_backbone_weights(model_or_backbone: nn.Module, path: "str | Path") -> d
     result = backbone.load_state_dict(to_load, strict=False)
     still_missing = [k for k in result.missing_keys if k not in optional]
     if still_missing:  # cannot happen after the checks above; keep the contract anyway
-        raise UserError(f"{path}: {len(still_missing)} backbone keys missing ({_first(still_missing)})")
+        raise UserError(f"{path}: {len(still_missing)} backbone keys missing ({first_items(still_missing)})")
     if unexpected:
         msg = (f"{path}: ignored {len(unexpected)} keys that are not part of the backbone "
-               f"({_first(unexpected)})")
+               f"({first_items(unexpected)})")
         warnings.warn(msg, stacklevel=2)
     loaded = sum(1 for k in to_load if not k.endswith("num_batches_tracked"))
     return {"loaded": loaded, "missing": [], "unexpected": unexpected}
