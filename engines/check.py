@@ -948,22 +948,11 @@ def _dla_node(label: str, node, g: _Graph, strict: bool) -> list[Problem]:
 
 
 def load(path: "str | Path"):
-    import onnx
+    """The model, read and passed through ONNX's own checker first (a node reading an undefined tensor, a bad
+    attribute...: TensorRT's rules come after); a file that fails either is a CheckError line."""
+    from cpnet.runtime.graph import load_onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckError(f"{path}: not a readable ONNX file ({first[:160]})") from None
-    try:  # ONNX's own rules first (a node reading an undefined tensor, a bad attribute, ...): TensorRT's come after
-        onnx.checker.check_model(str(path))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckError(f"{path}: not a valid ONNX model (onnx.checker: {first[:160]}); re-export it") from None
-    return model
+    return load_onnx(path, error=CheckError, hint="re-export it")
 
 
 def _options(options: CheckOptions | None, **kw) -> CheckOptions:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpnet.runtime import UserError, files, read_manifest, sha256_file
-from cpnet.runtime.errors import first_line
+from cpnet.runtime.graph import load_onnx as read_onnx
 
 
 @dataclass
@@ -32,16 +32,7 @@ class Parent:
 
 def load_onnx(path: "str | Path"):
     """The ONNX model at ``path`` (checked, one image input); a missing or corrupt file is a one-line UserError."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # protobuf / checker errors are long; one line is enough
-        raise UserError(f"{path}: not a valid ONNX model ({first_line(e, 200)}); re-export it with cpnet export") from None
+    model = read_onnx(path)
     if len(model.graph.input) != 1:
         raise UserError(f"{path}: expected one image input, the model has {len(model.graph.input)}")
     return model

@@ -1,6 +1,29 @@
-"""Small edits of ONNX graphs that several stages make (ONNX protobufs only, no PyTorch)."""
+"""Reading ONNX files and small edits of ONNX graphs that several stages make (ONNX protobufs only, no PyTorch)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError, first_line
+
+
+def load_onnx(path: "str | Path", error: type = UserError, hint: str = "re-export it with cpnet export"):
+    """The ONNX model at ``path``, read and passed through ONNX's own checker (by path, so files with external
+    data work); a missing, unreadable or invalid file is one ``error`` line naming the file and ``hint``."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf errors are long; one line is enough
+        raise error(f"{path}: not a valid ONNX model ({first_line(e, 200)}); {hint}") from None
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:
+        raise error(f"{path}: not a valid ONNX model (onnx.checker: {first_line(e, 200)}); {hint}") from None
+    return model
 
 
 def name_nodes(model) -> None:
