@@ -11,6 +11,7 @@ import pytest
 
 from cpnet import cli
 from cpnet.runtime import errors
+from no_torch import BLOCK_TORCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,15 +121,7 @@ def test_python_m_forms_share_the_parsers():
         assert "examples:" in r.stdout, argv
 
 
-DEPLOY_SIDE = """
-import sys
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked: the deploy side must not need it")
-
-sys.meta_path.insert(0, NoTorch())
+DEPLOY_SIDE = BLOCK_TORCH + """
 import numpy as np
 import cpnet.runtime, cpnet.runtime.ort, cpnet.runtime.preprocess, cpnet.runtime.metrics, cpnet.runtime.compare
 import cpnet.runtime.draw, cpnet.runtime.backend, cpnet.runtime.device, cpnet.cli, cpnet.cli.args
@@ -147,15 +140,7 @@ def test_deploy_side_runs_without_torch(tiny_onnx):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
-NO_TORCH_TRAIN = """
-import sys
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError("No module named 'torch'", name="torch")
-
-sys.meta_path.insert(0, NoTorch())
+NO_TORCH_TRAIN = BLOCK_TORCH + """
 from cpnet.cli import main
 sys.exit(main(["train", "quickstart"]))
 """

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from cpnet.runtime import read_manifest, sha256_file
+from no_torch import BLOCK_TORCH
 from quantize import calibrate, int8, qdq
 
 torch.set_num_threads(1)
@@ -299,15 +300,7 @@ def test_output_places_are_checked_before_any_work(quantized, calib_dir, tmp_pat
         assert "\n" not in err and str(folder) in err and "existing folder" in err, (flag, err)
 
 
-NO_TORCH = """
-import sys
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked: INT8 from a folder of images must not need it")
-
-sys.meta_path.insert(0, NoTorch())
+NO_TORCH = BLOCK_TORCH + """
 from quantize.int8 import main
 rc = main(sys.argv[1:])
 assert "torch" not in sys.modules
