@@ -328,17 +328,15 @@ def tensorrt_placement(model, exclude: Sequence[str] = (), include: Sequence[str
 
 
 def insert_qdq(model, pairs: Sequence[tuple[str, int]], ranges: "dict[str, tuple[float, float]]"):
-    """A copy of ``model`` with a symmetric INT8 Q/DQ pair before each (consumer, input index) in ``pairs``.
+    """``model``, edited in place and returned, with a symmetric INT8 Q/DQ pair before each (consumer, input index)
+    in ``pairs`` (in place: :func:`build` hands it a model it has just read, and sensitivity builds once per node).
 
     Activations: one scale per tensor, max(|low|, |high|) / 127 from ``ranges``, a Q/DQ pair per consumer.
     Weights (initializers): per output channel (:func:`weight_axis`), stored as INT8 with a DequantizeLinear;
     a float weight no longer read is dropped. Zero points are INT8 0.
     """
-    import copy
-
     from onnx import helper, numpy_helper
 
-    model = copy.deepcopy(model)
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     wanted: dict[str, list[int]] = {}
