@@ -142,7 +142,7 @@ def inference_only(model_path: Path, clip: Path, warmup: int = 10, runs: int = 1
     """FPS of OnnxModel.infer alone (one intra-op thread) on preprocessed frames of the clip."""
     import cv2
 
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
     from cpnet.runtime.preprocess import preprocess_bgr
 
     cap = cv2.VideoCapture(str(clip))

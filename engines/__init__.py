@@ -12,11 +12,11 @@
 (``backend=`` overrides it) and passes the options on: torch takes device,
 precision, channels_last, threads; onnxruntime takes providers, threads;
 tensorrt takes verbose, cuda_graph (replay as a CUDA graph) and trust_engine (open an
-engine that has no manifest). See cpnet/runtime/backend.py for the interface and
-docs/architecture.md for the manifests.
+engine that has no manifest). See cpnet/runtime/backend.py for the interface,
+engines/backends/ for the runners and their registry, and docs/architecture.md for the manifests.
 
 The verbs on top: ``cpnet check`` (engines.check), ``cpnet build`` (engines.build_engine),
-``cpnet benchmark`` (engines.benchmark).
+``cpnet benchmark`` (engines.benchmark), ``cpnet report`` (engines.report.report, the accuracy-drift report).
 
 What has run where: the TensorRT layer (engines/trt.py, engines/backends/tensorrt_backend.py,
 engines/build_engine.py past its TensorRT import) is written from NVIDIA's TensorRT 10.x/11.x
@@ -30,8 +30,10 @@ hardware-compatible engines have never run on a real TensorRT here. The tests ma
 from __future__ import annotations
 
 
-from cpnet.runtime.backend import (BACKENDS, ENGINE_SUFFIXES, ONNX_SUFFIXES, TORCH_SUFFIXES, Backend,  # noqa: F401
-                                   backend_class, backend_for)
-from cpnet.runtime.backend import open_artifact as open  # noqa: A001 - the API name
+from cpnet.runtime.backend import Backend  # noqa: F401
+
+from .backends import (BACKENDS, ENGINE_SUFFIXES, ONNX_SUFFIXES, TORCH_SUFFIXES,  # noqa: F401
+                       backend_class, backend_for)
+from .backends import open_artifact as open  # noqa: A001 - the API name
 
 __all__ = ["open", "backend_for", "Backend", "BACKENDS"]

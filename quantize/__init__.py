@@ -3,8 +3,8 @@
 Precision lives in the graph (see docs/architecture.md): ``model.fp16.onnx`` holds
 FP16 weights and compute with FP32 inputs/outputs, ``model.int8.onnx`` explicit
 Q/DQ nodes. Both keep a manifest beside them with their lineage, the calibration
-they used and the drift measured against FP32. Run ``cpnet fp16|int8|sensitivity|report``
-(or ``python -m quantize fp16|int8|sensitivity|report``).
+they used and the drift measured against FP32. Run ``cpnet fp16|int8|sensitivity``
+(or ``python -m quantize fp16|int8|sensitivity``).
 
 The FP16/INT8 modules, each importing only those listed before it:
 
@@ -17,8 +17,9 @@ The FP16/INT8 modules, each importing only those listed before it:
 - :mod:`.sensitivity`: per-node INT8 sensitivity ranking (``cpnet sensitivity``);
 - :mod:`.keep_float`: ``--keep-float auto``, the greedy search on that ranking;
 - :mod:`.int8`: ``cpnet int8``: prepare, Q/DQ, keep-float, drift, manifest;
-- :mod:`.fp16`: ``cpnet fp16``: FP16 conversion with a measured FP32 block list;
-- :mod:`.report_pages` and :mod:`.report`: ``cpnet report``, the accuracy-drift report of every variant
-  against the float model (it opens artifacts through the runtime's backend registry, so it needs no
-  import of ``engines/``).
+- :mod:`.fp16`: ``cpnet fp16``: FP16 conversion with a measured FP32 block list.
+
+Everything here runs ONNX Runtime sessions from :func:`cpnet.runtime.ort.make_session`; the
+accuracy-drift report (``cpnet report``), which opens artifacts of every backend, is in
+``engines/report/``.
 """

@@ -112,7 +112,7 @@ def test_camera_lost_mid_stream_is_reopened_and_the_demo_ends_cleanly(tmp_path):
 
 def test_prior_overlay_for_a_fixed_point(tiny_prior_onnx, tmp_path):
     """The highlighted region is the row of P the model returns for the cell under the point."""
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
 
     frame = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "f.png"), frame)

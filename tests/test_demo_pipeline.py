@@ -138,7 +138,7 @@ def test_a_worker_error_reaches_the_caller():
 
 
 def test_runner_without_a_prior_says_why(tiny_onnx, tiny_prior_onnx):
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
 
     with OnnxModel(tiny_onnx, threads=1) as m:
         r = Runner(m)
@@ -161,7 +161,7 @@ def test_runner_without_a_prior_says_why(tiny_onnx, tiny_prior_onnx):
 
 def test_runner_gives_the_prior_of_a_checkpoint(tiny_checkpoint, tiny_prior_onnx):
     import engines
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
 
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with engines.open(tiny_checkpoint, device="cpu", threads=1) as tm, OnnxModel(tiny_prior_onnx, threads=1) as om:

@@ -57,7 +57,7 @@ def test_edge_config_evaluation_is_the_deployed_prediction(name, prior, tmp_path
     from cpnet.models import CPNet
     from cpnet.runtime.metrics import ConfusionMatrix
     from cpnet.runtime.options import RuntimeOptions
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
 
     cfg = load_config(name, [f"model.prior_size={prior}", "model.base_width=16", "model.head_channels=16",
                              "model.aux_channels=8", "model.agg_kernel=3", "model.num_classes=8",

@@ -18,7 +18,7 @@ from cpnet.deploy import (ALL_REWRITES, DeployContextPriorHead, DeployCPNet, fol
                           fold_conv_bn_pairs, fold_inverse_n, fold_inverse_n_into_prior, use_inter_from_sum)
 from cpnet.runtime import UserError, manifest_path, read_manifest, sha256_file
 from cpnet.models.heads import AggregationModule, ContextPriorHead
-from cpnet.runtime.ort import OnnxModel
+from engines.backends.onnxruntime_backend import OnnxModel
 from cpnet.runtime.preprocess import colorize, postprocess, preprocess, preprocess_bgr
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ import torch
 
 from cpnet.runtime import UserError, read_manifest, sha256_file, write_manifest
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
-from cpnet.runtime.ort import OnnxModel
+from engines.backends.onnxruntime_backend import OnnxModel
 from quantize import calib_data
 from quantize.drift import DriftLimitExceeded
 from quantize.fp16 import convert_fp16

@@ -94,7 +94,7 @@ def test_manifest_records_calibration_and_lineage(quantized, calib_dir):
 
 
 def test_int8_files_run_in_ort_and_agree_with_fp32(quantized, calib_dir):
-    from cpnet.runtime.ort import OnnxModel
+    from engines.backends.onnxruntime_backend import OnnxModel
     from quantize.calib_data import iter_calibration_images
 
     fp32 = OnnxModel(quantized["model"], threads=1)

@@ -11,7 +11,7 @@ import torch
 import engines
 from cpnet.runtime import UserError, manifest_path, read_manifest
 from cpnet.runtime.manifest import derive_manifest, manifest_problem
-from cpnet.runtime.ort import OnnxModel
+from engines.backends.onnxruntime_backend import OnnxModel
 
 
 def _with_manifest(src, dst, **changes):

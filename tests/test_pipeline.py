@@ -130,10 +130,10 @@ def test_list_only_and_from(first):
 
 
 def test_a_drift_gate_that_trips_does_not_stop_the_pipeline_which_exits_1(first, monkeypatch):
-    import quantize.report
+    import engines.report.report
 
     root = first[0]
-    monkeypatch.setattr(quantize.report, "exit_code", lambda report: 1)
+    monkeypatch.setattr(engines.report.report, "exit_code", lambda report: 1)
     demo_before = (root / "run" / "logs" / "demo.log").stat().st_mtime_ns
     rc, out, err = pipeline(root, "--from", "report")
     assert rc == 1, err

@@ -1,4 +1,4 @@
-"""The accuracy-drift report (quantize/report.py, quantize/report_pages.py): gate, intervals, per-class IoU,
+"""The accuracy-drift report (engines/report/report.py, engines/report/pages.py): gate, intervals, per-class IoU,
 not-run rows, and the HTML as a browser renders it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from cpnet.cli import main as cpnet
 from cpnet.runtime import read_manifest, sha256_file, write_manifest
 from cpnet.runtime.backend import Backend
-from quantize import report as rp
+from engines.report import report as rp
 
 COMMON = ["--no-progress", "--threads", "1", "--bootstrap", "200"]
 
@@ -327,12 +327,12 @@ def test_limits_by_precision_and_override():
 
 
 def test_python_m_form_and_front_door_list_the_verb():
-    out = subprocess.run([sys.executable, "-m", "quantize.report", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "engines.report.report", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--max-miou-drift POINTS" in out.stdout and "--max-class-drift" in out.stdout
     assert "cpnet report runs/quickstart" in out.stdout
-    assert out.stdout.startswith("usage: python -m quantize.report ")
+    assert out.stdout.startswith("usage: python -m engines.report.report ")
     assert cpnet(["report", "/no/such/run"]) == 2
 
 

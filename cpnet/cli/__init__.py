@@ -37,7 +37,7 @@ VERBS: dict[str, str] = {  # verb -> module
     "fp16": "quantize.fp16",
     "int8": "quantize.int8",
     "sensitivity": "quantize.sensitivity",
-    "report": "quantize.report",
+    "report": "engines.report.report",
     "check": "engines.check",
     "build": "engines.build_engine",
     "benchmark": "engines.benchmark",

@@ -4,8 +4,9 @@
 - :mod:`.files`: atomic writes, sha256, output places checked before work;
 - :mod:`.manifest`: the JSON beside every artifact, one schema constant, one builder per kind;
 - :mod:`.preprocess`: the manifest-driven pre- and post-processing;
-- :mod:`.ort`: the one ONNX Runtime session factory and :class:`~.ort.OnnxModel`;
-- :mod:`.backend`: the small interface every backend (torch, onnxruntime, tensorrt) implements;
+- :mod:`.ort`: the one ONNX Runtime session factory;
+- :mod:`.backend`: the small interface every backend implements (the backends and their registry
+  are in ``engines/backends/``);
 - :mod:`.compare`: logits of a candidate against a reference, one fixed set of metrics;
 - :mod:`.options`: the small option dataclasses library functions take;
 - :mod:`.log`: one logger per stage;

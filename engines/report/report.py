@@ -38,7 +38,7 @@ drift. The reference qualifies too (drift 0). Every latency carries the machine 
 Outputs, each written atomically, in ``-o DIR`` (default: ``<run dir>/report``, or a
 ``report`` folder beside a reference file): ``report.html`` (self-contained, images
 embedded), ``report.md``, ``report.json`` (everything; its ``kind`` is ``report``) and
-the PNGs (:mod:`quantize.report_pages`).
+the PNGs (:mod:`engines.report.pages`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from cpnet.runtime import CheckFailed, MissingDependency, UserError, atomic_writ
 from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, first_line
 from cpnet.runtime.log import get_logger
 
-from .report_pages import pack_labels, unpack_labels
+from .pages import pack_labels, unpack_labels
 
 log = get_logger("report")
 
@@ -156,7 +156,7 @@ def open_dataset(options: ReportOptions, manifest: dict):
 
 def open_options(path: "str | Path", runtime) -> dict:
     """engines.open options for an artifact from the runtime flags."""
-    from cpnet.runtime.backend import backend_for
+    from engines.backends import backend_for
 
     backend = backend_for(path)
     if backend == "torch":
@@ -395,7 +395,7 @@ def default_output(reference: "str | Path") -> Path:
 def build_report(reference: "str | Path", variants: list["str | Path"], options: ReportOptions,
                  runtime=None) -> dict:
     """Measure the reference and every variant; return the report as a dict (see :func:`write_report`)."""
-    from cpnet.runtime.backend import open_artifact
+    from engines.backends import open_artifact
     from cpnet.runtime.machine import machine_info, machine_line
     from cpnet.runtime.manifest import SCHEMA, versions
     from cpnet.runtime.options import RuntimeOptions
@@ -622,7 +622,7 @@ def exit_code(report: dict) -> int:
 
 def write_report(report: dict, out_dir: "str | Path", command: str | None = None) -> dict[str, Path]:
     """Write the PNGs, report.md, report.html and report.json (last) into ``out_dir``, each atomically."""
-    from . import report_pages  # noqa: F811 - the module itself, for its page builders
+    from . import pages as report_pages  # the page builders
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -743,7 +743,7 @@ def run(args) -> int:
     from cpnet.cli.args import runtime_options
     from cpnet.runtime.files import check_output
 
-    from . import report_pages  # noqa: F811 - the module itself, for its page builders
+    from . import pages as report_pages  # the page builders
 
     options = options_from_args(args)
     out_dir = Path(args.output) if args.output else default_output(args.input)
@@ -775,7 +775,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     from cpnet.cli import run_verb
 
-    return run_verb("quantize.report", argv)  # by name: under python -m this module is __main__
+    return run_verb("engines.report.report", argv)  # by name: under python -m this module is __main__
 
 
 if __name__ == "__main__":

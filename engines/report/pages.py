@@ -1,7 +1,7 @@
 """The drift report's pictures and pages: matplotlib plots, worst-image strips, report.md and report.html.
 
-Everything here turns the dict :func:`quantize.report.build_report` returns into
-bytes and text; :func:`quantize.report.write_report` writes them. The plots use
+Everything here turns the dict :func:`engines.report.report.build_report` returns into
+bytes and text; :func:`engines.report.report.write_report` writes them. The plots use
 matplotlib's object API on the Agg canvas (no pyplot, no global backend change),
 and the HTML embeds every PNG as a ``data:`` URI, so ``report.html`` is one file
 that opens offline.
