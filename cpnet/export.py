@@ -13,7 +13,7 @@ Before the file is moved into place, validation images (whole image resized
 to H x W and normalised by :mod:`cpnet.runtime.preprocess`, as at inference) are run
 through the eval-mode PyTorch model and through ONNX Runtime; the export fails
 (exit 1, nothing written) when the largest logit difference exceeds --atol or
-the argmax agreement is below --min-agreement. ``--parity random`` checks on
+more than --max-disagreement percent of pixels change class. ``--parity random`` checks on
 random inputs instead, where no dataset is at hand, and the manifest says so.
 
 The manifest ``model.onnx.json`` beside the file carries what the next stages
