@@ -2,7 +2,8 @@
 
 The documents: README.md, demo/README.md and every docs/*.md. The paths they name:
 
-- a Markdown link target that is not a URL or an anchor (``[text](demo/README.md)``);
+- a Markdown link target that is not a URL (``[text](demo/README.md)``); with ``#anchor`` (alone, or after
+  a file) the document must have a heading with that anchor, as GitHub makes them;
 - an inline code span (single backticks), and each word of a fenced block (commands, a layout), that has no
   whitespace, no placeholder characters (``* < > { } | $ [ ] ( ) = , ~``, or a ``:`` other than a ``::``
   test selector) and either contains a ``/`` or ends in a source or document suffix (.py .md .sh .cfg .toml
@@ -50,7 +51,7 @@ def named_paths(text: str) -> list[str]:
     """The repository paths a Markdown text names, by the rule in this module's docstring."""
     blocks = FENCE.findall(text)
     text = FENCE.sub("", text)
-    found = [t for t in LINK.findall(text) if not re.match(r"[a-z]+:|#", t)]
+    found = [t for t in LINK.findall(text) if not re.match(r"[a-z]+:", t)]
     words = [w.strip(",;.()") if w.endswith((",", ";", ")")) else w.lstrip("(") for b in blocks for w in b.split()]
     for span in CODE_SPAN.findall(text) + words:
         span = span.strip()
@@ -66,15 +67,25 @@ def named_paths(text: str) -> list[str]:
     return found
 
 
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown text's headings: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", FENCE.sub("", text), re.M)}
+
+
 def _exists(doc: Path, name: str) -> bool:
     path, _, test = name.partition("::")
-    path = path.split("#")[0]
+    path, _, anchor = path.partition("#")
+    if not path:  # a link to a heading of the same document
+        return anchor in anchors(doc.read_text())
     candidates = [ROOT / path, doc.parent / path]
     if "/" not in path.rstrip("/"):  # a bare file name, in a section about its folder: some file of that name
         candidates += sorted(p for p in ROOT.rglob(path) if ".git" not in p.parts)
     for target in candidates:
         target = target.resolve()
         if target.exists() and target.is_relative_to(ROOT):
+            if anchor:
+                return target.is_file() and anchor in anchors(target.read_text())
             return not test or re.search(rf"^\s*def {re.escape(test.split('[')[0])}\(", target.read_text(), re.M) is not None
     return False
 
@@ -99,3 +110,5 @@ def test_a_missing_path_and_a_missing_test_are_caught():
     assert not _exists(doc, "cpnet/onnx_runtime.py")
     assert not _exists(doc, "tests/test_docs.py::test_that_does_not_exist")
     assert _exists(doc, "tests/test_docs.py::test_a_missing_path_and_a_missing_test_are_caught")
+    assert _exists(doc, "docs/results.md#demo-speed") and _exists(doc, "#the-main-job-cpnet-pipeline")
+    assert not _exists(doc, "docs/results.md#no-such-heading") and not _exists(doc, "#no-such-heading")
