@@ -13,16 +13,19 @@ Checks, each reported as one line naming the node:
   ``sorted`` and K; Dropout ``training_mode``; ScatterND ``reduction``; constant axes of the
   Reduce ops, Squeeze and Unsqueeze; CumSum axis and OneHot depth; LayerNormalization's extra
   outputs; LSTM, GridSample, Hardmax, EyeLike, STFT and Constant attributes);
-- Q/DQ: INT8 quantized type, zero point 0 (TensorRT is symmetric-only), scales a
-  build-time constant (an initializer, a Constant, or anything folded from them, as the
-  parser takes it), positive and finite; per-channel only on weights and only along the
-  output-channel axis of the layer that reads them; a QuantizeLinear without a zero point
-  is a warning, because ONNX reads it as UINT8 and TensorRT's parser as INT8;
+- Q/DQ, by TensorRT's rules as ``cpnet.runtime.qdq_rules`` writes them (the one rulebook, which
+  ``cpnet int8`` places and self-checks by too): INT8 quantized type (FP8, INT4 and FP4, which
+  TensorRT 10 parses but this project does not make, and blocked quantization are warnings),
+  zero point 0 (TensorRT is symmetric-only), scales a build-time constant (an initializer, a
+  Constant, or anything folded from them, as the parser takes it), positive, finite and float32
+  (float16 from opset 19); per-channel only on weights and only along the output-channel axis of
+  the layer that reads them; a QuantizeLinear without a zero point is a warning, because ONNX
+  reads it as UINT8 and TensorRT's parser as INT8;
 - Q/DQ placement (a warning per pair): a pair on an activation must fuse into an INT8 layer, i.e. feed
   a weighted layer whose inputs are all quantized, the residual input of an Add fused into such a layer,
-  or a layer TensorRT moves the pair across on the way to one (pooling, Concat, Reshape...); a pair on a
-  Conv's output before its ReLU, before a Resize or a Sigmoid runs on its own and splits the fusion
-  (NVIDIA's Q/DQ placement recommendations; ``quantize/qdq.py`` places pairs by the same rules);
+  an AveragePool quantized again after it, or a layer TensorRT moves the pair across on the way to one
+  (MaxPool, Concat, Reshape...); a pair on a Conv's output before its ReLU, before a Resize or a Sigmoid
+  runs on its own and splits the fusion (NVIDIA's "Q/DQ Layer-Placement Recommendations");
 - static input shapes: a symbolic dimension is an error for DLA and a warning
   otherwise (TensorRT needs an optimization profile for it);
 - for ``--target dla``: DLA's layer restrictions; a node DLA cannot run "falls
@@ -48,6 +51,7 @@ if __package__ in (None, ""):  # allow `python engines/check.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpnet.runtime import CheckFailed, UserError  # noqa: E402
+from cpnet.runtime import qdq_rules as rules  # noqa: E402
 from engines import trt_ops  # noqa: E402
 
 TARGETS = trt_ops.TARGETS
@@ -288,17 +292,6 @@ def _attrs(node) -> dict:
 
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _dtype_name(elem_type: int | None) -> str:
-    if elem_type is None:
-        return "unknown"
-    try:
-        import onnx
-
-        return onnx.TensorProto.DataType.Name(elem_type)
-    except Exception:
-        return str(elem_type)
 
 
 def _input(node, i: int) -> str:
@@ -578,25 +571,10 @@ def _no_zero_point_q(node, g: _Graph) -> bool:
             and not _input(node, 2) and not int(_attrs(node).get("output_dtype", 0)))
 
 
-#: the axis of a layer's weights that holds its output channels (NVIDIA, "Working with Quantized Types":
-#: weights are quantized per output channel): Conv KCRS -> 0, ConvTranspose CKRS -> 1, MatMul [K, N] -> last.
-def _output_channel_axis(reader, index: int, rank: int) -> int | None:
-    op = reader.op_type
-    if op == "Conv" and index == 1:
-        return 0
-    if op == "ConvTranspose" and index == 1:
-        return 1
-    if op == "MatMul" and index == 1:
-        return rank - 1
-    if op == "Gemm" and index == 1:
-        return 0 if int(_attrs(reader).get("transB", 0)) else 1
-    return None
-
-
 @_rule("QuantizeLinear", "DequantizeLinear")
 def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
-    import onnx
-
+    """One Q/DQ node against :mod:`cpnet.runtime.qdq_rules`, with its scale and zero point read as the parser
+    reads them (any build-time constant)."""
     op = node.op_type
     P = _P(label, node)
     out: list[Problem] = []
@@ -604,7 +582,6 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
     x = node.input[0]
     scale_name = _input(node, 1)
     zp_name = _input(node, 2)
-    fix = "make the TensorRT flavour: cpnet int8 ... --flavour tensorrt"
 
     # quantized type and zero point
     if zp_name:
@@ -615,10 +592,9 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
             qtype = g.types.get(zp_name)
         else:
             qtype = _qtype_of(zp_name, g)
-            if zp.size and np.any(zp.astype(np.int64) != 0):
-                nz = zp.reshape(-1)[np.flatnonzero(zp.reshape(-1).astype(np.int64) != 0)[0]]
-                out.append(P("error", f"zero point {int(nz)} (asymmetric): TensorRT's parser accepts only "
-                                      f"symmetric Q/DQ (zero point 0); {fix}"))
+            found = rules.zero_point_problem(zp)
+            if found:
+                out.append(P(*found))
     elif op == "QuantizeLinear":
         qtype = int(a.get("output_dtype", 0)) or None
         if qtype is None:
@@ -629,16 +605,11 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
         qtype = None  # reported once, at the QuantizeLinear that feeds it
     else:
         qtype = _qtype_of(x, g)
-    if qtype is not None and qtype != onnx.TensorProto.INT8:
-        if qtype == onnx.TensorProto.INT32:
-            out.append(P("error", "INT32 DequantizeLinear (a quantized bias): TensorRT's parser has none; keep "
-                                  f"biases in float (QuantizeBias=False); {fix}"))
-        elif qtype == onnx.TensorProto.UINT8:
-            out.append(P("error", f"quantized type UINT8 (the cpu flavour's unsigned activations): TensorRT "
-                                  f"needs INT8 with zero point 0; {fix}"))
-        else:
-            out.append(P("error", f"quantized type {_dtype_name(qtype)}: this project's TensorRT path expects INT8 "
-                                  f"(FP8/INT4/FP4 need other TensorRT support)"))
+    found = rules.qtype_problem(qtype)
+    if found:
+        out.append(P(*found))
+        if found[0] == "warning":  # FP8/INT4/FP4: TensorRT's, not this project's; their scales follow other rules
+            return out
 
     # scales: any build-time constant (initializer, Constant, or folded from them)
     scale = g.const(scale_name)
@@ -646,21 +617,19 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
         out.append(P("error", f"scale '{scale_name}' depends on a graph input; TensorRT needs a build-time "
                               f"constant scale"))
         return out
-    s = scale.astype(np.float64).reshape(-1)
+    scale_type = g.types.get(scale_name) or _qtype_of(scale_name, g)
+    out += [P(*f) for f in rules.scale_problems(scale, scale_type, g.opset)]
+    s = scale.reshape(-1)
     if s.size == 0:
-        out.append(P("error", "empty scale tensor"))
         return out
-    if not np.all(np.isfinite(s)):
-        out.append(P("error", f"scale has non-finite values ({int(np.sum(~np.isfinite(s)))} of {s.size})"))
-    elif np.any(s <= 0):
-        out.append(P("error", f"scale has values <= 0 (min {s.min():.3g}); scales must be positive"))
     zp = g.const(zp_name) if zp_name else None
     if zp is not None and zp.size != s.size:
         out.append(P("error", f"zero point has {zp.size} values but scale has {s.size}"))
 
     # per-tensor vs per-channel
-    if int(a.get("block_size", 0)):
-        out.append(P("error", "blocked quantization (block_size): TensorRT supports it for INT4 weights only"))
+    found = rules.block_size_problem(int(a.get("block_size", 0)))
+    if found:
+        out.append(P(*found))
     elif s.size > 1:  # per-channel (a one-element scale is per-tensor)
         axis = int(a.get("axis", 1))
         rank = g.rank(x)
@@ -677,23 +646,17 @@ def _check_qdq(label: str, node, g: _Graph, table=None) -> list[Problem]:
                                       f"{dim} channels"))
             if g.is_weight(x) and op == "DequantizeLinear":
                 for reader, j in g.readers(node.output[0]):
-                    want = _output_channel_axis(reader, j, rank)
-                    if want is not None and ax != want:
-                        out.append(P("error", f"per-channel weight scales on axis {axis}, but '{reader.name}' "
-                                              f"({reader.op_type}) has its output channels on axis {want}: TensorRT "
-                                              f"quantizes weights per output channel"))
+                    found = rules.weight_scale_problem(reader, j, rank, ax, s.size)
+                    if found:
+                        out.append(P(*found))
         if not g.is_weight(x):
             out.append(P("error", "per-channel quantization of an activation: TensorRT quantizes activations "
                                   "per tensor and only weights per channel"))
     return out
 
 
-# Q/DQ placement lint: which pairs TensorRT can fuse (NVIDIA's "Q/DQ layer placement recommendations";
-# quantize/qdq.py places pairs by the same rules)
-_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-# layers TensorRT runs in INT8 by moving a DequantizeLinear past them (Q/DQ "commute" with them)
-_INT8_PASS_THROUGH = ("MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Transpose",
-                      "Flatten", "Squeeze", "Unsqueeze", "Slice", "Concat")
+# Q/DQ placement lint: which pairs TensorRT can fuse, by the fusion rules of cpnet.runtime.qdq_rules (which
+# quantize/qdq.py places pairs by)
 _LINT_DEPTH = 8
 
 
@@ -711,30 +674,36 @@ def _dequantized(name: str, g: _Graph) -> bool:
 
 def _int8_layer(node, g: _Graph, arriving: int | None = None) -> bool:
     """A weighted layer whose data inputs (activation and weight) are all dequantized: TensorRT runs it in INT8.
-    ``arriving``: the input a DequantizeLinear reaches across pass-through layers (dequantized once moved)."""
-    return node.op_type in _WEIGHTED and len(node.input) >= 2 and all(
-        k == arriving or _dequantized(i, g) for k, i in enumerate(node.input[:2]))
+    ``arriving``: the input a DequantizeLinear reaches across commuting layers (dequantized once moved)."""
+    return node.op_type in rules.WEIGHTED_OP_TYPES and len(node.input) >= 2 and all(
+        k == arriving or _dequantized(node.input[k], g) for k in rules.QUANTIZED_INPUTS)
+
+
+def _fusable(name: str, g: _Graph) -> bool:
+    outputs = {o.name for o in g.model.graph.output}
+    return rules.fusable(name, lambda t: _producer(t, g), lambda t: len(g.consumers.get(t, [])), outputs,
+                         lambda p: _int8_layer(p, g))
 
 
 def _fuses(reader, index: int, g: _Graph, depth: int = 0) -> bool:
     """Whether a DequantizeLinear read by ``reader`` at ``index`` fuses into an INT8 layer (see the lint)."""
     op = reader.op_type
-    if op in _WEIGHTED:
+    if op in rules.WEIGHTED_OP_TYPES:
         return _int8_layer(reader, g, index)
     if op == "QuantizeLinear":  # requantization to another scale
         return True
-    if op == "Add" and len(reader.input) == 2:  # the residual input of Conv + Add (+ ReLU)
-        other = reader.input[1 - index]
-        p = _producer(other, g)
-        return (p is not None and _int8_layer(p, g) and len(g.consumers.get(p.output[0], [])) == 1
-                and not _dequantized(other, g))
-    if op in _INT8_PASS_THROUGH and depth < _LINT_DEPTH:
+    if op == "Add":  # the residual input of Conv + Add (+ ReLU)
+        return rules.fusable_residual(reader, index, lambda t: _fusable(t, g))
+    outputs = {o.name for o in g.model.graph.output}
+    readers = [r for o in reader.output if o for r in g.readers(o)]
+    if not readers or any(o in outputs for o in reader.output):
+        return False
+    if rules.fused_with_q_after(op):  # DQ -> AveragePool -> Q is one INT8 pooling; without the Q it runs in float
+        return all(r.op_type == "QuantizeLinear" for r, _ in readers)
+    if rules.commutes(op) and depth < _LINT_DEPTH:
         if op == "Concat" and not all(_dequantized(i, g) for i in reader.input if i):
             return False
-        readers = [r for o in reader.output if o for r in g.readers(o)]
-        outputs = {o.name for o in g.model.graph.output}
-        return bool(readers) and not any(o in outputs for o in reader.output) and all(
-            _fuses(r, k, g, depth + 1) for r, k in readers)
+        return all(_fuses(r, k, g, depth + 1) for r, k in readers)
     return False
 
 
@@ -743,8 +712,9 @@ def _check_placement(g: _Graph) -> list[Problem]:
 
     A pair fuses when its DequantizeLinear feeds a weighted layer whose inputs are all quantized (Conv,
     ConvTranspose, Gemm, MatMul), the residual input of an Add whose other input comes straight from such a
-    layer (Conv + Add + ReLU fuse), another QuantizeLinear, or a layer TensorRT moves the pair across
-    (pooling, Concat of quantized inputs, Reshape, Transpose...) on the way to one of those. Anywhere else
+    layer (Conv + Add + ReLU fuse), another QuantizeLinear, an AveragePool whose output is quantized again
+    (DQ -> AveragePool -> Q fuse), or a layer TensorRT moves the pair across (MaxPool, Concat of quantized
+    inputs, Reshape, Transpose...) on the way to one of those. Anywhere else
     (the output of a Conv before its ReLU, a Resize, a Sigmoid, a graph output) the pair runs as a separate
     quantize and dequantize: it splits the fusion around it and costs time without INT8 compute.
     """

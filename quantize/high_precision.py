@@ -197,10 +197,11 @@ def raise_opset(model, target: int = TARGET_OPSET) -> tuple[object, str]:
 def fp16_up(s: np.ndarray) -> np.ndarray:
     """The smallest float16 >= s (elementwise, s > 0), at least 2**-24; float32 array of float16 values."""
     s = np.asarray(s, np.float64)
-    h = np.maximum(s.astype(np.float16), np.float16(FP16_TINY))
-    low = h.astype(np.float64) < s
+    # ndmin=1: a per-tensor weight scale (a rank-3+ MatMul weight) is 0-d, and a 0-d result is a numpy scalar
+    h = np.array(np.maximum(s.astype(np.float16), np.float16(FP16_TINY)), dtype=np.float16, ndmin=1)
+    low = h.astype(np.float64) < s.reshape(h.shape)
     h[low] = np.nextafter(h[low], np.float16(np.inf))
-    return h.astype(np.float32)
+    return h.reshape(s.shape).astype(np.float32)
 
 
 def fp16_nearest(s: np.ndarray) -> np.ndarray:

@@ -13,12 +13,16 @@ with per-channel weights, on ranges decided beforehand (per activation tensor, f
     What TensorRT's explicit-quantization path takes, placed as TensorRT fuses it.
     Format: symmetric INT8 everywhere (activations and weights ``int8`` with zero
     point 0, scale = amax/127), per-channel weight scales on the output-channel
-    axis (0 for Conv and Gemm with transB, 1 for ConvTranspose and a MatMul's
-    constant B), positive float32 scales, opset >= 13, biases float (TensorRT's
+    axis (0 for Conv and Gemm with transB, 1 for ConvTranspose and Gemm without,
+    the last for a MatMul's constant 2-D B), positive float32 scales, opset >= 13, biases float (TensorRT's
     parser has no INT32 DequantizeLinear), one Q/DQ pair per consumer.
-    Placement (:func:`tensorrt_placement`), NVIDIA's rules for explicit
-    quantization ("Q/DQ layer placement recommendations", TensorRT developer
-    guide), with NVIDIA's reasons:
+    The format and placement rules are TensorRT's, written once in
+    :mod:`cpnet.runtime.qdq_rules` (with the sections of NVIDIA's guide they
+    come from), which ``cpnet check`` lints every file against too; a MatMul
+    weight of rank 3 or more is quantized per tensor (NVIDIA documents
+    per-channel MatMul weights for 2-D matrices only).
+    Placement (:func:`tensorrt_placement`), NVIDIA's "Q/DQ Layer-Placement
+    Recommendations", with NVIDIA's reasons:
 
     1. Quantize every input of the weighted layers (Conv, ConvTranspose, Gemm,
        MatMul): activations per tensor, weights per output channel. A weighted
@@ -34,13 +38,14 @@ with per-channel weights, on ranges decided beforehand (per activation tensor, f
        Conv + Add (+ ReLU) into one INT8 convolution. When both inputs come from
        weighted layers (a downsampling block, the aggregation module's two
        branches), the one computed later is fused and the earlier one quantized.
-    4. Nothing else: pooling, Concat, Reshape and the like pass INT8 through, since
-       TensorRT moves a Q/DQ pair across them; Sigmoid, ReduceSum, Sub, Resize and
+    4. Nothing else: MaxPool, Concat, Reshape and the like pass INT8 through, since
+       TensorRT moves a Q/DQ pair across them; AveragePool does not commute (TensorRT
+       fuses DQ -> AveragePool -> Q instead), so a weighted layer after it gets its
+       pair after it, like after any float op; Sigmoid, ReduceSum, Sub, Resize and
        the rest stay in the graph's float precision.
 
     :func:`build` inserts these pairs itself (ONNX Runtime's quantizer puts a pair
     on every input *and output* of each op type it is given, rule 2's opposite).
-    ``engines.check`` lints any file against the same rules.
 ``cpu`` (``model.int8-cpu.onnx``)
     ONNX Runtime's fast path on x86: unsigned asymmetric activations
     (``QUInt8``) with signed symmetric per-channel weights (U8S8), which MLAS
@@ -69,14 +74,14 @@ from typing import Sequence
 import numpy as np
 
 from cpnet.runtime import UserError
+from cpnet.runtime import qdq_rules as rules
 from cpnet.runtime.files import scratch_dir
 
 FLAVOURS = ("tensorrt", "cpu")
 
-# Layers whose inputs the tensorrt flavour quantizes (rule 1 of the module docstring).
-WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-# Nodes ranked by sensitivity and eligible for --keep-float auto: the compute-heavy ones.
-SENSITIVE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# Nodes ranked by sensitivity and eligible for --keep-float auto: the compute-heavy ones, the layers whose inputs
+# the tensorrt flavour quantizes (rule 1 of the module docstring).
+SENSITIVE_OP_TYPES = rules.WEIGHTED_OP_TYPES
 
 # CPU flavour. Measured on the project's 2-core AMD EPYC (Zen 5, AVX512-VNNI), ORT 1.32, edge_r18_256
 # (1x3x256x256, 2 threads, median of 30): QDQ 17.1 ms, QOperator 17.0 ms -- the same within noise,
@@ -114,7 +119,7 @@ def flavour_options(flavour: str) -> dict:
             "weight_type": QuantType.QInt8,
             "per_channel": True,
             "reduce_range": False,
-            "op_types_to_quantize": list(WEIGHTED_OP_TYPES),
+            "op_types_to_quantize": list(rules.WEIGHTED_OP_TYPES),
             "extra_options": {
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
@@ -267,20 +272,6 @@ def _constants(model) -> set[str]:
         o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
 
 
-def weight_axis(node, index: int) -> int | None:
-    """The output-channel axis of a weight read by ``node`` at ``index`` (None: not a weight input)."""
-    if node.op_type == "Conv" and index == 1:
-        return 0
-    if node.op_type == "ConvTranspose" and index == 1:
-        return 1
-    if node.op_type == "Gemm" and index == 1:
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    if node.op_type == "MatMul" and index == 1:
-        return -1
-    return None
-
-
 def tensorrt_placement(model, exclude: Sequence[str] = (), include: Sequence[str] | None = None
                        ) -> list[tuple[str, int]]:
     """(consumer node name, input index) of every Q/DQ pair the tensorrt flavour puts in ``model``.
@@ -298,32 +289,29 @@ def tensorrt_placement(model, exclude: Sequence[str] = (), include: Sequence[str
     excluded = set(exclude)
 
     def quantized(node) -> bool:
-        if node.op_type not in WEIGHTED_OP_TYPES or node.name in excluded:
+        if node.op_type not in rules.WEIGHTED_OP_TYPES or node.name in excluded:
             return False
         if include is not None and node.name not in include:
             return False
-        # a Conv/Gemm whose weight is computed at run time has no INT8 kernel: leave the layer float
-        return node.op_type == "MatMul" or (len(node.input) > 1 and node.input[1] in initializers)
+        return rules.int8_kernel(node.op_type, len(node.input) > 1 and node.input[1] in initializers)
 
     pairs: list[tuple[str, int]] = []
     order = {n.name: k for k, n in enumerate(model.graph.node)}
     producer = {o: n for n in model.graph.node for o in n.output}
+
+    def is_fusable(x: str) -> bool:
+        return rules.fusable(x, producer.get, lambda t: len(consumers.get(t, [])), graph_outputs, quantized)
+
     for node in model.graph.node:
         if quantized(node):
-            data_inputs = 2 if node.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") else 1
-            for k in range(min(data_inputs, len(node.input))):
+            for k in (k for k in rules.QUANTIZED_INPUTS if k < len(node.input)):
                 x = node.input[k]
                 if x and (x not in consts or x in initializers):  # a Constant node's output is not quantized here
                     pairs.append((node.name, k))
-        elif node.op_type == "Add" and len(node.input) == 2 and node.name not in excluded \
-                and not any(x in consts for x in node.input):
-            fusable = [k for k, x in enumerate(node.input)
-                       if x in producer and quantized(producer[x]) and len(consumers.get(x, [])) == 1
-                       and x not in graph_outputs]
-            if not fusable:
-                continue
-            fused = max(fusable, key=lambda k: order[producer[node.input[k]].name])  # the later layer fuses
-            pairs.append((node.name, 1 - fused))
+        elif node.op_type == "Add" and node.name not in excluded and not any(x in consts for x in node.input):
+            k = rules.residual_input(node, is_fusable, lambda x: order[producer[x].name])
+            if k is not None:
+                pairs.append((node.name, k))
     return pairs
 
 
@@ -332,7 +320,8 @@ def insert_qdq(model, pairs: Sequence[tuple[str, int]], ranges: "dict[str, tuple
     in ``pairs`` (in place: :func:`build` hands it a model it has just read, and sensitivity builds once per node).
 
     Activations: one scale per tensor, max(|low|, |high|) / 127 from ``ranges``, a Q/DQ pair per consumer.
-    Weights (initializers): per output channel (:func:`weight_axis`), stored as INT8 with a DequantizeLinear;
+    Weights (initializers): per output channel (:func:`cpnet.runtime.qdq_rules.weight_axis`; per tensor where
+    :func:`~cpnet.runtime.qdq_rules.per_channel_weights` says TensorRT has no per-channel form), stored as INT8 with a DequantizeLinear;
     a float weight no longer read is dropped. Zero points are INT8 0.
     """
     from onnx import helper, numpy_helper
@@ -356,19 +345,23 @@ def insert_qdq(model, pairs: Sequence[tuple[str, int]], ranges: "dict[str, tuple
             tag = f"{node.name}/{'weight' if x in inits else 'input'}{k}"
             if x in inits:
                 w = numpy_helper.to_array(inits[x]).astype(np.float32)
-                axis = weight_axis(node, k) % w.ndim
-                amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+                if rules.per_channel_weights(node, w.ndim):  # one scale per output channel
+                    axis = rules.weight_axis(node, k, w.ndim)
+                    amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+                    shape = [1] * w.ndim
+                    shape[axis] = -1
+                else:  # a MatMul weight of rank 3 or more: one scale (see cpnet.runtime.qdq_rules)
+                    axis, amax, shape = None, np.abs(w).max(keepdims=False), []
                 scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-                shape = [1] * w.ndim
-                shape[axis] = -1
                 q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
                 qname = const(f"{x}_quantized", q)
                 sname = const(f"{x}_scale", scale)
                 zname = const(f"{x}_zero_point", np.zeros(scale.shape, np.int8))
                 dq_out = f"{x}_dequantized"
                 if dq_out not in done:
+                    per_channel = {} if axis is None else {"axis": axis}
                     new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [dq_out],
-                                                      name=f"{x}/DequantizeLinear", axis=axis))
+                                                      name=f"{x}/DequantizeLinear", **per_channel))
                     done.add(dq_out)
                 node.input[k] = dq_out
                 continue
@@ -395,9 +388,6 @@ def insert_qdq(model, pairs: Sequence[tuple[str, int]], ranges: "dict[str, tuple
     return model
 
 
-_FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
-
-
 def float_group(model, names: Sequence[str]) -> list[str]:
     """``names`` plus, for each, an activation that is its only consumer (Conv -> Relu computes as one layer).
 
@@ -412,7 +402,7 @@ def float_group(model, names: Sequence[str]) -> list[str]:
     for n in model.graph.node:
         if n.name in names and len(n.output) == 1:
             c = consumers.get(n.output[0], [])
-            if len(c) == 1 and c[0].op_type in _FUSED_ACTIVATIONS and c[0].name not in out:
+            if len(c) == 1 and c[0].op_type in rules.FUSED_ACTIVATIONS and c[0].name not in out:
                 out.append(c[0].name)
     return out
 
@@ -439,7 +429,7 @@ def _float_inputs(model, original, names: Sequence[str]) -> None:
     for name in list(feed):
         for t in by_name[name].input:
             p = producer.get(t)
-            if p is not None and p.op_type in _FUSED_ACTIVATIONS:
+            if p is not None and p.op_type in rules.FUSED_ACTIVATIONS:
                 feed.add(p.name)
     sources = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
     q_nodes = {n.name for n in model.graph.node}
@@ -458,7 +448,7 @@ def _float_inputs(model, original, names: Sequence[str]) -> None:
             op, qp = producer.get(orig), q_producer.get(orig)
             if orig in sources or (op is not None and qp is not None and qp.name == op.name):
                 n.input[k] = orig            # the same tensor from the same node: read it directly
-            elif (op is not None and op.op_type in _FUSED_ACTIVATIONS and op.name not in q_nodes
+            elif (op is not None and op.op_type in rules.FUSED_ACTIVATIONS and op.name not in q_nodes
                   and qp is not None and qp.op_type not in ("QuantizeLinear", "DequantizeLinear")
                   and all(i in sources or not i for i in op.input[1:])):
                 # ORT folded this activation into a Q's zero point (asymmetric flavour) and the
@@ -500,13 +490,14 @@ def _strip_unused_opsets(model) -> None:
 def check_qdq(model, flavour: str) -> list[str]:
     """Problems with a quantized model's Q/DQ nodes for its flavour (empty when it is right).
 
-    tensorrt: every Q/DQ has an INT8 zero point equal to 0 and positive finite scales (float32, or float16 at
-    opset 19 and later);
-    weight DequantizeLinear nodes are per-channel on the output-channel axis (0 for Conv,
-    1 for ConvTranspose and a MatMul's constant B); no INT32 (bias) DequantizeLinear; opset >= 13.
+    tensorrt: the rules of :mod:`cpnet.runtime.qdq_rules` that ``cpnet check`` lints by (INT8, zero point 0,
+    positive finite float32 scales or float16 from opset 19, weights on their output-channel axis, no INT32 bias
+    DequantizeLinear, opset >= 13), each a problem here whatever its level there, and what this flavour
+    promises besides: every Q/DQ has an INT8 zero point, and every weight read by a weighted layer is per channel
+    where TensorRT takes that (per tensor where it does not).
     cpu: activations QuantizeLinear to uint8; weights int8.
     """
-    from onnx import TensorProto, numpy_helper
+    from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     consumers: dict[str, list] = {}
@@ -514,8 +505,9 @@ def check_qdq(model, flavour: str) -> list[str]:
         for i, name in enumerate(n.input):
             consumers.setdefault(name, []).append((n, i))
     problems = []
-    if opset(model) < 13:
-        problems.append(f"opset {opset(model)} < 13 (per-channel DequantizeLinear needs 13)")
+    version = opset(model)
+    if version < rules.MIN_OPSET:
+        problems.append(f"opset {version} < {rules.MIN_OPSET} (per-channel DequantizeLinear needs {rules.MIN_OPSET})")
     for n in model.graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -525,41 +517,40 @@ def check_qdq(model, flavour: str) -> list[str]:
             problems.append(f"{n.name}: scale is not an initializer")
             continue
         s = numpy_helper.to_array(scale)
-        fp16_ok = opset(model) >= 19  # float16 scales (INT8 in an FP16 graph) exist from opset 19
-        if scale.data_type != TensorProto.FLOAT and not (fp16_ok and scale.data_type == TensorProto.FLOAT16):
-            problems.append(f"{n.name}: scale is {TensorProto.DataType.Name(scale.data_type)}, not float32"
-                            f"{' or float16' if fp16_ok else ' (float16 needs opset 19)'}")
-        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
-            problems.append(f"{n.name}: scale not positive and finite")
+        problems += [f"{n.name}: {m}" for _, m in rules.scale_problems(s, scale.data_type, version)]
         is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
         if flavour == "tensorrt":
             if zp is None:
                 problems.append(f"{n.name}: no zero point")
             else:
-                if zp.data_type != TensorProto.INT8:
-                    problems.append(f"{n.name}: zero point type {TensorProto.DataType.Name(zp.data_type)}, not INT8")
-                if np.any(numpy_helper.to_array(zp) != 0):
-                    problems.append(f"{n.name}: zero point not 0")
-            if is_weight:
-                w = inits[n.input[0]]
-                if w.data_type != TensorProto.INT8:
-                    problems.append(f"{n.name}: weight {TensorProto.DataType.Name(w.data_type)} DequantizeLinear "
-                                    f"(TensorRT takes INT8 only; biases must stay float)")
+                found = [rules.qtype_problem(zp.data_type), rules.zero_point_problem(numpy_helper.to_array(zp))]
+                problems += [f"{n.name}: {m}" for _, m in filter(None, found)]
+            if not is_weight:
+                continue
+            w = inits[n.input[0]]
+            found = rules.qtype_problem(w.data_type)
+            if found:
+                problems.append(f"{n.name}: weight: {found[1]}")
+                continue
+            attrs = {a.name: a.i for a in n.attribute}
+            axis = attrs.get("axis", 1) if s.size > 1 else None
+            rank = len(w.dims)
+            for c, idx in consumers.get(n.output[0], []):
+                if rules.weight_axis(c, idx, rank) is None:
                     continue
-                axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-                for c, idx in consumers.get(n.output[0], []):
-                    want = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": None}.get(c.op_type)
-                    if idx != 1 or c.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
-                        continue
-                    if s.size <= 1 and w.dims[want if want is not None else 0] > 1:
-                        problems.append(f"{n.name}: weight of {c.name} is per-tensor, not per-channel")
-                    elif want is not None and (axis % len(w.dims)) != want:
-                        problems.append(f"{n.name}: weight of {c.name} quantized on axis {axis}, TensorRT needs {want}")
-                    elif want is not None and s.size != w.dims[want]:
-                        problems.append(f"{n.name}: {s.size} scales for {w.dims[want]} output channels")
+                if not rules.per_channel_weights(c, rank):
+                    if axis is not None:
+                        problems.append(f"{n.name}: weight of {c.name} is per-channel; TensorRT takes a rank-{rank} "
+                                        f"{c.op_type} weight per tensor")
+                    continue
+                found = rules.weight_scale_problem(c, idx, rank, axis, s.size)
+                if axis is None and w.dims[rules.weight_axis(c, idx, rank)] > 1:
+                    problems.append(f"{n.name}: weight of {c.name} is per-tensor, not per-channel")
+                elif found:
+                    problems.append(f"{n.name}: {found[1]}")
+                elif axis is not None and s.size != w.dims[axis % rank]:
+                    problems.append(f"{n.name}: {s.size} scales for {w.dims[axis % rank]} output channels")
         elif flavour == "cpu" and n.op_type == "QuantizeLinear" and zp is not None:
-            if zp.data_type != TensorProto.UINT8:
-                problems.append(f"{n.name}: activation quantized to "
-                                f"{TensorProto.DataType.Name(zp.data_type)}, not UINT8")
+            if zp.data_type != rules.UINT8:
+                problems.append(f"{n.name}: activation quantized to {rules.type_name(zp.data_type)}, not UINT8")
     return problems
-

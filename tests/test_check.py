@@ -576,6 +576,60 @@ def test_pairs_tensorrt_cannot_fuse_are_named():
     assert [p.node for p in _placement(res)] == ["dq_logits_q"]
 
 
+@pytest.mark.parametrize("pool", ["AveragePool", "GlobalAveragePool"])
+def test_a_pair_before_an_average_pool_does_not_reach_the_conv_after_it(pool):
+    """NVIDIA fuses DQ -> AveragePool -> Q into one INT8 pooling (AveragePool does not commute with Q/DQ as
+    MaxPool does): without a Q after the pool, the Conv after it reads a float tensor and the pair runs alone."""
+    attrs = {"kernel_shape": [1, 1]} if pool == "AveragePool" else {}
+    pair, ipair = _qdq("image_4", "pool")
+    conv, iconv = _qconv("p", "conv", "logits", quantize_input=False)
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 1, 0, 0], np.int64), "pads")
+    out_shape = (1, 4, 8, 8) if pool == "AveragePool" else (1, 4, 1, 1)
+    nodes = [helper.make_node("Pad", ["image", "pads"], ["image_4"], name="pad"), *pair,
+             helper.make_node(pool, ["pool_dq"], ["p"], name="pool", **attrs), *conv]
+    res = check.check_model(_model(nodes, [pads, *ipair, *iconv], out_shape=out_shape))
+    assert res.ok, [p.format() for p in res.errors]
+    assert [(p.node, f"'pool' ({pool})" in p.message) for p in _placement(res)] == [("dq_pool", True)]
+    # quantized again after the pool (as cpnet int8 places it: on the Conv's input), every pair fuses
+    again, iagain = _qdq("p", "conv")
+    nodes = nodes[:-2] + again + nodes[-2:]
+    nodes[-1].input[0] = "conv_dq"
+    res = check.check_model(_model(nodes, [pads, *ipair, *iconv, *iagain], out_shape=out_shape))
+    assert res.ok and res.warnings == [], [p.format() for p in res.problems]
+
+
+def _typed_qdq(qtype: int, opset: int, **dq_attrs):
+    """image -> Q/DQ (per tensor, zero point of ``qtype``) -> Conv whose weight is a ``qtype`` DequantizeLinear."""
+    zp = helper.make_tensor("x_zp", qtype, [], [0])
+    w = helper.make_tensor("Wq", qtype, [4, 3, 3, 3], [1] * (4 * 3 * 3 * 3))
+    blocked = "block_size" in dq_attrs
+    w_scale = np.full((4, 3 // 3, 3, 3) if blocked else (4,), 0.1, np.float32)
+    wzp = helper.make_tensor("w_zp", qtype, list(w_scale.shape), [0] * w_scale.size)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"), zp, w,
+             numpy_helper.from_array(w_scale, "w_scale"), wzp]
+    nodes = [helper.make_node("QuantizeLinear", ["image", "x_scale", "x_zp"], ["xq"], name="q_input"),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xdq"], name="dq_input"),
+             helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zp"], ["W"], name="dq_weight",
+                              **({"axis": 1, **dq_attrs} if blocked else {"axis": 0})),
+             helper.make_node("Conv", ["xdq", "W"], ["logits"], name="conv1", pads=[1] * 4)]
+    return _model(nodes, inits, opset=opset)
+
+
+@pytest.mark.parametrize("qtype,opset,what", [(TensorProto.FLOAT8E4M3FN, 19, "FP8"), (TensorProto.INT4, 21, "INT4")])
+def test_fp8_and_int4_qdq_are_warnings_not_errors(qtype, opset, what):
+    """TensorRT 10 parses FP8 and INT4 Q/DQ: the file is TensorRT's to build, only not this project's INT8 path."""
+    res = check.check_model(_typed_qdq(qtype, opset), target="trt10.15")
+    assert res.ok, [p.format() for p in res.errors]
+    flagged = {p.node for p in res.warnings if what in p.message}
+    assert {"q_input", "dq_weight"} <= flagged, [p.format() for p in res.problems]
+
+
+def test_blocked_quantization_is_a_warning_not_an_error():
+    res = check.check_model(_typed_qdq(TensorProto.INT8, 21, block_size=3), target="trt10.15")
+    assert res.ok, [p.format() for p in res.errors]
+    assert [p.node for p in res.warnings if "block_size=3" in p.message] == ["dq_weight"]
+
+
 # ------------------------------------------------------------------------------ the project's own files
 
 

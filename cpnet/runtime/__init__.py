@@ -7,6 +7,7 @@
 - :mod:`.ort`: the one ONNX Runtime session factory;
 - :mod:`.backend`: the small interface every backend implements (the backends and their registry
   are in ``engines/backends/``);
+- :mod:`.qdq_rules`: TensorRT's Q/DQ rules, the one rulebook ``cpnet int8`` places by and ``cpnet check`` lints by;
 - :mod:`.compare`: logits of a candidate against a reference, one fixed set of metrics;
 - :mod:`.options`: the small option dataclasses library functions take;
 - :mod:`.log`: one logger per stage;
