@@ -11,13 +11,15 @@ module initialisation never calls. So this script compiles a stub library export
 (returning NULL/0), gives it the SONAMEs the module needs (``readelf -d``: ``libnvinfer.so.10`` ...),
 imports the module with the stubs on ``LD_LIBRARY_PATH`` in a child process, and writes what pybind11
 registered: every public attribute of the classes in :data:`CLASSES` (``dir()``), every member of the
-enums in :data:`ENUMS` (``__members__``) and the module's top-level names. These are the names the
+enums in :data:`ENUMS` (``__members__``) and the module's top-level names; ``python`` lists the functions
+the wheel's ``tensorrt_bindings/__init__.py`` adds on top (``nptype``, ``volume``, ...; read with ``ast``). These are the names the
 real library has, read from the real binary: no string matching (which confuses "INT8" with "UINT8").
 Needs gcc and readelf (binutils); nothing of TensorRT runs but pybind11's class registration.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -80,6 +82,8 @@ def extract(wheel: Path) -> dict:
         with zipfile.ZipFile(wheel) as z:
             so_name = next(n for n in z.namelist() if re.fullmatch(r"tensorrt_bindings/tensorrt[^/]*\.so", n))
             z.extract(so_name, tmp)
+            init = ast.parse(z.read("tensorrt_bindings/__init__.py"))
+        python = sorted(n.name for n in init.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
         so = tmp / so_name
         (tmp / "stub.c").write_text(STUB_C)
         for lib in needed_nv_libraries(so):
@@ -90,6 +94,7 @@ def extract(wheel: Path) -> dict:
         if res.returncode:
             raise SystemExit(f"importing {so_name} with stub libraries failed:\n{res.stderr}")
         names = json.loads(res.stdout)
+        names["python"] = python
     return {"tensorrt": version, "source": {"package": package, "version": version, "wheel": wheel.name,
                                             "sha256": sha, "file": so_name,
                                             "method": "tests/fake_tensorrt/extract_names.py: the module imported "
