@@ -11,9 +11,12 @@
 ``engines.open(path, backend=None, **options)`` picks the backend from the path
 (``backend=`` overrides it) and passes the options on: torch takes device,
 precision, channels_last, threads; onnxruntime takes providers, threads;
-tensorrt takes verbose, cuda_graph (replay as a CUDA graph) and trust_engine (open an
-engine that has no manifest). See cpnet/runtime/backend.py for the interface,
-engines/backends/ for the runners and their registry, and docs/architecture.md for the manifests.
+tensorrt takes verbose, cuda_graph (replay as a CUDA graph; not for DLA engines),
+trust_engine (open an engine that has no manifest) and allow_host_code (let a
+version-compatible engine run the host code it carries); a TensorRT backend may be opened
+in one thread and used from others (engines.trt.PrimaryContext; calls take turns). See
+cpnet/runtime/backend.py for the interface, engines/backends/ for the runners and their
+registry, and docs/architecture.md for the manifests.
 
 The verbs on top: ``cpnet check`` (engines.check), ``cpnet build`` (engines.build_engine),
 ``cpnet benchmark`` (engines.benchmark), ``cpnet report`` (engines.report.report, the accuracy-drift report).
