@@ -61,7 +61,8 @@ from cpnet.runtime.log import get_logger
 
 log = get_logger("engines")
 
-INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt] with NVIDIA's package index; "
+INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt-cu12] (CUDA-12 driver) or .[tensorrt-cu13] "
+                "(CUDA-13 driver) with NVIDIA's package index; "
                 "on a Jetson: JetPack's TensorRT in a venv made with --system-site-packages (see README)")
 
 DEFAULT_WORKSPACE_MIB_JETSON = 1024

@@ -874,3 +874,27 @@ def test_the_cli_builds_and_benchmarks_in_child_processes_on_the_fake(fake_trt, 
     assert r.returncode == 0, r.stderr
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row.get("error") is None and row["gpu_p50_ms"] == 0.25
+
+
+def test_the_tensorrt_extras_name_one_cuda_major_each():
+    """Defect 3.6: no bare `tensorrt` (11.x of the metapackage requires tensorrt_cu13) and cuda-python pinned to
+    the driver's CUDA major (old setup.cfg: one [tensorrt] extra, tensorrt>=10.0, no cuda-python)."""
+    import configparser
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    extras = cfg["options.extras_require"]
+
+    def reqs(text):
+        return {r.name: r for r in (Requirement(line.strip()) for line in text.splitlines()
+                                    if line.strip() and not line.strip().startswith("#"))}
+
+    assert "tensorrt" not in extras
+    for major in (12, 13):
+        r = reqs(extras[f"tensorrt-cu{major}"])
+        assert set(r) == {f"tensorrt-cu{major}", "pycuda", "cuda-python"}
+        assert r["cuda-python"].specifier.contains(f"{major}.9") and not r["cuda-python"].specifier.contains(
+            f"{major + 1}.0")
+    assert "filelock" in reqs(cfg["options"]["install_requires"])
