@@ -23,8 +23,9 @@ The verbs on top: ``cpnet check`` (engines.check), ``cpnet build`` (engines.buil
 
 What has run where: the TensorRT layer (engines/trt.py, engines/backends/tensorrt_backend.py,
 engines/build_engine.py past its TensorRT import) is written from NVIDIA's TensorRT 10.x/11.x
-documentation, Polygraphy and trtexec, and its pure-Python logic is tested against stand-in
-objects; none of the machines this project was developed on has TensorRT, so building,
+documentation, Polygraphy and trtexec, and is tested against the fake TensorRT, PyCUDA and
+cuda-python of tests/fake_tensorrt (the real names of TensorRT 10.3, 10.16 and 11.4, a CUDA
+context per thread; its docstring says what that proves and what not); none of the machines this project was developed on has TensorRT, so building,
 deserializing, running (with or without CUDA graphs), DLA cores and version- or
 hardware-compatible engines have never run on a real TensorRT here. The tests marked
 ``tensorrt`` do that where TensorRT and a GPU are present.

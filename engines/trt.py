@@ -96,9 +96,9 @@ def import_pycuda():
     Not ``pycuda.autoprimaryctx``: it pushes the primary context in the importing thread only (and pops it
     at exit), so a backend opened in the main thread and run from the demo's inference thread fails on its
     first copy with ``LogicError: ... invalid device context`` (NVIDIA/TensorRT issue 2357, inducer/pycuda
-    issue 242). NVIDIA's own TensorRT Python samples stopped using PyCUDA in 8.6: their
-    ``samples/python/common.py`` imports cuda-python (``from cuda import cuda, cudart``), whose runtime API
-    binds the primary context by itself.
+    issue 242). NVIDIA's own TensorRT 10.x Python samples do not use PyCUDA at all: their
+    ``samples/python/common_runtime.py`` (which ``common.py`` imports) uses cuda-python
+    (``from cuda import cuda, cudart``), whose runtime API binds the primary context by itself.
     """
     try:
         import pycuda.driver as cuda

@@ -75,10 +75,10 @@ class _Buffer:
 
 
 def open_checks(path: Path, manifest: dict | None, trt_version: str, gpu: dict | None, trust_engine: bool,
-                jetson: bool | None = None, allow_host_code: bool = False) -> bytes:
-    """Everything decided before TensorRT sees the engine: manifest vs this TensorRT and GPU, host code, then the
-    bytes vs the manifest's sha256. Returns the verified bytes (the ones to deserialize). Warnings go to the log."""
-    trtlayer.check_host_code(manifest, allow_host_code, str(path))
+                jetson: bool | None = None) -> bytes:
+    """What is decided with TensorRT imported, before it sees the engine: manifest vs this TensorRT and GPU, then
+    the bytes vs the manifest's sha256. Returns the verified bytes (the ones to deserialize). Warnings go to the
+    log. (No manifest without trust, host code and CUDA graphs on DLA are refused before, without TensorRT.)"""
     for w in trtlayer.check_engine_manifest(manifest, trt_version, gpu, str(path), trust=trust_engine, jetson=jetson):
         log.warning(w)
     data = path.read_bytes()
@@ -116,7 +116,7 @@ class TensorRTBackend(Backend):
         cuda = trtlayer.import_pycuda()
         cudart = trtlayer.import_cudart() if cuda_graph else None
         gpu = trtlayer.gpu_info()
-        data = open_checks(path, manifest, trt.__version__, gpu, trust_engine, allow_host_code=allow_host_code)
+        data = open_checks(path, manifest, trt.__version__, gpu, trust_engine)
         self._trt, self._cuda = trt, cuda
         self._cuda_context = trtlayer.PrimaryContext(cuda)
         with self._cuda_context:

@@ -136,6 +136,9 @@ def current_world() -> World:
     return _current
 
 
+_real_modules: dict | None = None  # the real libraries' modules, where imported before the fake came
+
+
 def _forget_modules() -> None:
     for name in MODULES:
         sys.modules.pop(name, None)
@@ -143,7 +146,9 @@ def _forget_modules() -> None:
 
 def install(version: str = "10.3.0", **knobs) -> World:
     """Make ``import tensorrt`` / ``pycuda`` / ``cuda.bindings`` in this process the fake of ``version``."""
-    global _current
+    global _current, _real_modules
+    if _real_modules is None:  # a pybind11 module cannot be imported twice: keep the real ones aside
+        _real_modules = {name: sys.modules[name] for name in MODULES if name in sys.modules}
     _forget_modules()
     _current = World(version, **knobs)
     if str(SITE) not in sys.path:
@@ -152,9 +157,11 @@ def install(version: str = "10.3.0", **knobs) -> World:
 
 
 def uninstall() -> None:
-    global _current
+    """Back to the real libraries (or none), as before :func:`install`."""
+    global _current, _real_modules
     _forget_modules()
-    _current = None
+    sys.modules.update(_real_modules or {})
+    _current = _real_modules = None
     while str(SITE) in sys.path:
         sys.path.remove(str(SITE))
 

@@ -3,7 +3,7 @@
 Every class and enum takes its public names from the version's list (``names/trt-<major.minor>.json``,
 read from NVIDIA's wheel): a name the real class lacks raises AttributeError on get and on set, as a
 pybind11 object does, and the module has no top-level name the real one lacks. The fake implements a
-subset of each list (what cpnet calls); ``tests/test_fake_tensorrt.py`` checks that it implements no
+subset of each list (what cpnet calls); ``tests/test_trt_fake.py`` checks that it implements no
 name outside the lists.
 
 A "plan" is the ONNX file's bytes behind a JSON header (version, GPU, flags, profile, I/O); an engine
@@ -238,7 +238,8 @@ def make_tensorrt(world) -> types.ModuleType:
         def set_shape(self, name, min, opt, max):  # noqa: A002 - TensorRT's argument names
             lo, mid, hi = (tuple(int(d) for d in s) for s in (min, opt, max))
             if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
-                raise ValueError("Shape provided for opt is inconsistent with other shapes.")
+                # pyCore.cpp's opt_profile_set_shape: PY_ASSERT_RUNTIME_ERROR, this message
+                raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
             self._shapes[name] = (lo, mid, hi)
 
         def get_shape(self, name):
