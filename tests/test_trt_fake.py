@@ -167,6 +167,10 @@ def test_names_a_version_lacks_fail(fake_trt, onnx_file):
     with pytest.raises(AttributeError):
         trtlayer.build_serialized_engine(trt11, trtlayer.BuildOptions(onnx=str(onnx_file), fp16_flag=True,
                                                                       progress=False), (4, 4))
+    with engines.open(_build(onnx_file)) as e:
+        with pytest.raises(AttributeError):
+            e._engine.device_memory_size  # removed in 11: the code reads device_memory_size_v2
+        assert trtlayer.device_memory_size(e._engine) == 1 << 20
     fake_trt("10.3.0")
     with pytest.raises(UserError, match="10.3.0 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"):
         _build(onnx_file, hardware_compatibility="same-cc")
