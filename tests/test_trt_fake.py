@@ -515,7 +515,7 @@ def test_host_code_flag_reaches_every_verb():
     from cpnet.runtime.options import RuntimeOptions
     from demo.webcam import backend_options
     from engines import benchmark
-    from quantize.report import open_options
+    from engines.report.report import open_options
 
     import argparse
 
@@ -530,7 +530,7 @@ def test_host_code_flag_reaches_every_verb():
     argv = benchmark._child_argv("m.engine", benchmark.BenchmarkOptions(), rt)
     assert "--trust-engine" in argv and "--allow-host-code" in argv
     assert tensorrt_backend.OPTIONS == ("verbose", "cuda_graph", "trust_engine", "allow_host_code")
-    for verb in ("engines.benchmark", "demo.webcam", "quantize.report"):
+    for verb in ("engines.benchmark", "demo.webcam", "engines.report.report"):
         import importlib
 
         p = argparse.ArgumentParser()
