@@ -102,6 +102,10 @@ def backend_options(kind: str, args) -> dict:
         return opts
     if threads or providers:
         log.warning(f"--threads and --providers do not apply to the {kind} backend; ignored")
+    if kind == "tensorrt":
+        from cpnet.cli.args import runtime_options
+
+        return runtime_options(args).engine_options()
     return {}
 
 
@@ -450,6 +454,7 @@ def add_arguments(p) -> None:
     v.add_argument("--no-hud", action="store_true", help="no FPS/timing text on the picture")
     v.add_argument("--no-legend", action="store_true", help="no legend of the classes in view")
     a.add_json(p, "the summary")
+    a.add_engine_trust(p)
     a.add_runtime(p, device=True, providers=True)
 
 

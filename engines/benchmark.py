@@ -22,8 +22,8 @@
 - Input: the same seeded random batch for every artifact (``--seed``), or one image
   (``--image``) preprocessed with each artifact's manifest.
 - ``--device`` applies to torch artifacts, ``--backend-options`` too (precision fp32|fp16|bf16,
-  channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt); ``--cuda-graph`` and
-  ``--trust-engine`` to engines.
+  channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt); ``--cuda-graph``,
+  ``--trust-engine`` and ``--allow-host-code`` to engines.
 - A path that does not exist is a user error (exit 2, nothing run); an artifact that exists but
   cannot be opened or run becomes an error row, and the command then exits 1.
 """
@@ -122,8 +122,9 @@ def _peak_rss_bytes() -> int | None:
 class BenchmarkOptions:
     """What to measure: ``iters`` timed runs after ``warmup``, ``batch`` images of the seeded random input
     (``seed``) or of ``image``; ``backend`` forces one backend; ``backend_options`` (torch:
-    precision, channels_last as "key=value,..."); engines: ``cuda_graph``, ``trust_engine``; ``in_process``:
-    all artifacts in this process instead of one subprocess each."""
+    precision, channels_last as "key=value,..."); engines: ``cuda_graph`` (``trust_engine`` and
+    ``allow_host_code`` are RuntimeOptions); ``in_process``: all artifacts in this process instead of one
+    subprocess each."""
 
     iters: int = 50
     warmup: int = 5
@@ -133,7 +134,6 @@ class BenchmarkOptions:
     backend: str | None = None
     backend_options: str | None = None
     cuda_graph: bool = False
-    trust_engine: bool = False
     in_process: bool = False
 
 
@@ -154,8 +154,7 @@ def options_for(backend: str, options: BenchmarkOptions, runtime: RuntimeOptions
     elif backend == "tensorrt":
         if options.cuda_graph:
             opts["cuda_graph"] = True
-        if options.trust_engine:
-            opts["trust_engine"] = True
+        opts.update(runtime.engine_options())
     return opts
 
 
@@ -220,7 +219,8 @@ def _child_argv(artifact: str, options: BenchmarkOptions, runtime: RuntimeOption
                       ("--device", runtime.device if runtime.device != "auto" else None)):
         if val:
             argv += [flag, str(val)]
-    for flag, on in (("--cuda-graph", o.cuda_graph), ("--trust-engine", o.trust_engine)):
+    for flag, on in (("--cuda-graph", o.cuda_graph), ("--trust-engine", runtime.trust_engine),
+                     ("--allow-host-code", runtime.allow_host_code)):
         if on:
             argv.append(flag)
     return argv
@@ -311,8 +311,7 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("engines")
     g.add_argument("--cuda-graph", action="store_true",
                    help="replay each TensorRT engine's execution as a CUDA graph (needs cuda-python)")
-    g.add_argument("--trust-engine", action="store_true",
-                   help="open engines that have no manifest (unverified native code; only engines you built)")
+    a.add_engine_trust(p)
     a.add_runtime(p, device=True, providers=True)
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
 
@@ -320,7 +319,7 @@ def add_arguments(p) -> None:
 def options_from(args) -> BenchmarkOptions:
     return BenchmarkOptions(iters=args.iters, warmup=args.warmup, batch=args.batch, seed=args.seed, image=args.image,
                             backend=args.backend, backend_options=args.backend_options, cuda_graph=args.cuda_graph,
-                            trust_engine=args.trust_engine, in_process=args.in_process)
+                            in_process=args.in_process)
 
 
 def run(args) -> int:

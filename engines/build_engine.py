@@ -3,7 +3,7 @@
     cpnet build model.fp16.onnx                 # or: python engines/build_engine.py ..., python -m engines.build_engine ...
         [-o model.fp16.engine] [--workspace MiB] [--timing-cache FILE | --no-timing-cache] [--opt-level 0-5]
         [--dla-core N [--strict-dla]] [--fp16-flag] [--version-compatible] [--hardware-compatibility ampere+]
-        [--batch B] [--tf32]
+        [--batch B [--opt-batch B]] [--tf32]
 
 - Strongly typed builds from model.onnx (FP32), model.fp16.onnx and model.int8.onnx
   (the tensorrt flavour) on TensorRT 10 and 11: precision comes from the file.
@@ -18,7 +18,12 @@
 - Workspace: ``--workspace`` MiB, default 1024 on Jetson (builds there run out of
   memory without a cap; CPU and GPU share it) and 4096 on desktop GPUs.
 - Timing cache: default ``tensorrt.timing.cache`` beside the engine; loaded when it
-  exists, saved (atomically) after the build, so later builds reuse measured tactics.
+  exists, and after the build merged into what the file holds by then and saved
+  atomically, under ``<cache>.lock`` (``cpnet.runtime.files.file_lock``), so builds
+  running at once keep each other's timings and later builds reuse measured tactics.
+- A dynamic-batch file gets one optimization profile: batch 1 to ``--batch``, kernels
+  tuned for ``--opt-batch`` (default 1: the batch almost every call uses). DLA needs
+  min = opt = max: its files are static (the check refuses dynamic dims for DLA).
 - The new engine is deserialized in memory with the runtime settings its build options
   imply (host code for version-compatible plans, the DLA core) before anything is
   written: an engine that does not load is never written, and an old manifest is never
@@ -181,9 +186,9 @@ def build(opts: BuildOptions) -> Path:
     manifest = engine_manifest(onnx_path, onnx_manifest, trt_version, gpu, opts, res.strongly_typed, summary,
                                trtlayer.sha256_bytes(res.engine))
     write_engine(out, res.engine, manifest)
-    if opts.timing_cache and res.timing_cache:
-        atomic_write_bytes(opts.timing_cache, res.timing_cache)
-        log.info(f"timing cache saved: {opts.timing_cache} ({len(res.timing_cache)} bytes)")
+    if res.save_timing_cache is not None:
+        n = res.save_timing_cache()
+        log.info(f"timing cache saved: {opts.timing_cache} ({n} bytes, merged with what other builds wrote)")
     counts = ", ".join(f"{k} {v}" for k, v in (summary or {}).get("by_precision", {}).items()) or "n/a"
     log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; layers by precision: {counts})")
     return out
@@ -218,6 +223,8 @@ def add_arguments(p) -> None:
     p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0-5 (TensorRT default 3)")
     p.add_argument("--batch", type=a.positive_int, default=1,
                    help="max batch for a dynamic-batch ONNX file (default 1)")
+    p.add_argument("--opt-batch", type=a.positive_int, metavar="B",
+                   help="the batch kernels are tuned for, 1..--batch (default 1: what most calls use)")
     g = p.add_argument_group("precision and portability")
     g.add_argument("--fp16-flag", action="store_true",
                    help="TensorRT 10 only: weakly typed build of model.onnx with BuilderFlag.FP16")
@@ -242,7 +249,7 @@ def options_from(args) -> BuildOptions:
         onnx=args.input, output=args.output, workspace_mib=args.workspace,
         timing_cache="" if args.no_timing_cache else args.timing_cache, opt_level=args.opt_level,
         dla_core=args.dla_core, fp16_flag=args.fp16_flag, version_compatible=args.version_compatible,
-        hardware_compatibility=args.hardware_compatibility, batch=args.batch, strict_dla=args.strict_dla,
+        hardware_compatibility=args.hardware_compatibility, batch=args.batch, opt_batch=args.opt_batch, strict_dla=args.strict_dla,
         gpu_fallback=not args.strict_dla, tf32=args.tf32, verbose=args.verbose, progress=not args.no_progress)
 
 

@@ -26,8 +26,10 @@ Differences between the versions that this module handles:
   built with ``BuilderFlag.VERSION_COMPATIBLE`` runs on the same or a newer release of its major,
   and a TensorRT 10 version-compatible plan also runs on a TensorRT 11 runtime; no other
   cross-major combination. Such plans embed the lean runtime (host code), so the runtime must have
-  ``engine_host_code_allowed = True`` to load them: we set it when the (sha256-verified) manifest
-  says the engine is version compatible, at build time and at run time alike.
+  ``engine_host_code_allowed = True`` to load them. That is native code run by this process, so it is
+  allowed only on the user's word: ``--allow-host-code`` / ``allow_host_code=True`` where an engine file
+  is opened, ``--version-compatible`` on the build command line for the build's own load check; never
+  because a manifest says so (the manifest and its sha256 are an integrity check, not authentication).
 - Hardware compatibility (``IBuilderConfig.hardware_compatibility_level``): ``AMPERE_PLUS`` plans
   run on any Ampere-or-newer GPU (sm 8.0+) and can only be built on one; ``SAME_COMPUTE_CAPABILITY``
   plans run on GPUs of the same compute capability. Neither is for DLA or JetPack.
@@ -38,7 +40,8 @@ Differences between the versions that this module handles:
 
 An engine is native code that runs on the GPU (and, when version compatible, on the host): one
 is opened only when its bytes match the sha256 in the manifest beside it, or when the user says
-they trust it (``trust_engine=True`` / ``--trust-engine``).
+they trust it (``trust_engine=True`` / ``--trust-engine``); host code needs its own word
+(``allow_host_code=True`` / ``--allow-host-code``). CUDA contexts and threads: :class:`PrimaryContext`.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpnet.runtime import CpnetError, MissingDependency, UserError
+from cpnet.runtime import CpnetError, MissingDependency, UserError, atomic_write_bytes
+from cpnet.runtime.files import file_lock
 from cpnet.runtime.log import get_logger
 
 log = get_logger("engines")
 
-INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt] with NVIDIA's package index; "
+INSTALL_HINT = ("on a desktop GPU: pip install -e .[tensorrt-cu12] (CUDA-12 driver) or .[tensorrt-cu13] "
+                "(CUDA-13 driver) with NVIDIA's package index; "
                 "on a Jetson: JetPack's TensorRT in a venv made with --system-site-packages (see README)")
 
 DEFAULT_WORKSPACE_MIB_JETSON = 1024
@@ -85,11 +90,15 @@ def import_tensorrt():
 
 
 def import_pycuda():
-    """``pycuda.driver`` with a current CUDA context, or a one-line MissingDependency.
+    """``pycuda.driver``, initialised, or a one-line MissingDependency. No context is made current here:
+    :class:`PrimaryContext` does that around each call, on the thread that makes it.
 
-    Follows NVIDIA's TensorRT Python samples (samples/python/common.py, 8.x-10.x):
-    ``import pycuda.autoprimaryctx`` (retains the device's primary context, the one the
-    CUDA runtime inside TensorRT uses), falling back to ``pycuda.autoinit`` on old PyCUDA.
+    Not ``pycuda.autoprimaryctx``: it pushes the primary context in the importing thread only (and pops it
+    at exit), so a backend opened in the main thread and run from the demo's inference thread fails on its
+    first copy with ``LogicError: ... invalid device context`` (NVIDIA/TensorRT issue 2357, inducer/pycuda
+    issue 242). NVIDIA's own TensorRT 10.x Python samples do not use PyCUDA at all: their
+    ``samples/python/common_runtime.py`` (which ``common.py`` imports) uses cuda-python
+    (``from cuda import cuda, cudart``), whose runtime API binds the primary context by itself.
     """
     try:
         import pycuda.driver as cuda
@@ -97,13 +106,35 @@ def import_pycuda():
         raise MissingDependency(f"PyCUDA is not installed (import pycuda: {e}); pip install pycuda "
                                 f"(needs the CUDA toolkit headers) or see README") from None
     try:
-        try:
-            import pycuda.autoprimaryctx  # noqa: F401
-        except ModuleNotFoundError:
-            import pycuda.autoinit  # noqa: F401
-    except Exception as e:  # pycuda._driver.Error / RuntimeError: no driver, no device
+        cuda.init()
+    except Exception as e:  # pycuda._driver.Error: no driver, no device
         raise MissingDependency(f"no usable CUDA GPU ({str(e).strip() or type(e).__name__})") from None
     return cuda
+
+
+class PrimaryContext:
+    """The device's primary CUDA context, made current around a block of CUDA work on whatever thread runs it.
+
+    The project's one context policy (docs/architecture.md, "CUDA contexts and threads"): TensorRT works in
+    the primary context (the one the CUDA runtime inside it uses), so PyCUDA's buffers, streams and events
+    live there too: ``Device(n).retain_primary_context()`` once, then ``push()`` / ``Context.pop()`` around
+    every call, so any thread may make it. Never ``make_context()`` (a new context per thread): TensorRT's
+    objects belong to the primary one. Re-entrant: the driver keeps a context stack per thread.
+    """
+
+    def __init__(self, cuda, device: int = 0):
+        self._cuda = cuda
+        try:
+            self._context = cuda.Device(device).retain_primary_context()
+        except Exception as e:  # pycuda._driver.LogicError: no such device
+            raise MissingDependency(f"no usable CUDA GPU {device} ({str(e).strip() or type(e).__name__})") from None
+
+    def __enter__(self) -> "PrimaryContext":
+        self._context.push()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cuda.Context.pop()
 
 
 def import_cudart():
@@ -225,7 +256,8 @@ class BuildOptions:
     """How to build: the ONNX file, the engine path (default: beside it), builder workspace (MiB), timing
     cache ("" = none), optimization level 0-5, DLA core (+ strict: no GPU fallback), TensorRT 10's FP16
     flag, version compatibility, hardware compatibility (none | ampere+ | same-cc), max batch of a
-    dynamic-batch file, TF32 for FP32 layers, TensorRT's verbose log, progress lines."""
+    dynamic-batch file and the batch its kernels are tuned for (``opt_batch``, default 1), TF32 for FP32
+    layers, TensorRT's verbose log, progress lines."""
 
     onnx: str
     output: str | None = None
@@ -237,6 +269,7 @@ class BuildOptions:
     version_compatible: bool = False
     hardware_compatibility: str = "none"
     batch: int = 1
+    opt_batch: int | None = None
     strict_dla: bool = False
     gpu_fallback: bool = True
     tf32: bool = False
@@ -291,6 +324,8 @@ def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: 
         raise UserError(f"--workspace must be a positive number of MiB, got {opts.workspace_mib}")
     if opts.batch < 1:
         raise UserError(f"--batch must be >= 1, got {opts.batch}")
+    if opts.opt_batch is not None and not 1 <= opts.opt_batch <= opts.batch:
+        raise UserError(f"--opt-batch must be in 1..--batch ({opts.batch}), got {opts.opt_batch}")
     validate_hardware_compatibility(opts, gpu, jetson)
     if opts.dla_core is not None:
         return "dla"
@@ -334,26 +369,26 @@ class DeserializeOptions:
 
     @classmethod
     def from_build_options(cls, opts: "BuildOptions | dict | None") -> "DeserializeOptions":
+        """For the build's load check of the bytes just built in this process: ``--version-compatible`` on
+        the user's own build command line is their word that the plan may carry host code."""
         d = asdict(opts) if isinstance(opts, BuildOptions) else dict(opts or {})
         dla = d.get("dla_core")
         return cls(engine_host_code_allowed=bool(d.get("version_compatible")),
                    dla_core=int(dla) if dla is not None else None)
 
     @classmethod
-    def from_manifest(cls, manifest: dict | None, trusted: bool = False) -> "DeserializeOptions":
-        """From an engine manifest (its build options, else its ``tensorrt``/``device`` fields). A trusted
-        engine without a manifest may carry host code, as Polygraphy's EngineFromBytes assumes."""
+    def from_manifest(cls, manifest: dict | None, allow_host_code: bool = False) -> "DeserializeOptions":
+        """The DLA core from an engine manifest (its build options, else its ``device`` field); host code only
+        when the caller allows it (``allow_host_code``: the user's ``--allow-host-code``), never because the
+        manifest says so: the manifest is an unsigned file beside the engine, and its sha256 an integrity
+        check, not an authentication, so a swapped engine with a matching manifest would pass it."""
         if manifest is None:
-            return cls(engine_host_code_allowed=trusted)
-        bo = dict(manifest.get("build_options") or {})
-        trt_info = manifest.get("tensorrt") or {}
-        if "version_compatible" not in bo:
-            bo["version_compatible"] = trt_info.get("version_compatible")
-        if bo.get("dla_core") is None:
+            return cls(engine_host_code_allowed=bool(allow_host_code))
+        dla = (manifest.get("build_options") or {}).get("dla_core")
+        if dla is None:
             m = re.fullmatch(r"dla:(\d+)", str(manifest.get("device") or ""))
-            if m:
-                bo["dla_core"] = int(m.group(1))
-        return cls.from_build_options(bo)
+            dla = int(m.group(1)) if m else None
+        return cls(engine_host_code_allowed=bool(allow_host_code), dla_core=int(dla) if dla is not None else None)
 
 
 def apply_deserialize_options(runtime, options: DeserializeOptions, engine_path: str) -> None:
@@ -674,7 +709,7 @@ def format_parser_errors(parser, node_names: list[str] | None = None) -> list[st
 @dataclass
 class BuildResult:
     engine: bytes
-    timing_cache: bytes | None
+    save_timing_cache: Callable[[], int] | None  # merge into the cache file and write it; bytes written
     strongly_typed: bool
     timing_cache_loaded: bool = False
     notes: list[str] = field(default_factory=list)
@@ -767,26 +802,33 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
                 else:
                     raise UserError(f"input '{inp.name}' dim {j} is dynamic and not the batch or H/W; re-export "
                                     f"the ONNX file with static shapes")
-            opt = list(hi)
+            # kernels are tuned for opt: the batch most calls use (1 unless told), not the max (trtexec's
+            # --optShapes, Polygraphy's Profile). DLA needs min = opt = max: its files are static (engines.check
+            # refuses dynamic dims for DLA), so no profile is made for them
+            opt = list(lo)
+            if shape[0] < 0:
+                opt[0] = int(opts.opt_batch or 1)
             profile.set_shape(inp.name, lo, opt, hi)
             notes.append(f"optimization profile for '{inp.name}': min {lo}, opt {opt}, max {hi}")
     if profile is not None:
         config.add_optimization_profile(profile)
 
     # timing cache: load if the file exists (Polygraphy CreateConfig: create_timing_cache(bytes) +
-    # set_timing_cache(cache, ignore_mismatch=False)); save config.get_timing_cache().serialize()
-    # after the build (NVIDIA trt-samples-for-hackathon-cn cookbook, TimingCache example)
+    # set_timing_cache(cache, ignore_mismatch=False)); after the build, BuildResult.save_timing_cache merges
+    # it into whatever the file holds by then (Polygraphy EngineBytesFromNetwork)
     cache_loaded = False
     if opts.timing_cache:
         cache_path = Path(opts.timing_cache)
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(data)
-        if not config.set_timing_cache(cache, False):
-            notes.append(f"timing cache {cache_path} does not match this TensorRT/GPU; starting an empty one")
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
+        with file_lock(cache_path, what="timing cache"):
+            data = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(data) if data else None
+        if cache is None or not config.set_timing_cache(cache, False):
+            if data:
+                notes.append(f"timing cache {cache_path} does not match this TensorRT/GPU (or is damaged); "
+                             f"starting an empty one")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
         else:
-            cache_loaded = bool(data)
+            cache_loaded = True
         log.info(f"timing cache {cache_path}: {'loaded ' + str(len(data)) + ' bytes' if cache_loaded else 'new'}")
 
     if opts.progress:
@@ -804,11 +846,27 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
         raise UserError(f"TensorRT failed to build an engine from {opts.onnx}; see TensorRT's log lines above")
     log.info(f"engine built in {time.perf_counter() - t0:.1f} s")
 
-    cache_bytes = None
+    saver = None
     if opts.timing_cache:
-        cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
-    return BuildResult(engine=bytes(memoryview(serialized)), timing_cache=cache_bytes,
+        def saver(path=Path(opts.timing_cache), cache=config.get_timing_cache()) -> int:
+            return save_timing_cache(config, cache, path)
+    return BuildResult(engine=bytes(memoryview(serialized)), save_timing_cache=saver,
                        strongly_typed=strongly_typed, timing_cache_loaded=cache_loaded, notes=notes)
+
+
+def save_timing_cache(config, cache, path: Path) -> int:
+    """Merge this build's timing cache into the file and write it atomically, under the file's lock, as
+    Polygraphy's EngineBytesFromNetwork does (``util.LockFile``; ``ITimingCache.combine(previous,
+    ignore_mismatch=True)``), so builds running at once keep each other's timings. Returns the bytes written."""
+    with file_lock(path, what="timing cache"):
+        data = path.read_bytes() if path.is_file() else b""
+        previous = config.create_timing_cache(data) if data else None
+        if previous is not None and not cache.combine(previous, True):
+            log.warning(f"timing cache {path}: its entries could not be merged (another TensorRT or GPU); "
+                        f"replaced by this build's")
+        out = bytes(memoryview(cache.serialize()))
+        atomic_write_bytes(path, out)
+    return len(out)
 
 
 def _onnx_node_names(path: "str | Path") -> list[str] | None:
@@ -825,25 +883,39 @@ def _onnx_node_names(path: "str | Path") -> list[str] | None:
 # the runtime
 
 
+def check_host_code(manifest: dict | None, allow_host_code: bool, engine_path: str) -> None:
+    """A manifest that says version compatible means the plan carries host code: refuse it, before
+    TensorRT sees a byte, unless the user allowed host code."""
+    vc = bool(((manifest or {}).get("tensorrt") or {}).get("version_compatible")
+              or ((manifest or {}).get("build_options") or {}).get("version_compatible"))
+    if vc and not allow_host_code:
+        raise UserError(f"{engine_path}: a version-compatible engine carries host code (native code this process "
+                        f"would run); pass --allow-host-code (allow_host_code=True) if you built it or trust its "
+                        f"source, or rebuild it here without --version-compatible")
+
+
 def deserialize_engine(trt, engine_bytes: bytes, engine_path: str, manifest: dict | None = None,
-                       verbose: bool = False, options: DeserializeOptions | None = None, trusted: bool = False):
+                       verbose: bool = False, options: DeserializeOptions | None = None,
+                       allow_host_code: bool = False):
     """(runtime, engine) from a plan; None from TensorRT becomes a one-line UserError.
 
-    ``options`` (default: what the manifest implies, :meth:`DeserializeOptions.from_manifest`) are set on
-    the runtime first: host code for version-compatible plans, the DLA core for DLA plans. TensorRT's
-    standard plugins are registered before deserializing.
+    ``options`` (default: :meth:`DeserializeOptions.from_manifest` with ``allow_host_code``) are set on the
+    runtime first: host code where allowed, the DLA core for DLA plans. TensorRT's standard plugins are
+    registered before deserializing.
     """
     logger = make_logger(trt, verbose)
     init_plugins(trt, logger)
     runtime = trt.Runtime(logger)
     if options is None:
-        options = DeserializeOptions.from_manifest(manifest, trusted=trusted)
+        options = DeserializeOptions.from_manifest(manifest, allow_host_code=allow_host_code)
     apply_deserialize_options(runtime, options, engine_path)
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None:
+        host = "" if options.engine_host_code_allowed else (", or it is version compatible and needs "
+                                                            "--allow-host-code")
         raise UserError(f"{engine_path}: TensorRT {trt.__version__} could not deserialize this engine (built by "
-                        f"another TensorRT version or for another GPU, or the file is damaged); rebuild it with "
-                        f"{rebuild_hint(manifest, engine_path)}")
+                        f"another TensorRT version or for another GPU, or the file is damaged{host}); rebuild it "
+                        f"with {rebuild_hint(manifest, engine_path)}")
     return runtime, engine
 
 
@@ -971,15 +1043,24 @@ def device_memory_size(engine) -> int:
 
 
 def io_tensors(trt, engine) -> list[dict]:
-    """Name-based I/O (TensorRT 10+): num_io_tensors, get_tensor_name/mode/shape/dtype."""
+    """Name-based I/O (TensorRT 10+): num_io_tensors, get_tensor_name/mode/shape/dtype. ``dtype`` is the NumPy
+    dtype (``trt.nptype``: HALF -> float16, ...), None where NumPy has none (BF16, FP8, INT4: ``trt_dtype``)."""
+    import numpy as np
+
     out = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         mode = engine.get_tensor_mode(name)
+        trt_dtype = engine.get_tensor_dtype(name)
+        try:
+            dtype = np.dtype(trt.nptype(trt_dtype))
+        except TypeError:  # "Could not resolve TensorRT datatype to an equivalent numpy datatype."
+            dtype = None
         out.append({
             "name": name,
             "is_input": mode == trt.TensorIOMode.INPUT,
             "shape": [int(d) for d in engine.get_tensor_shape(name)],
-            "dtype": trt.nptype(engine.get_tensor_dtype(name)),
+            "dtype": dtype,
+            "trt_dtype": str(getattr(trt_dtype, "name", trt_dtype)),
         })
     return out

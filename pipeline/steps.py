@@ -251,7 +251,7 @@ def tensorrt_missing() -> str | None:
         lacking.append("no NVIDIA GPU")
     if not lacking:
         return None
-    return (f"{' and '.join(lacking)}; engines are built where both are (pip install -e '.[tensorrt]' on a machine "
+    return (f"{' and '.join(lacking)}; engines are built where both are (pip install -e '.[tensorrt-cu12]' on a machine "
             f"with an NVIDIA GPU, then cpnet pipeline --from engines)")
 
 

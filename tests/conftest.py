@@ -103,3 +103,19 @@ def tiny_prior_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("tiny_prior_onnx") / "model.prior.onnx"
     path, _ = export_checkpoint(tiny_checkpoint, out, ExportOptions(with_prior=True), RuntimeOptions(threads=1))
     return path
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """``fake_trt(version="10.3.0", **knobs)``: ``import tensorrt`` / ``pycuda`` / ``cuda.bindings`` become the
+    fake of that version (tests/fake_tensorrt); returns its :class:`fake_tensorrt.World`. Removed afterwards."""
+    import fake_tensorrt
+    from engines import trt as trtlayer
+
+    def install(version: str = "10.3.0", **knobs):
+        world = fake_tensorrt.install(version, **knobs)
+        monkeypatch.setattr(trtlayer, "is_jetson", lambda: world.jetson)
+        return world
+
+    yield install
+    fake_tensorrt.uninstall()

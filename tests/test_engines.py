@@ -149,7 +149,7 @@ def test_tensorrt_backend_without_tensorrt_is_one_line(tmp_path):
     with pytest.raises(MissingDependency) as e:
         engines.open(eng)
     msg = str(e.value)
-    assert "\n" not in msg and "TensorRT is not installed" in msg and "pip install -e .[tensorrt]" in msg
+    assert "\n" not in msg and "TensorRT is not installed" in msg and "pip install -e .[tensorrt-cu12]" in msg
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here; this checks the message where it is not")

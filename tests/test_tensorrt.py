@@ -264,7 +264,7 @@ def test_progress_monitor_prints_a_line_per_phase():
 
 def _trt_skip_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install -e .[tensorrt] from NVIDIA's package index, or JetPack)"
+        return "TensorRT is not installed (pip install -e .[tensorrt-cu12] or .[tensorrt-cu13] from NVIDIA's package index, or JetPack)"
     if importlib.util.find_spec("pycuda") is None:
         return "PyCUDA is not installed (pip install pycuda)"
     try:

@@ -95,11 +95,23 @@ def add_runtime(p: argparse.ArgumentParser, device: bool = False, providers: boo
     g.add_argument("--no-progress", action="store_true", help="no progress bars (plain log lines)")
 
 
+def add_engine_trust(p: argparse.ArgumentParser) -> None:
+    """--trust-engine and --allow-host-code: what a TensorRT engine may do, on the user's word only."""
+    g = p.add_argument_group("TensorRT engines")
+    g.add_argument("--trust-engine", action="store_true",
+                   help="open engines that have no manifest (unverified native code; only engines you built)")
+    g.add_argument("--allow-host-code", action="store_true",
+                   help="let version-compatible engines run the host code they carry (native code in this "
+                        "process; only engines you built or trust)")
+
+
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     providers = getattr(args, "providers", None) or ""
     return RuntimeOptions(device=getattr(args, "device", "auto"), threads=getattr(args, "threads", None),
                           providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
-                          progress=not getattr(args, "no_progress", False))
+                          progress=not getattr(args, "no_progress", False),
+                          trust_engine=bool(getattr(args, "trust_engine", False)),
+                          allow_host_code=bool(getattr(args, "allow_host_code", False)))
 
 
 def add_keep_float(p: argparse.ArgumentParser, precision: str, auto: bool = False) -> None:

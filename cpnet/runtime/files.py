@@ -1,4 +1,4 @@
-"""Atomic writes, output places checked before work, scratch folders, hashing: shared by every stage.
+"""Atomic writes, file locks, output places checked before work, scratch folders, hashing: shared by every stage.
 
 Every artifact (checkpoint, ONNX file, engine, report) is written to a
 temporary file in the same folder and renamed over the target, so a crash or a
@@ -121,6 +121,28 @@ def atomic_path(target: "str | Path") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def file_lock(path: "str | Path", timeout_s: float = 600.0, what: str = "file") -> Iterator[None]:
+    """Hold ``<path>.lock`` exclusively, across processes and threads, for a read-modify-write of ``path``
+    (filelock's FileLock: ``flock`` on POSIX). A lock another process holds longer than ``timeout_s`` is a
+    one-line UserError naming the lock file; the lock file itself is left in place (removing it could
+    let a third process lock a different file of the same name)."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=timeout_s, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{lock_path}: another process has held the {what}'s lock for {timeout_s:.0f} s; wait for "
+                        f"it to finish, or remove the lock file if no cpnet process is running") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def atomic_write_bytes(target: "str | Path", data: bytes) -> None:

@@ -13,12 +13,20 @@ from dataclasses import dataclass
 class RuntimeOptions:
     """Where and how a model runs: ``device`` (auto|cpu|cuda|cuda:N, for torch), ``threads`` (CPU
     intra-op threads; None = the library's choice), ``providers`` (ONNX Runtime providers or the aliases
-    cpu, cuda, tensorrt; empty = CPU), ``progress`` (progress bars on a terminal)."""
+    cpu, cuda, tensorrt; empty = CPU), ``progress`` (progress bars on a terminal); for TensorRT engines,
+    ``trust_engine`` (open one without a manifest) and ``allow_host_code`` (let a version-compatible engine
+    run its host code), each only on the user's word."""
 
     device: str = "auto"
     threads: int | None = None
     providers: tuple[str, ...] = ()
     progress: bool = True
+    trust_engine: bool = False
+    allow_host_code: bool = False
+
+    def engine_options(self) -> dict:
+        """The ``engines.open`` keywords for a TensorRT engine that these options set."""
+        return {k: True for k in ("trust_engine", "allow_host_code") if getattr(self, k)}
 
 
 @dataclass(frozen=True)

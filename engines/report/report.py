@@ -163,6 +163,8 @@ def open_options(path: "str | Path", runtime) -> dict:
         return {"device": runtime.device, "threads": runtime.threads}
     if backend == "onnxruntime":
         return {"providers": list(runtime.providers) or None, "threads": runtime.threads}
+    if backend == "tensorrt":
+        return runtime.engine_options()
     return {}
 
 
@@ -706,6 +708,7 @@ def add_arguments(p) -> None:
     g.add_argument("--warmup", type=a.non_negative_int, default=d.warmup, metavar="N",
                    help=f"untimed model calls before each pass (default {d.warmup})")
     a.add_json(p, "the report (as report.json)")
+    a.add_engine_trust(p)
     a.add_runtime(p, device=True, providers=True)
 
 

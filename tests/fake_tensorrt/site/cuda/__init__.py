@@ -1,0 +1,1 @@
+"""The fake cuda-python (tests/fake_tensorrt): ``cuda.bindings.runtime`` only."""

@@ -1,0 +1,2 @@
+"""The fake PyCUDA (tests/fake_tensorrt)."""
+VERSION = (2024, 1)
