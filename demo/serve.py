@@ -50,7 +50,7 @@ log = get_logger("demo")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_FPS = 15.0
 JPEG_QUALITY = 80
-COOKIE = "cpnet_demo_token"
+COOKIE = "cpnet_demo_token"  # + "_PORT": cookies are not kept apart by port, two demos on one host would clash
 BOUNDARY = "cpnetframe"
 #: Seconds a viewer's socket may block on a send before it is closed (a stalled viewer).
 SEND_TIMEOUT_S = 10.0
@@ -170,6 +170,7 @@ class DemoServer:
         except OSError as e:
             raise UserError(f"--serve {host}:{port}: cannot listen there ({e.strerror or e})") from None
         self.host, self.port = host, self.httpd.server_address[1]
+        self.cookie = f"{COOKIE}_{self.port}"
         self.allowed_hosts = self._allowed_hosts()
         self._threads: list[threading.Thread] = []
 
@@ -181,20 +182,12 @@ class DemoServer:
         return names
 
     def host_ok(self, header: str | None) -> bool:
-        """Does a ``Host`` (or ``Origin`` netloc) name this server: an IP address or a name of this machine, and
-        this port? A name a DNS-rebinding page could point here is anything else."""
+        """Does a ``Host`` (or ``Origin`` netloc) name this server: an IP address or a name of this machine? A name
+        a DNS-rebinding page could point here is anything else. The port is not compared: through
+        ``ssh -L 9000:127.0.0.1:8080`` the browser says 127.0.0.1:9000."""
         if not header:
             return False
-        parts = urlsplit(f"//{header}")
-        try:
-            port = parts.port
-        except ValueError:
-            return False
-        name = (parts.hostname or "").lower()
-        if port is not None and port != self.port:
-            return False
-        if port is None and self.port != 80:
-            return False
+        name = (urlsplit(f"//{header}").hostname or "").lower()
         if _is_ip(name):
             return _is_loopback(name) or not _is_loopback(self.host)  # beyond loopback only when bound beyond it
         return name in self.allowed_hosts
@@ -269,7 +262,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return query[0], True
         for part in (self.headers.get("Cookie") or "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE:
+            if name == self.server_obj.cookie:
                 return value, False
         return None, False
 
@@ -303,8 +296,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             for k, v in (extra or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            self.wfile.write(body)
         except OSError:  # the viewer went away
             self.close_connection = True
 
@@ -324,7 +316,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             extra = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self' "
                                                 "'unsafe-inline'", "X-Frame-Options": "DENY"}
             if self._from_query:
-                extra["Set-Cookie"] = f"{COOKIE}={srv.token}; Path=/; HttpOnly; SameSite=Strict"
+                extra["Set-Cookie"] = f"{srv.cookie}={srv.token}; Path=/; HttpOnly; SameSite=Strict"
             self._send(HTTPStatus.OK, body, kind, extra)
         elif route == "/stream.mjpg":
             self._stream()
@@ -341,9 +333,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, png, "image/png", {"Content-Disposition": f'attachment; filename="{name}"'})
         else:
             self._plain(HTTPStatus.NOT_FOUND, "not found\n")
-
-    def do_HEAD(self):  # noqa: N802
-        self.do_GET()
 
     def do_POST(self):  # noqa: N802
         if not self._allowed():

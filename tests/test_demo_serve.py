@@ -63,7 +63,7 @@ class Running:
                 token: bool | str = True):
         h = dict(headers or {})
         if token is True:
-            h.setdefault("Cookie", f"{COOKIE}={self.token}")
+            h.setdefault("Cookie", f"{self.demo.server.cookie}={self.token}")
         elif isinstance(token, str):
             path += ("&" if "?" in path else "?") + f"token={token}"
         c = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
@@ -92,12 +92,13 @@ def test_token_host_and_routes():
         assert r.request("GET", "/stream.mjpg", token=False)[0] == 401
         status, headers, body = r.request("GET", "/", token=r.token)
         assert status == 200 and b'src="/stream.mjpg"' in body
-        assert f"{COOKIE}={r.token}" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+        assert f"{COOKIE}_{r.port}={r.token}" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
         # the cookie alone is enough; the Host must name this server (a rebound DNS name is refused)
         assert r.request("GET", "/app.js")[0] == 200
         assert r.request("GET", "/", headers={"Host": f"attacker.example:{r.port}"})[0] == 403
-        assert r.request("GET", "/", headers={"Host": f"localhost:{r.port + 1}"})[0] == 403
+        assert r.request("GET", "/", headers={"Host": "attacker.example"})[0] == 403
         assert r.request("GET", "/", headers={"Host": f"localhost:{r.port}"})[0] == 200
+        assert r.request("GET", "/", headers={"Host": "127.0.0.1:9000"})[0] == 200  # through ssh -L 9000:...:PORT
         # nothing but the page's own routes: no listing, no files
         for path in ("/assets/", "/../serve.py", "/index.html", "/demo/serve.py", "/etc/passwd"):
             assert r.request("GET", path)[0] == 404, path
