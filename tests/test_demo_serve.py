@@ -197,6 +197,21 @@ def test_viewers_share_one_encoding_and_a_stalled_viewer_stalls_no_one():
     assert r.summary["ended"] == "quit" and r.summary["served"]["frames_encoded"] >= 20
 
 
+def test_the_stream_is_capped_at_serve_fps():
+    """A camera at about 100 frames a second, served at 5: the encoder never goes faster than asked (an upper bound;
+    a busy machine only makes it slower)."""
+    with Running(SlowModel(delay=0.0), FlakyCamera(10**9, period=0.01), serve_fps=5) as r:
+        viewer = open_stream(r)
+        read_parts(viewer, 2)
+        frames = r.demo.server.frames
+        n0, shown0, t0 = frames.encoded, r.demo.stats.shown, time.monotonic()
+        read_parts(viewer, 8)
+        n1, shown1, elapsed = frames.encoded, r.demo.stats.shown, time.monotonic() - t0
+        viewer.close()
+        assert n1 - n0 <= 5 * elapsed + 2
+        assert shown1 - shown0 > n1 - n0  # the demo itself is not capped: frames in between are not encoded
+
+
 # --------------------------------------------------------------------------- the page in headless Chromium
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
