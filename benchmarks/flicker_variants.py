@@ -36,7 +36,7 @@ def demo_figures(model: Path, clip: Path, smooth: float, threads: int | None) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run directory (its export/ holds the variants)")
+    p.add_argument("run", help="a run directory (its export/ holds the variants), or a folder of ONNX files")
     p.add_argument("--clip", help="the clip (default: made with cpnet data --clip in the run's demo/ folder)")
     p.add_argument("--smooth", type=float, default=0.5, help="the EMA weight of the new frame (default 0.5)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads")
@@ -45,9 +45,10 @@ def main(argv=None) -> int:
     from cpnet.runtime.machine import machine_info, machine_line
 
     run = Path(args.run)
-    variants = sorted(f for f in (run / "export").glob("*.onnx") if Path(f"{f}.json").exists())
+    folder = run / "export" if (run / "export").is_dir() else run
+    variants = sorted(f for f in folder.glob("*.onnx") if Path(f"{f}.json").exists())
     if not variants:
-        raise SystemExit(f"{run / 'export'}: no ONNX files with manifests (run cpnet pipeline first)")
+        raise SystemExit(f"{folder}: no ONNX files with manifests (run cpnet pipeline first)")
     clip = Path(args.clip) if args.clip else run / "demo" / "flicker_clip.mp4"
     if not clip.exists():
         manifest = json.loads(Path(f"{variants[0]}.json").read_text())
