@@ -344,3 +344,19 @@ def test_beyond_loopback_only_when_asked_and_still_with_the_token():
         assert not loop.host_ok(f"10.1.2.3:{loop.port}")  # only loopback reaches it: another address is refused
     finally:
         loop.close()
+
+
+def test_cpnet_demo_serve_prints_the_url_and_the_tunnel(tiny_onnx, tmp_path, capsys):
+    from cpnet import cli
+    from demo_doubles import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=6)
+    rc = cli.main(["demo", str(tiny_onnx), "-s", str(clip), "--headless", "--no-drop", "--serve", "127.0.0.1:0",
+                   "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "serving the demo at http://127.0.0.1:" in out and "?token=" in out and "ssh -L " in out
+    assert "frames: 6 shown" in out
+    rc = cli.main(["demo", str(tiny_onnx), "-s", str(clip), "--headless", "--serve", "localhost:http"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--serve 'localhost:http'" in err and "Traceback" not in err
