@@ -347,12 +347,15 @@ class Pipeline:
     ``fps_cap``: at most this many inferences per second. ``pace_fps``: for a file or folder read
     live, deliver frames at this rate as a camera would. ``max_frames``: with ``no_drop``,
     capture stops after this many frames (live, the caller stops after it has shown them).
+    ``temporal(frame_bgr, logits) -> labels``: where given (:class:`demo.flicker.Temporal`), the drawing
+    thread's label maps come from it (flicker measured, probabilities smoothed) instead of the plain argmax.
     """
 
     def __init__(self, source, runner: Runner, manifest: dict, draw: Callable, view: ViewState,
                  no_drop: bool = False, fps_cap: float | None = None, pace_fps: float | None = None,
-                 max_frames: int | None = None):
+                 max_frames: int | None = None, temporal: Callable | None = None):
         self.source = source
+        self.temporal = temporal
         self.runner = runner
         self.manifest = manifest
         self.draw = draw
@@ -496,7 +499,8 @@ class Pipeline:
                     continue
                 view = self.view.get()
                 t0 = time.perf_counter()
-                labels = labels_from_logits(item.logits)
+                labels = (labels_from_logits(item.logits) if self.temporal is None
+                          else self.temporal(item.frame.image, item.logits))
                 t1 = time.perf_counter()
                 image = self.draw(item.frame.image, labels, item.prior, view)
                 t2 = time.perf_counter()

@@ -14,7 +14,8 @@ folder instead. The picture (:mod:`demo.render`): overlay, side-by-side or mask,
 classes in view, a HUD with FPS and milliseconds per stage (and GPU load and board power on a
 Jetson, :mod:`demo.tegrastats`), and the context-prior view: for one pixel, its row of the prior
 map P (``--show-prior``; needs an artifact exported with ``cpnet export --with-prior``, or a
-checkpoint).
+checkpoint). ``--serve [HOST:]PORT`` serves the live view, its figures and its controls to a browser
+(:mod:`demo.serve`); the flicker figures and ``--smooth`` are :mod:`demo.flicker`'s.
 
 Keys (window): q/Esc quit, space pause, m cycle modes, s snapshot (PNG beside the output), p the
 prior view, +/- overlay alpha; the mouse picks the prior's pixel. The run ends at the end of a
@@ -55,6 +56,7 @@ import numpy as np  # noqa: E402
 
 from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
+from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
 from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
 from demo.sources import (DEFAULT_BACKOFF, FrameSource, check_source, opencv_build, parse_source,  # noqa: E402
@@ -188,6 +190,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"saved: {s['output']} ({s['output_frames']} frames at {s['output_fps']:g} fps)")
     for p in s.get("snapshots") or []:
         lines.append(f"snapshot: {p}")
+    if s.get("flicker"):
+        lines.extend(summary_lines(s["flicker"]))
     return "\n".join(lines)
 
 
@@ -197,7 +201,8 @@ class Demo:
 
     def __init__(self, backend, source: FrameSource, *, headless: bool = True, output: str | None = None,
                  no_drop: bool = False, max_frames: int | None = None, fps_cap: float | None = None,
-                 view: View | None = None, legend: bool = True, pace: bool = True):
+                 view: View | None = None, legend: bool = True, pace: bool = True, smooth: float | None = None,
+                 serve: tuple[str, int] | None = None, serve_fps: float | None = None):
         self.backend = backend
         self.source = source
         self.headless = headless
@@ -215,6 +220,13 @@ class Demo:
         self._frame_size: tuple[int, int] | None = None
         self._last_image: np.ndarray | None = None
         self._window = False
+        self.stopped_by = ""
+        self.temporal = Temporal(smooth)
+        self.server = None
+        if serve is not None:
+            from demo.serve import DEFAULT_FPS, DemoServer
+
+            self.server = DemoServer(self, *serve, fps=serve_fps or DEFAULT_FPS)
         prior_info = backend.manifest.get("prior") or {}
         self.renderer = Renderer(backend.classes or [str(i) for i in range(backend.num_classes)],
                                  backend.palette or _grey_palette(backend.num_classes),
@@ -223,7 +235,8 @@ class Demo:
         if not no_drop and not source.live:
             pace_fps = source.fps or 30.0  # a file read live arrives at its own rate, as from a camera
         self.pipeline = Pipeline(source, self.runner, backend.manifest, self.renderer, self.view, no_drop=no_drop,
-                                 fps_cap=fps_cap, pace_fps=pace_fps, max_frames=max_frames)
+                                 fps_cap=fps_cap, pace_fps=pace_fps, max_frames=max_frames,
+                                 temporal=self.temporal)
         fps = source.fps if (source.fps and not source.live) else (fps_cap or source.fps or 30.0)
         self.video = VideoOutput(Path(output), fps) if output else None
 
@@ -234,6 +247,7 @@ class Demo:
         fps = f"{self.stats.fps:5.1f}" if self.stats.shown >= 2 else "  -- "
         lines = [f"{fps} FPS  dropped {self.pipeline.dropped}  {self.backend.describe()}",
                  f"ms  {times}" if times else ""]
+        lines.append(hud_line(self.temporal.figures()))
         if self.tegra is not None:
             lines.append(self.tegra.hud())
         return lines
@@ -284,6 +298,58 @@ class Demo:
         self.view.notify(f"snapshot: {path}")
         return path
 
+    # --- the browser's controls (demo.serve) ------------------------------------------------
+    def live_stats(self) -> dict:
+        """The HUD's figures for ``/stats``."""
+        v = self.view.get()
+        return {"fps": round(self.stats.fps, 2), "frames_shown": self.stats.shown,
+                "frames_dropped": self.pipeline.dropped,
+                "ms_per_stage": {k: (round(x, 2) if x is not None else None) for k, x in self.stats.recent_ms().items()},
+                "backend": self.backend.describe(), "precision": self.backend.precision,
+                "flicker": self.temporal.figures(), "has_prior": self.runner.has_prior,
+                "why_no_prior": self.runner.why_no_prior, "stopped": self.quit or self.pipeline.stop_event.is_set(),
+                "view": {"mode": v.mode, "alpha": v.alpha, "paused": v.paused, "show_prior": v.show_prior,
+                         "point": list(v.point) if v.point else None},
+                "board": self.tegra.hud() if self.tegra is not None else None}
+
+    def control(self, request: dict) -> dict:
+        """One POST /control: what a window key does (mode, alpha, pause, prior, the prior's pixel, stop)."""
+        action = request.get("action")
+        if action == "mode":
+            if request.get("value") not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}")
+            self.view.notify(f"mode: {request['value']}", 1.5)
+            self.view.update(mode=request["value"])
+        elif action == "alpha":
+            self.view.update(alpha=round(min(1.0, max(0.0, float(request.get("value")))), 2))
+        elif action == "pause":
+            self.view.update(paused=bool(request.get("value", not self.view.get().paused)))
+        elif action in ("prior", "point"):
+            if not self.runner.has_prior:
+                return {"notice": f"no prior view: {self.runner.why_no_prior}"}
+            if action == "point":
+                h, w = self._frame_size or (0, 0)
+                if not (h and w):
+                    return {"notice": "no frame yet"}
+                x, y = int(request["x"]), int(request["y"])
+                self.view.update(show_prior=True, point=(x % w, min(max(y, 0), h - 1)))
+            else:
+                self.view.update(show_prior=bool(request.get("value", not self.view.get().show_prior)))
+        elif action == "stop":
+            self.quit = True
+            self.stopped_by = "stopped from the browser"
+            return {"notice": "stopping"}
+        else:
+            raise ValueError(f"unknown action {action!r}: mode, alpha, pause, prior, point or stop")
+        return {"view": self.live_stats()["view"]}
+
+    def snapshot_png(self) -> bytes | None:
+        image = self._last_image
+        if image is None:
+            return None
+        ok, data = cv2.imencode(".png", image)
+        return data.tobytes() if ok else None
+
     # --- the loop --------------------------------------------------------------------------
     def _open_window(self, image: np.ndarray) -> None:
         if not os.environ.get("QT_QPA_FONTDIR") and Path("/usr/share/fonts/truetype").is_dir():
@@ -319,6 +385,9 @@ class Demo:
         ended = ""
         try:
             self.tegra = TegraStats.start_if_available()
+            if self.server is not None:
+                self.server.start()
+                print(self.server.hint(), flush=True)
             self.pipeline.start()
             while not self.quit:
                 item = self.pipeline.get(0.01 if self._window else 0.1)
@@ -333,6 +402,8 @@ class Demo:
                 if self.video is not None and not item.redraw:
                     self.video.write(item.image)
                 self._show(item.image)
+                if self.server is not None:
+                    self.server.publish(item.image)
                 self._last_image = item.image
                 if not item.redraw:
                     item.frame.timings["output"] = (time.perf_counter() - t0) * 1000.0
@@ -342,7 +413,7 @@ class Demo:
                     ended = f"--max-frames {self.max_frames}"
                     break
             else:
-                ended = "quit"
+                ended = self.stopped_by or "quit"
             if ended and not self.headless and self._window and not self.quit and not self.source.live \
                     and not ended.startswith("--max-frames"):
                 self._hold()
@@ -351,6 +422,8 @@ class Demo:
             ended = "interrupted (Ctrl-C)"
         finally:
             self.pipeline.stop()
+            if self.server is not None:
+                self.server.close()
             self.pipeline.join(5.0)
             saved = None
             try:
@@ -393,6 +466,8 @@ class Demo:
             "output_fps": self.video.fps if self.video is not None else None,
             "snapshots": list(self.snapshots),
             "prior": bool(self.view.get().show_prior),
+            "flicker": self.temporal.figures(),
+            "served": self.server.figures() if self.server is not None else None,
         }
 
 
@@ -409,7 +484,8 @@ MODEL is a run directory or checkpoint, an ONNX file or a TensorRT engine; its m
 preprocessing. Capture never waits for the model: the newest frame is processed and the others are
 counted as dropped (--no-drop processes every frame of a file or folder). Window keys: q/Esc quit,
 space pause, m mode (overlay, side-by-side, mask), s snapshot, p prior view, +/- alpha. A summary
-(frames shown and dropped, mean FPS, ms per stage) ends every run. The window needs an OpenCV
+(frames shown and dropped, mean FPS, ms per stage, flicker) ends every run. --serve PORT shows it in a
+browser instead (127.0.0.1 unless HOST:PORT; the URL with its token is printed). The window needs an OpenCV
 with GUI support (pip install 'cpnet[desktop]'); GStreamer pipelines and csi need a system OpenCV
 built with GStreamer (JetPack's)."""
 
@@ -418,7 +494,9 @@ cpnet demo model.int8-cpu.onnx --source clip.mp4 --headless --no-drop -o out.mp4
 cpnet demo runs/quickstart --source frames/ --mode side-by-side
 cpnet demo model.fp16.engine --source csi --width 1280 --height 720 --fps 30
 cpnet demo model.onnx --source rtsp://192.168.1.20:8554/cam --fps-cap 15
-cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4"""
+cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4
+cpnet demo prior.onnx --source 0 --headless --serve 8080             # watch and steer it from a browser
+cpnet demo model.int8.onnx --source clip.mp4 --no-drop --headless --smooth 0.5   # flicker with and without"""
 
 
 def add_arguments(p) -> None:
@@ -453,6 +531,15 @@ def add_arguments(p) -> None:
     v.add_argument("--headless", action="store_true", help="no window (SSH, CI): use with -o to keep the video")
     v.add_argument("--no-hud", action="store_true", help="no FPS/timing text on the picture")
     v.add_argument("--no-legend", action="store_true", help="no legend of the classes in view")
+    v.add_argument("--smooth", type=_weight, metavar="A",
+                   help="draw an exponential moving average of the class probabilities over frames, A = the new "
+                        "frame's weight (e.g. 0.5; reset on a scene cut): less flicker, a little lag")
+    w = p.add_argument_group("browser")
+    w.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="serve the live view, its figures and its controls to a browser (127.0.0.1 unless a HOST is "
+                        "given; the URL with its token is printed; 0 picks a free port)")
+    w.add_argument("--serve-fps", type=_positive_float, metavar="F",
+                   help="at most this many frames a second to the browser (default 15)")
     a.add_json(p, "the summary")
     a.add_engine_trust(p)
     a.add_runtime(p, device=True, providers=True)
@@ -466,6 +553,15 @@ def _positive_float(text: str) -> float:
     value = non_negative_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _weight(text: str) -> float:
+    import argparse
+
+    value = _unit_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1, got {text}")
     return value
 
 
@@ -485,6 +581,11 @@ def run(args) -> int:
 
     quiet_opencv()
     point = parse_point(args.prior_point)
+    serve = None
+    if args.serve is not None:
+        from demo.serve import parse_serve
+
+        serve = parse_serve(args.serve)
     if point is not None and not args.show_prior:
         log.warning("--prior-point without --show-prior: the prior view starts off (key p turns it on)")
     build = opencv_build()
@@ -511,7 +612,8 @@ def run(args) -> int:
                  + (" [every frame]" if args.no_drop else " [newest frame; others dropped]"))
         view = View(mode=args.mode, alpha=args.alpha, show_prior=args.show_prior, point=point, hud=not args.no_hud)
         demo = Demo(backend, source, headless=args.headless, output=args.output, no_drop=args.no_drop,
-                    max_frames=args.max_frames, fps_cap=args.fps_cap, view=view, legend=not args.no_legend)
+                    max_frames=args.max_frames, fps_cap=args.fps_cap, view=view, legend=not args.no_legend,
+                    smooth=args.smooth, serve=serve, serve_fps=args.serve_fps)
         summary = demo.run()
     finally:
         backend.close()

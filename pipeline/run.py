@@ -198,7 +198,7 @@ DESCRIPTION = """The whole job in one command: data, training, evaluation, expor
 
 Steps, in order: data, train, evaluate, export, fp16, int8, int8-cpu, check-trt10, check-trt11,
 engines (where TensorRT and a GPU are; one "skipped: ..." line otherwise), report, demo (headless, on
-a clip made from the validation images, saved). A step is skipped when its outputs are newer than its
+a motion clip of a synthetic scene, or a clip of a user's validation images, saved). A step is skipped when its outputs are newer than its
 inputs and its options are unchanged (a stamp per step in RUN_DIR/stamps); each step writes its own
 log, RUN_DIR/logs/STEP.log. A failing step stops the pipeline with its name and log file; a gate that
 trips (the FP16 drift limit, the pre-flight check, the drift report) does not stop it, and the

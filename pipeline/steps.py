@@ -286,7 +286,8 @@ def clip_side(image_size: int) -> int:
 
 
 def make_clip(plan: Plan) -> Path:
-    """A video of the validation images (each held CLIP_FRAMES_PER_IMAGE frames, scaled up), for the demo."""
+    """A video of the validation images (each held CLIP_FRAMES_PER_IMAGE frames, scaled up), for the demo of a
+    user's dataset (a synthetic one gets ``cpnet data --clip``'s motion clip instead)."""
     import cv2
 
     from cpnet.runtime.errors import UserError
@@ -387,6 +388,12 @@ def make_step(name: str, plan: Plan) -> Step:
         argv = [str(model), "-s", str(plan.clip), "--headless", "--no-drop", "-o", str(out), "--json", str(summary)]
         argv += ["--threads", str(plan.threads)] if plan.threads else []
         argv += ["-v"] if plan.verbose else []
+        if plan.synthetic:  # a slow pan and zoom over one scene: motion without scene cuts, for the flicker figures
+            clip = ["--clip", str(plan.clip), "--size", str(plan.image_size), "--clip-side",
+                    str(clip_side(plan.image_size))]
+            return Step(name, f"the live demo on a motion clip of a synthetic scene, with {model.name}",
+                        [("data", clip), ("demo", argv)], [_as_file(model), plan.data_marker],
+                        [plan.clip, out, summary])
         return Step(name, f"the live demo on a clip of the validation images, with {model.name}",
                     [("demo", argv)], [_as_file(model), plan.data_marker], [plan.clip, out, summary],
                     before=lambda: make_clip(plan))

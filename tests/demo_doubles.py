@@ -1,5 +1,5 @@
-"""Test doubles for the live demo: a slow model, a camera that fails after k frames, a scripted opener,
-and a generated video clip."""
+"""Test doubles for the live demo: a slow model, a camera that fails after k frames, a camera of noise, a
+scripted opener, and a generated video clip."""
 
 from __future__ import annotations
 
@@ -74,6 +74,22 @@ class FlakyCamera:
 
     def release(self) -> None:
         self.released = True
+
+
+class NoisyCamera(FlakyCamera):
+    """A camera of ``shape`` whose frames are random noise (JPEG-encoded they stay large: a stalled viewer's
+    socket buffers fill quickly) with :class:`FlakyCamera`'s growing red band over them."""
+
+    def __init__(self, frames_ok: int = 10**9, period: float = 0.02, shape=(240, 320)):
+        super().__init__(frames_ok, period, shape)
+        self.rng = np.random.default_rng(0)
+
+    def read(self):
+        ok, frame = super().read()
+        if ok:
+            noise = self.rng.integers(0, 120, frame.shape, dtype=np.uint8)
+            frame = np.maximum(frame, noise)
+        return ok, frame
 
 
 class ScriptedOpener:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cpnet import cli
+from cpnet.data.synthetic import CLIP_FRAMES
 from pipeline import steps as S
 
 # A ResNet-18 at base width 16 with a 16-channel head on a 4x4 prior grid: 32x32 inputs (tests/conftest.py).
@@ -76,7 +77,9 @@ def test_every_step_runs_end_to_end_and_the_end_screen_says_where_everything_is(
     for rel in plan_files:
         assert (run / rel).is_file(), rel
     demo = json.loads((run / "demo" / "demo.json").read_text())
-    assert demo["frames_shown"] == 4 * S.CLIP_FRAMES_PER_IMAGE
+    # the synthetic run's clip is the motion clip (a pan and zoom over one scene): every frame shown, no scene cut
+    assert demo["frames_shown"] == CLIP_FRAMES
+    assert demo["flicker"]["raw"]["pairs"] == CLIP_FRAMES - 1 and demo["flicker"]["raw"]["scene_cuts"] == 0
     # the end screen: paths, a row per variant, the evaluation, demo FPS, what to run next, step times
     report = json.loads((run / "report" / "report.json").read_text())
     assert len(report["rows"]) == 5

@@ -35,10 +35,15 @@ beach with shaded patches, sometimes a grass dune) and *harbour* (sky,
 buildings, a road and the water side by side, cars on one, boats on the other,
 so both look-alikes share an image). A mild blur, per-pixel noise and a global
 brightness change keep the task from being per-pixel trivial.
+
+``cpnet data --clip clip.mp4`` writes a short video instead (:func:`write_motion_clip`): a slow pan and
+zoom over one scene, with fresh sensor noise per frame, so consecutive frames differ a little and
+there is no scene cut; the live demo's flicker figures (``demo/flicker.py``) are measured on it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,7 +73,7 @@ SYNTHETIC_PALETTE = tuple(c for _, c in SYNTHETIC_CLASSES)
 LOOKALIKE_PAIRS: tuple[tuple[str, str], ...] = (("car", "boat"), ("sand", "water"))
 
 SKY, BUILDING, GRASS, ROAD, WATER, CAR, BOAT, SAND = range(8)
-SPLIT_CODES = {"train": 0, "val": 1}
+SPLIT_CODES = {"train": 0, "val": 1, "clip": 2}  # "clip": the motion clip's scene, drawn apart from both splits
 GENERATOR_VERSION = 2
 
 # Vehicle body colours (RGB), shared by cars and boats.
@@ -330,6 +335,57 @@ def make_sample(seed: int, split: str, index: int, size: int = 128) -> tuple[np.
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
 
 
+# --------------------------------------------------------------------------- the motion clip
+
+#: The motion clip's defaults: 90 frames at 15 fps (6 s).
+CLIP_FRAMES = 90
+CLIP_FPS = 15.0
+
+
+def motion_frames(seed: int = 0, size: int = 128, side: int = 512, frames: int = CLIP_FRAMES, noise: float = 2.0):
+    """The motion clip's frames (BGR uint8, side x side), one at a time: a slow pan and zoom over one scene.
+
+    The scene is drawn at 1.5 x ``size`` (the training images' side), so a window of 0.6-0.8 of it holds
+    textures at about the training scale; the window's centre moves from 40% to 60% of the scene's width
+    and its side shrinks from 80% to 60% (a zoom in), sampled with sub-pixel bilinear warps, and each
+    frame gets fresh Gaussian noise of ``noise`` grey levels, as a camera's. A pure function of its arguments.
+    """
+    rgb, _ = make_sample(seed, "clip", 0, int(round(1.5 * size)))
+    scene = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    n = scene.shape[0]
+    rng = np.random.default_rng([int(seed), SPLIT_CODES["clip"], 1])
+    for i in range(frames):
+        t = i / max(1, frames - 1)
+        window = n * (0.8 - 0.2 * t)
+        cx, cy = n * (0.4 + 0.2 * t), n * (0.5 + 0.05 * t)
+        k = side / window  # scene pixels -> frame pixels
+        m = np.array([[k, 0.0, side / 2 - k * cx], [0.0, k, side / 2 - k * cy]], np.float32)
+        frame = cv2.warpAffine(scene, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if noise:
+            frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
+        yield frame
+
+
+def write_motion_clip(path: "str | Path", seed: int = 0, size: int = 128, side: int = 512,
+                      frames: int = CLIP_FRAMES, fps: float = CLIP_FPS) -> Path:
+    """:func:`motion_frames` as an mp4 (mp4v) at ``fps``, written under a temporary name and moved into place."""
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise UserError(f"{path}: the motion clip is written as .mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (side, side))
+    if not writer.isOpened():
+        raise UserError(f"{path}: OpenCV cannot write mp4 video here (no FFmpeg in this OpenCV build)")
+    try:
+        for frame in motion_frames(seed, size, side, frames):
+            writer.write(frame)
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return path
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -385,10 +441,12 @@ def generate(out: "str | Path", n_train: int = 400, n_val: int = 100, size: int 
 
 DESCRIPTION = """Write the built-in synthetic dataset (a context-dependent street/beach scene) in cpnet's folder format.
 
-Deterministic: the same options give the same bytes. Nothing is downloaded."""
+Deterministic: the same options give the same bytes. Nothing is downloaded. With --clip FILE it writes
+only a short video instead: a slow pan and zoom over one scene, for the live demo and its flicker figures."""
 
 EXAMPLES = """cpnet data                                   # -> data/synthetic (400 train + 100 val, 128 px)
-cpnet data -o data/syn256 --size 256 --train 800"""
+cpnet data -o data/syn256 --size 256 --train 800
+cpnet data --clip clip.mp4                   # a 6-second pan and zoom over one scene (512x512, 15 fps)"""
 
 
 def add_arguments(p) -> None:
@@ -399,9 +457,23 @@ def add_arguments(p) -> None:
     p.add_argument("--val", type=a.non_negative_int, default=100, metavar="N", help="validation images (default 100)")
     p.add_argument("--size", type=a.positive_int, default=128, metavar="PIXELS", help="image side in pixels (default 128)")
     p.add_argument("--seed", type=a.non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    c = p.add_argument_group("motion clip")
+    c.add_argument("--clip", metavar="FILE.mp4",
+                   help="write only a video with a slow pan and zoom over one scene (--size: the scene's scale, as "
+                        "the training images'), not the dataset")
+    c.add_argument("--clip-side", type=a.positive_int, default=512, metavar="PIXELS",
+                   help="the clip's frame side (default 512)")
+    c.add_argument("--clip-frames", type=a.positive_int, default=CLIP_FRAMES, metavar="N",
+                   help=f"frames in the clip (default {CLIP_FRAMES}, at {CLIP_FPS:g} fps)")
 
 
 def run(args) -> int:
+    if args.clip:
+        clip = check_output(args.clip, what="clip")
+        write_motion_clip(clip, args.seed, args.size, args.clip_side, args.clip_frames)
+        print(f"wrote {clip}: {args.clip_frames} frames of {args.clip_side}x{args.clip_side} at {CLIP_FPS:g} fps, "
+              f"a slow pan and zoom over one scene")
+        return 0
     out = check_output(args.output or "data/synthetic", kind="dir")
     t0 = time.perf_counter()
     generate(out, args.train, args.val, args.size, args.seed, progress=True)
