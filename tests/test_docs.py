@@ -19,7 +19,8 @@ Skipped, because commands write them or the reader supplies them: paths whose fi
 folder (``runs/``, ``data/``, ``drift/``, ``out/``, ``tb/``, ``export/``, ``report/``, ``checkpoints/``,
 ``stamps/``, ``logs/``, ``quickstart/``, ``frames/``), the files commands write into a run or report
 (``report.md``, ``config.yaml``, ``classes.yaml``), virtual environments (``.venv*``), flags
-(``-o/--output``), absolute paths, URLs, and placeholders: any part written in capitals (``RUN/report``,
+(``-o/--output``), media types (``multipart/x-mixed-replace``, ``image/jpeg``), absolute paths, URLs, and
+placeholders: any part written in capitals (``RUN/report``,
 ``CKPT.pth``, ``STEP.log``).
 """
 
@@ -35,6 +36,7 @@ DOCS = [ROOT / "README.md", ROOT / "demo" / "README.md", *sorted((ROOT / "docs")
 SUFFIXES = (".py", ".md", ".sh", ".cfg", ".toml", ".yaml", ".yml", ".txt")
 OUTPUT_ROOTS = {"runs", "data", "drift", "out", "tb", "export", "report", "checkpoints", "stamps", "logs",
                 "quickstart", "frames"}
+MEDIA_TYPES = {"application", "audio", "image", "multipart", "text", "video"}  # first part of a MIME type
 OUTPUT_NAMES = {"report.md", "config.yaml", "classes.yaml"}  # files that commands write into a run or report
 PLACEHOLDER = re.compile(r"[*<>{}|$\[\]()=,~]|(?<!:):(?!:)")
 CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
@@ -61,7 +63,7 @@ def named_paths(text: str) -> list[str]:
         if not ("/" in path or path.endswith(SUFFIXES)) or path.startswith(("/", "-", ".venv", "http")):
             continue
         parts = [p for p in path.split("/") if p]
-        if not parts or parts[0] in OUTPUT_ROOTS or path in OUTPUT_NAMES or any(_is_placeholder(p) for p in parts):
+        if not parts or parts[0] in OUTPUT_ROOTS or parts[0] in MEDIA_TYPES or path in OUTPUT_NAMES or any(_is_placeholder(p) for p in parts):
             continue
         found.append(span)
     return found
