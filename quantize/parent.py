@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpnet.runtime import UserError, files, read_manifest, sha256_file
+from cpnet.runtime import UserError, files, read_manifest
+from cpnet.runtime.files import artifact_sha256
 from cpnet.runtime.graph import load_onnx as read_onnx
 
 
@@ -52,7 +53,7 @@ def load_parent(path: "str | Path") -> Parent:
     precision = str(manifest.get("precision", "fp32"))
     if precision != "fp32":
         raise UserError(f"{path}: is a {precision} model; convert the FP32 export (model.onnx) instead")
-    sha = sha256_file(path)
+    sha = artifact_sha256(path)
     if manifest.get("sha256") and manifest["sha256"] != sha:
         raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed after export); "
                         f"re-export it")
