@@ -167,7 +167,9 @@ class VideoOutput:
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
         finally:
             cap.release()
-        if not ok or (count > 0 and count < self.frames):
+        # some containers (mkv) give the frame count as an estimate from the duration: a little slack, while a
+        # cut-short file does not open at all or lacks most of its frames
+        if not ok or (count > 0 and count < self.frames * 0.98 - 1):
             size = self.tmp.stat().st_size if self.tmp.exists() else 0
             raise UserError(f"{self.path}: not saved: the video could not be finished ({size} bytes written, "
                             f"{count} of {self.frames} frames readable; is the disk full?); free some space "

@@ -221,3 +221,25 @@ def test_every_command_has_every_class_that_applies():
             kinds.add("artifact")
         missing = {k for k in kinds if (verb, k) not in have}
         assert not missing or verb not in {c[0] for c in CASES} and verb in ("pipeline", "convert"), (verb, missing)
+
+
+def test_engines_open_api_mistakes_are_one_line_user_errors(tiny_onnx, tiny_checkpoint):
+    """The library door (engines.open): threads out of range, a 0x0 image, a batch of the wrong size and a
+    closed model are each a one-line UserError naming what to do, for every backend here."""
+    import numpy as np
+
+    import engines
+    from cpnet.runtime.errors import UserError
+
+    with pytest.raises(UserError, match="threads=-1"):
+        engines.open(tiny_onnx, threads=-1)
+    for path in (tiny_onnx, tiny_checkpoint):
+        model = engines.open(path)
+        h, w = model.input_size
+        with pytest.raises(UserError, match=r"\(h, w, 3\)"):
+            model.segment(np.zeros((0, 0, 3), np.uint8))
+        with pytest.raises(UserError, match="resize it"):
+            model.infer(np.zeros((1, 3, h + 1, w), np.float32))
+        model.close()
+        with pytest.raises(UserError, match="was closed"):
+            model.infer(np.zeros((1, 3, h, w), np.float32))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cpnet.runtime import UserError, read_manifest
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 from cpnet.runtime.log import get_logger
 
 from .. import trt as trtlayer
@@ -155,7 +155,7 @@ class TensorRTBackend(Backend):
         return self.infer_all(batch)[self._output["name"]]
 
     def infer_all(self, batch) -> dict[str, np.ndarray]:
-        x = as_numpy_batch(batch)
+        x = self.checked_batch(batch)
         want = self._input["shape"]
         if not self._dynamic:
             if tuple(x.shape[1:]) != tuple(want[1:]):

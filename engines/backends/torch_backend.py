@@ -16,7 +16,7 @@ import numpy as np
 
 from cpnet.runtime import UserError
 
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -85,7 +85,7 @@ class TorchBackend(Backend):
 
     def infer(self, batch) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(as_numpy_batch(batch)).to(self.device, non_blocking=True)
+        x = torch.from_numpy(self.checked_batch(batch)).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cuda = self.device.type == "cuda"
