@@ -71,6 +71,9 @@ CASES = [
     ("fp16", "option", ["fp16", "{onnx}", "--max-disagreement", "150"], 2, "--max-disagreement"),
     ("fp16", "artifact", ["fp16", "{bad_manifest_onnx}"], 2, "std"),
     ("fp16", "security", ["fp16", "{tampered_onnx}"], 2, "sha256"),
+    ("fp16", "degenerate", ["fp16", "{wrong_size_onnx}"], 2, "disagrees with the graph"),
+    ("int8", "degenerate", ["int8", "{wrong_classes_onnx}"], 2, "output channels"),
+    ("sensitivity", "degenerate", ["sensitivity", "{wrong_size_onnx}"], 2, "input_size"),
     # int8
     ("int8", "output", ["int8", "{onnx}", "-o", "{under_file}"], 2, "is a file"),
     ("int8", "option", ["int8", "{onnx}", "--num-images", "0"], 2, "--num-images"),
@@ -143,6 +146,9 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     raw = onnx.read_bytes()
     p["bad_manifest_onnx"] = with_manifest("badman.onnx", raw, std=[0.0, 57.1, 57.4])
     p["tampered_onnx"] = with_manifest("tampered.onnx", raw[:-64] + bytes(64))
+    p["wrong_size_onnx"] = with_manifest("wrongsize.onnx", raw, input_size=[64, 64])
+    p["wrong_classes_onnx"] = with_manifest("wrongclasses.onnx", raw, classes=m["classes"][:-1],
+                                            palette=m["palette"][:-1])
     garbage = b"\x08\x07garbage" * 40
     p["garbage_onnx"] = with_manifest("garbage.onnx", garbage, sha256=hashlib.sha256(garbage).hexdigest())
     p["traversal_onnx"] = _traversal_model(inputs)
