@@ -300,6 +300,9 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
     bar.close()
     if not used:
         raise UserError(f"no usable labelled image ({len(skipped or [])} bad sample(s)); check --data / --split")
+    if int(total.mat.sum()) == 0:
+        raise UserError(f"no labelled pixel in {len(used)} image(s): every mask pixel is the ignore label "
+                        f"({dataset.ignore_index}) or out of range, so mIoU is undefined; check the masks")
     result = Pass(indices=used, counts=np.asarray(counts, np.int64).reshape(len(used), 3, C),
                   matrix=total.mat.copy(), same=np.asarray(same, np.int64), pixels=np.asarray(pixels, np.int64),
                   latencies_ms=latencies, worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],

@@ -90,6 +90,8 @@ CASES = [
      "--max-miou-drift"),
     ("report", "artifact", ["report", "{bad_manifest_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "std"),
     ("report", "security", ["report", "{tampered_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "sha256"),
+    ("report", "degenerate", ["report", "{onnx}", "{onnx}", "--data", "{ignored_data}", "-o", "{elsewhere}/i",
+                              "--no-progress"], 2, "no labelled pixel"),
     ("report", "bound", ["report", "{onnx}", "{onnx}", "--data", "{data}", "--bootstrap", "100000000"], 2,
      "--bootstrap"),
     ("report", "degenerate", ["report", "{onnx}", "{tampered_onnx}", "--data", "{data}", "-o", "{elsewhere}/r",
