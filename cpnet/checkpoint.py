@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, from_dict
-from .runtime import UserError, atomic_torch_save, sha256_file, versions, write_manifest
+from .runtime import UserError, atomic_torch_save, read_manifest, sha256_file, versions, write_manifest
 from .runtime.torch_files import safe_torch_load
 
 CKPT_DIR = "checkpoints"
@@ -56,8 +56,14 @@ def resolve_checkpoint(path: "str | Path") -> Path:
 
 
 def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
-    """Load a checkpoint safely; a file that is not a cpnet checkpoint gives a one-line UserError."""
+    """Load a checkpoint safely; a file that is not a cpnet checkpoint gives a one-line UserError.
+
+    The one tamper check of every command that reads a checkpoint (evaluate, export, --resume, report,
+    benchmark, demo): a manifest beside it whose sha256 names other bytes is refused before the file is
+    parsed. ``ckpt["sha256"]`` is the digest, for manifests that name this checkpoint as their parent.
+    """
     path = resolve_checkpoint(path)
+    sha = verify_checkpoint(path)
     ckpt = safe_torch_load(path, map_location, hint="is the file complete and made by cpnet train?")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a cpnet checkpoint (expected keys 'model' and 'config')")
@@ -67,7 +73,18 @@ def load_checkpoint(path: "str | Path", map_location="cpu") -> dict:
     if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
         raise UserError(f"{path}: its 'model' entry is not a state dict of tensors; the file was not made by cpnet train")
     ckpt["path"] = str(path)
+    ckpt["sha256"] = sha
     return ckpt
+
+
+def verify_checkpoint(path: Path) -> str:
+    """The checkpoint's sha256, checked against its manifest when one is beside it (a one-line UserError)."""
+    beside = read_manifest(path, required=False)
+    sha = sha256_file(path)
+    if beside is not None and beside.get("sha256") not in (None, sha):
+        raise UserError(f"{path}: does not match its manifest {path.name}.json (sha256 differs: the file changed "
+                        f"after it was written); use the run's own checkpoint or remove the stale manifest")
+    return sha
 
 
 def config_of(ckpt: dict) -> Config:

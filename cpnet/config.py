@@ -411,6 +411,10 @@ def validate(cfg: Config, memory_bytes: int | None = None) -> None:
             if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1] and key == "prior_size":
                 shown = value[0]  # as the user most likely wrote it
             raise ConfigError(f"{section}.{key}={_short(shown)} is out of range: allowed {allowed}")
+    if cfg.data.ignore_index < cfg.model.num_classes:
+        raise ConfigError(f"data.ignore_index={cfg.data.ignore_index} is a class id (model.num_classes="
+                          f"{cfg.model.num_classes}: ids 0 to {cfg.model.num_classes - 1}); the label that marks "
+                          f"unlabelled pixels must be above them, usually 255")
     base = cfg.data.base_scale
     if base and not (len(base) == 2 and all(v >= 1 for v in base)):
         raise ConfigError(f"data.base_scale={_short(list(base))} must be empty (the dataset's) or two whole numbers "

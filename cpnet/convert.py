@@ -172,6 +172,8 @@ def classes_from_meta(meta: dict, num_classes: int) -> tuple[list[str] | None, l
     palette = dm.get("palette", meta.get("PALETTE"))
     if not (isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(isinstance(c, str) for c in classes)):
         classes = None
+    else:  # readable: mmseg's ADE20K list has 'bed ' (trailing space); comparisons ignore it (class_key)
+        classes = [" ".join(c.split()) for c in classes]
     ok = (isinstance(palette, (list, tuple)) and len(palette) == num_classes
           and all(isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in palette))
     return (list(classes) if classes else None), ([[int(v) for v in c] for c in palette] if ok else None)
@@ -244,13 +246,19 @@ def convert_checkpoint(src: "str | Path", config: str, out_dir: "str | Path", ov
         notes.insert(0, note)
     classes, palette = classes_from_meta(meta, cfg.model.num_classes)
     source = "the file's meta" if classes else None
-    if classes is None:
-        from .data import classes_of
+    from .data import classes_of
+    from .runtime.manifest import class_names_differ
 
-        try:
-            names, colours = classes_of(cfg.data)
-        except UserError:  # a folder dataset that is not on this machine: the names are a convenience
-            names, colours = [], []
+    try:
+        names, colours = classes_of(cfg.data)
+    except UserError:  # a folder dataset that is not on this machine: the names are a convenience
+        names, colours = [], []
+    if classes is not None and len(names) == cfg.model.num_classes:
+        differ = class_names_differ(classes, names)  # tolerant of mmseg's 'bed ' and of case
+        if differ:
+            notes.append(f"the file's class names are not the {cfg.data.dataset} dataset's ({differ}): was it "
+                         f"trained on another dataset? check --config")
+    if classes is None:
         if len(names) == cfg.model.num_classes:
             classes, source = list(names), f"the {cfg.data.dataset} dataset"
             palette = palette or [list(c) for c in colours]

@@ -22,7 +22,10 @@ import torch
 from .config import Config
 from .inference import predict_image, predict_probs, torch_infer_fn
 from .runtime import UserError, atomic_write_json
+from .runtime.log import get_logger
 from .runtime.metrics import ConfusionMatrix, format_table
+
+log = get_logger("evaluate")
 
 
 @torch.no_grad()
@@ -58,23 +61,35 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
         from .runtime.progress import progress as bar
         it = bar(loader, total=len(indices), desc="eval", unit="img")
     skipped = 0
+    noted = False  # whether the first image's aspect was checked against the input's (whole mode)
     t0 = time.perf_counter()
     for sample in it:
         if sample is None:
             skipped += 1
             continue
         image, label = sample
+        if mode == "whole" and rank == 0 and not noted:
+            from .runtime.preprocess import aspect_note
+
+            noted = True
+            note = aspect_note(tuple(label.shape[-2:]), cfg.crop_size)
+            if note:
+                log.warning(note)
         if raw:
             probs = predict_image(image.numpy(), infer, cfg.crop_size, num_classes, cfg.data.mean, cfg.data.std,
                                   mode=mode, scales=scales, flip=flip, overlap=cfg.eval.slide_overlap,
                                   base_scale=eval_base_scale(cfg))
         else:  # a dataset that hands out normalised tensors
             probs = predict_probs(image.unsqueeze(0), infer, cfg.crop_size, num_classes, mode=mode, scales=scales,
-                                  flip=flip, overlap=cfg.eval.slide_overlap)
+                                  flip=flip, overlap=cfg.eval.slide_overlap, base_scale=eval_base_scale(cfg))
         cm.update(probs.argmax(1)[0], label)
     cm.all_reduce()
     if world == 1 and len(dataset) and skipped == len(dataset):
         raise UserError(f"no usable evaluation sample: all {skipped} were skipped as bad data; fix the data")
+    if world == 1 and int(cm.mat.sum()) == 0 and len(dataset) > skipped:
+        raise UserError(f"no labelled pixel in {len(dataset) - skipped} evaluation image(s): every mask pixel is "
+                        f"data.ignore_index ({cfg.data.ignore_index}) or out of range, so mIoU is undefined; check "
+                        f"the masks (class ids 0 to {num_classes - 1})")
     result = cm.compute(list(getattr(dataset, "classes", [])) or None)
     result.update({"mode": mode, "scales": list(scales), "flip": flip, "images": len(dataset) - skipped if world == 1 else None,
                    "skipped": skipped, "seconds": time.perf_counter() - t0})
@@ -119,6 +134,10 @@ def describe(mode: str, scales, flip: bool) -> str:
            f"{'flip' if flip else 'no flip'}"
 
 
+#: Test-time scales: mmseg's configs use 6 (0.5 to 1.75); scale 50 of a 2048x1024 frame is 100k x 51k pixels.
+MAX_SCALES, MAX_SCALE = 8, 4.0
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
@@ -126,6 +145,9 @@ def parse_scales(text: str) -> tuple[float, ...]:
         raise UserError(f"--scales {text!r}: give comma-separated numbers, e.g. 0.5,0.75,1,1.5") from None
     if not scales or any(s <= 0 for s in scales):
         raise UserError(f"--scales {text!r}: scales must be positive")
+    if len(scales) > MAX_SCALES or max(scales) > MAX_SCALE:
+        raise UserError(f"--scales {text!r}: at most {MAX_SCALES} scales of at most {MAX_SCALE:g} (each scale is a "
+                        f"pass over every image, and its area grows with the square; mmseg's go to 1.75)")
     return scales
 
 

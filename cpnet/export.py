@@ -44,12 +44,14 @@ import torch
 from .checkpoint import load_model
 from .config import Config
 from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
-from .runtime.files import check_output, scratch_dir
+from .runtime.files import artifact_sha256, check_output, scratch_dir
 from .runtime.graph import name_nodes
 from .runtime.log import get_logger
 from .runtime.options import RuntimeOptions
 
 DEFAULT_OPSET = 17
+#: Opsets cpnet exports at: 13 (per-channel Q/DQ, which cpnet int8 needs) to the TorchScript exporter's last (20).
+OPSETS = (13, 20)
 log = get_logger("export")
 TWO_GB = 2 * 1024 ** 3
 
@@ -320,7 +322,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         "output": {"name": "logits", "shape": [1, c, *size], "dtype": "float32", "layout": "NCHW"},
         "precision": "fp32",
         "opset": int(opset),
-        "parent": {"path": str(ckpt["path"]), "sha256": sha256_file(ckpt["path"])},
+        "parent": {"path": str(ckpt["path"]), "sha256": ckpt.get("sha256") or sha256_file(ckpt["path"])},
     }
     if o.with_prior:
         n = cfg.model.prior_cells
@@ -359,7 +361,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
                 f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
                 f"{stats['max_abs']:.3g} (atol {atol:g}), argmax agreement {stats['agreement']:.5f} "
                 f"(at most {o.max_disagreement:g}% of pixels may change); {out} not written")
-        manifest["sha256"] = sha256_file(staged)
+        manifest["sha256"] = artifact_sha256(staged)
         manifest["export"] = {
             "rewrites": list(deploy.rewrites),
             "simplified": simplified,
@@ -400,7 +402,8 @@ def add_arguments(p) -> None:
     a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint (.pt) or a run directory (its best.pt)")
     a.add_output(p, "output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx beside a checkpoint file)")
     d = ExportOptions()
-    p.add_argument("--opset", type=a.positive_int, default=d.opset, help=f"ONNX opset (default {d.opset})")
+    p.add_argument("--opset", type=a.int_in(*OPSETS), default=d.opset,
+                   help=f"ONNX opset, {OPSETS[0]} to {OPSETS[1]} (default {d.opset})")
     p.add_argument("--input-size", type=a.positive_int, nargs="+", metavar=("H", "W"),
                    help="model input (default: 8 x the prior grid from the config; the cpnet head accepts no other)")
     g = p.add_argument_group("parity check")

@@ -6,13 +6,21 @@ is built from H x W windows:
 - ``whole``: the base resolution is the model input: at scale 1 the whole image is
   resized to H x W (aspect not kept) and run once, exactly as a deployed model is
   fed (:mod:`cpnet.runtime.preprocess`), and the logits are resized back.
-- ``slide``: the base resolution is the image's own (or the image rescaled, aspect
-  kept, to a base scale, as mmseg's test ``Resize``): it is covered by overlapping
-  H x W windows (padded at the bottom/right where smaller, the padding cropped off).
+- ``slide``: the image rescaled with its aspect kept to the base scale (the dataset's,
+  as mmseg's test ``Resize``): it is covered by overlapping H x W windows (padded at the
+  bottom/right where smaller, the padding cropped off).
 
-At a scale s the base size (h, w) becomes (int(h*s + 0.5), int(w*s + 0.5)) (mmcv's
-rounding); any size larger than the window is covered by windows, so multi-scale works
-in both modes. How the pieces are combined is mmseg's:
+Test scales follow **mmseg 0.x** (``MultiScaleFlipAug(img_scale, img_ratios)`` then
+``Resize(keep_ratio=True)``): at a ratio r, slide mode rescales the *original* image to the
+bound ``(int(long * r), int(short * r))`` of the base scale (without one, of the image's own
+``(w, h)``) through mmcv's ``rescale_size`` (one factor, each side ``int(x * f + 0.5)``) --
+the size training's random resize gives the same ratio (:func:`random_resize_size`), and at
+r = 1 the single-scale test size. (mmseg 1.x's shipped ``tta_pipeline`` instead applies
+``Resize(scale_factor=r, keep_ratio=True)`` to the original image, ignoring the base scale,
+so its scale 1 is not its single-scale test.) Whole mode's base is the model input, aspect
+not kept, scaled as ``(int(H*r + 0.5), int(W*r + 0.5))``. Any size larger than the window
+is covered by windows, so multi-scale works in both modes. How the pieces are combined is
+mmseg's:
 
 - windows of one image: **logits** are summed and divided by the number of windows
   covering each pixel (``EncoderDecoder.slide_inference``);
@@ -42,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.transforms import rescale_size, scaled_size  # noqa: F401  (mmcv's rounding and keep-ratio resize)
+from .data.transforms import random_resize_size, rescale_size, scaled_size  # noqa: F401  (mmcv's sizes)
 
 InferFn = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("whole", "slide")
@@ -104,13 +112,24 @@ def _resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(resize_logits(np.ascontiguousarray(logits[0].numpy()), size))[None]
 
 
-def _tta(scaled_image: Callable[[tuple[int, int]], torch.Tensor], out_size: tuple[int, int], base: tuple[int, int],
-         infer: InferFn, window, num_classes: int, scales: Sequence[float], flip: bool, overlap: float,
-         max_batch: int) -> torch.Tensor:
+def test_size(mode: str, image_size: tuple[int, int], window: tuple[int, int], ratio: float,
+              base_scale: Sequence[int] | None = None) -> tuple[int, int]:
+    """The size an (h, w) image is resized to at test ratio ``ratio`` (see the module docstring): whole mode,
+    the model input scaled; slide mode, mmseg 0.x's multi-scale test size (the base scale, else the image's own
+    size, times the ratio, then mmcv's keep-ratio ``rescale_size``)."""
+    if mode == "whole":
+        return scaled_size(window, ratio)
+    h, w = image_size
+    return random_resize_size((h, w), tuple(base_scale) if base_scale else (w, h), ratio)
+
+
+def _tta(scaled_image: Callable[[tuple[int, int]], torch.Tensor], out_size: tuple[int, int],
+         size_at: Callable[[float], tuple[int, int]], infer: InferFn, window, num_classes: int,
+         scales: Sequence[float], flip: bool, overlap: float, max_batch: int) -> torch.Tensor:
     total = torch.zeros(1, num_classes, *out_size)
     n = 0
     for s in scales:
-        x = scaled_image(scaled_size(base, s))
+        x = scaled_image(size_at(s))
         for flipped in ([False, True] if flip else [False]):
             logits = slide_logits(x.flip(-1) if flipped else x, infer, window, num_classes, overlap, max_batch)
             if flipped:
@@ -129,25 +148,26 @@ def _check(mode: str, scales: Sequence[float]) -> None:
 
 def predict_probs(image: torch.Tensor, infer: InferFn, input_size, num_classes: int,
                   mode: str = "whole", scales: Sequence[float] = (1.0,), flip: bool = False,
-                  overlap: float = 1 / 3, max_batch: int = 4, base_size: Sequence[int] | None = None) -> torch.Tensor:
+                  overlap: float = 1 / 3, max_batch: int = 4, base_scale: Sequence[int] | None = None) -> torch.Tensor:
     """Averaged class probabilities (1, C, H, W) for a normalised float image (1, 3, H, W).
 
     ``input_size``: the model input (H, W) (an int is a square): the window, and whole mode's base.
-    ``base_size``: slide mode's base (default: the image's own size). Scaled images are made by
-    bilinear interpolation of the float image (PyTorch, ``align_corners=False``).
+    ``base_scale``: slide mode's (long, short) base scale (default: the image's own size); sizes per
+    :func:`test_size`. Scaled images are made by bilinear interpolation of the float image (PyTorch,
+    ``align_corners=False``).
     """
     _check(mode, scales)
     image = image.float().cpu()
     _, _, H, W = image.shape
     window = _hw(input_size)
-    base = window if mode == "whole" else (_hw(base_size) if base_size is not None else (H, W))
 
     def scaled(size):
         if tuple(size) == (H, W):
             return image
         return F.interpolate(image, size=size, mode="bilinear", align_corners=False)
 
-    return _tta(scaled, (H, W), base, infer, window, num_classes, scales, flip, overlap, max_batch)
+    return _tta(scaled, (H, W), lambda s: test_size(mode, (H, W), window, s, base_scale), infer, window,
+                num_classes, scales, flip, overlap, max_batch)
 
 
 def predict_image(image_rgb: np.ndarray, infer: InferFn, input_size, num_classes: int,
@@ -159,7 +179,8 @@ def predict_image(image_rgb: np.ndarray, infer: InferFn, input_size, num_classes
     Each scaled image is made as a deployed model's input is (:func:`cpnet.runtime.preprocess.preprocess`:
     OpenCV bilinear on the uint8 pixels, then ``(x - mean) / std``), which is also mmcv's resize. ``base_scale``
     (long, short): slide mode's base is the image rescaled to it with its aspect kept (:func:`rescale_size`,
-    mmseg's test ``Resize``); default the image's own size. Whole mode's base is always the model input.
+    mmseg's test ``Resize``); default the image's own size; scales per :func:`test_size`. Whole mode's base
+    is always the model input.
     """
     from .runtime.preprocess import preprocess
 
@@ -167,16 +188,13 @@ def predict_image(image_rgb: np.ndarray, infer: InferFn, input_size, num_classes
     image_rgb = np.asarray(image_rgb)
     H, W = image_rgb.shape[:2]
     window = _hw(input_size)
-    if mode == "whole":
-        base = window
-    else:
-        base = rescale_size((H, W), base_scale) if base_scale else (H, W)
     norm = {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "channel_order": "RGB"}
 
     def scaled(size):
         return torch.from_numpy(preprocess(image_rgb, {**norm, "input_size": list(size)}))
 
-    return _tta(scaled, (H, W), base, infer, window, num_classes, scales, flip, overlap, max_batch)
+    return _tta(scaled, (H, W), lambda s: test_size(mode, (H, W), window, s, base_scale), infer, window,
+                num_classes, scales, flip, overlap, max_batch)
 
 
 def torch_infer_fn(model: torch.nn.Module, device: torch.device | str = "cpu",

@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_che
 from .config import Config, ConfigError, check_memory, hw_text, load_config
 from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
-from .runtime.files import check_output
+from .runtime.files import check_output, lock_run_dir
 from .runtime.log import get_logger
 from .losses import build_loss
 
@@ -252,13 +253,19 @@ def held_run(work_dir: Path) -> list[str]:
     return found + sorted(p.name for p in work_dir.glob("val_*.json"))
 
 
-def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> None:
-    """Refuse to mix two runs in one folder: an earlier run is continued (--resume) or removed (--overwrite)."""
+def refuse_mixed_run(work_dir: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse, with nothing touched, to mix two runs in one folder; the earlier run's files (to continue or remove)."""
     check_output(work_dir, kind="dir", what="run directory")
     held = held_run(work_dir)
     if held and not resume and not overwrite:
         raise UserError(f"{work_dir}: already holds a run ({', '.join(held[:3])}...); pass --resume to continue it "
                         f"or --overwrite to delete its files and start again, or choose another -o")
+    return held
+
+
+def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> None:
+    """Refuse to mix two runs in one folder: an earlier run is continued (--resume) or removed (--overwrite)."""
+    held = refuse_mixed_run(work_dir, resume, overwrite)
     if held and overwrite and not resume and d.main:
         import shutil
 
@@ -270,7 +277,10 @@ def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> N
         dist.barrier()
 
 
-def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True) -> dict:
+def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True,
+          claim: Callable[[], None] | None = None) -> dict:
+    """Train into ``work_dir``. ``claim``: called once the model is built (a bad backbone file fails before the
+    run directory is touched) to lock the run directory and clear it (--overwrite)."""
     from .evaluate import describe, evaluate_model, prior_row_heatmap
     from .visualize import colorize, denormalize
 
@@ -278,6 +288,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     np.random.seed(cfg.train.seed)
     random.seed(cfg.train.seed)
     model = build_training_model(cfg, d, init_backbone)  # a bad backbone file fails before the run dir exists
+    if claim is not None:
+        claim()
     work_dir.mkdir(parents=True, exist_ok=True)
     criterion = build_loss(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
@@ -314,6 +326,9 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
             start_iter, best_miou = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
             if d.main:
                 log.info(f"resumed from {ckpt_path} at iteration {start_iter}")
+                if start_iter >= cfg.train.iters:
+                    log.warning(f"--resume: the run already did {start_iter} iterations and train.iters is "
+                                f"{cfg.train.iters}: nothing left to train (raise train.iters to go on)")
 
     train_set, val_set, loader = make_loaders(cfg, d, start_iter)
     classes, palette = train_set.classes, train_set.palette
@@ -457,7 +472,8 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
         writer.close()
     if skipped and d.main:
         log.warning(f"skipped {skipped} bad training samples (--on-bad-data skip)")
-    return {"iter": it, "best_miou": best_miou, "last_val": last_val, "skipped": skipped}
+    return {"iter": it, "best_miou": best_miou, "last_val": last_val, "skipped": skipped,
+            "trained": it - start_iter}
 
 
 @torch.no_grad()
@@ -531,16 +547,27 @@ def run(args) -> int:
                      f"batch {cfg.train.batch_size}, {d.world} process(es) on {d.device.type}; run dir {work_dir}")
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
-        prepare_run_dir(work_dir, args.resume, args.overwrite, d)
-        if d.device.type == "cpu":
-            torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // d.world))
-        result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress)
-        if d.enabled:
-            # rank 0 may still be writing checkpoints and TensorBoard: tear the process group down together,
-            # or gloo can abort a rank that leaves while its peer still holds the connection
-            dist.barrier()
+        refuse_mixed_run(work_dir, args.resume, args.overwrite)  # before any work, nothing touched
+        with contextlib.ExitStack() as held:
+            def claim() -> None:
+                # one training (or pipeline) writes into a run directory at a time; rank 0 holds the lock for all
+                if d.main:
+                    held.enter_context(lock_run_dir(work_dir))
+                prepare_run_dir(work_dir, args.resume, args.overwrite, d)
+
+            if d.device.type == "cpu":
+                torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // d.world))
+            result = train(cfg, work_dir, args.resume, args.init_backbone, d, progress=not args.no_progress,
+                           claim=claim)
+            if d.enabled:
+                # rank 0 may still be writing checkpoints and TensorBoard: tear the process group down together,
+                # or gloo can abort a rank that leaves while its peer still holds the connection
+                dist.barrier()
         if d.main:
-            print(f"done: {result['iter']} iterations, best val mIoU {result['best_miou']:.2f}; checkpoints in {work_dir}")
+            note = "" if result["trained"] or not args.resume else (
+                f" (none trained now: --resume found {result['iter']} already done, train.iters {cfg.train.iters})")
+            print(f"done: {result['iter']} iterations{note}, best val mIoU {result['best_miou']:.2f}; "
+                  f"checkpoints in {work_dir}")
         return 0
     except KeyboardInterrupt:
         log.warning("resume with --resume (the newest checkpoint is kept)")

@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # `python demo/webcam.py`: import the packages fr
     else:
         sys.path.insert(0, _root)
 
-from cpnet.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UserError  # noqa: E402
+from cpnet.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, Terminated, UserError  # noqa: E402
 
 try:
     import cv2  # noqa: E402
@@ -54,7 +54,7 @@ except ImportError as _e:  # a deploy install without its OpenCV extra, or openc
     raise _missing from None
 import numpy as np  # noqa: E402
 
-from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output  # noqa: E402
+from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output, sweep  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
 from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
 from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
@@ -131,6 +131,7 @@ class VideoOutput:
         self.fourcc = VIDEO_FOURCC[suffix]
         self.fps = float(fps)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
+        sweep(self.path.parent, f".{self.path.name}.*.part*")  # what a killed demo (kill -9) left behind
         self.writer = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -156,8 +157,29 @@ class VideoOutput:
             return None
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        try:
+            self._check_readable()
+            os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
         return self.path
+
+    def _check_readable(self) -> None:
+        """OpenCV's writer reports no failed write (a full disk, ulimit -f): the closed file must open and hold
+        every frame, or it is not put under the name asked for."""
+        cap = cv2.VideoCapture(str(self.tmp))
+        try:
+            ok = cap.isOpened() and cap.read()[0]
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
+        finally:
+            cap.release()
+        # some containers (mkv) give the frame count as an estimate from the duration: a little slack, while a
+        # cut-short file does not open at all or lacks most of its frames
+        if not ok or (count > 0 and count < self.frames * 0.98 - 1):
+            size = self.tmp.stat().st_size if self.tmp.exists() else 0
+            raise UserError(f"{self.path}: not saved: the video could not be finished ({size} bytes written, "
+                            f"{count} of {self.frames} frames readable; is the disk full?); free some space "
+                            f"and run again")
 
 
 def snapshot_path(output: str | None, n: int) -> Path:
@@ -417,9 +439,9 @@ class Demo:
             if ended and not self.headless and self._window and not self.quit and not self.source.live \
                     and not ended.startswith("--max-frames"):
                 self._hold()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             self.interrupted = True
-            ended = "interrupted (Ctrl-C)"
+            ended = "interrupted (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
         finally:
             self.pipeline.stop()
             if self.server is not None:

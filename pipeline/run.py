@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, CpnetError, UserError
+from cpnet.runtime.files import check_output, lock_run_dir
 from cpnet.runtime.log import get_logger
 
 from . import steps as S
@@ -234,6 +235,9 @@ def add_arguments(p) -> None:
                        help=f"rerun this step and every one after it ({', '.join(S.STEP_NAMES)})")
     which.add_argument("--only", choices=S.STEP_NAMES, metavar="STEP", help="rerun this step only")
     g.add_argument("--force", action="store_true", help="run every step, fresh or not")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a run (in -o) or a synthetic dataset (in --data) that the pipeline did not make; "
+                        "without it they are refused, and only what the pipeline made is replaced")
     g.add_argument("--list", action="store_true", help="say for each step whether it is fresh, or why it would run; "
                                                        "run nothing")
     a.add_runtime(p)
@@ -258,7 +262,7 @@ def make_plan(args) -> S.Plan:
                   run=Path(args.output or Path("runs") / cfg.name), data=data, synthetic=synthetic,
                   train_images=args.train_images, val_images=args.val_images, image_size=size,
                   calib_images=args.calib_images, threads=args.threads, progress=not args.no_progress,
-                  verbose=args.verbose)
+                  verbose=args.verbose, overwrite=args.overwrite)
 
 
 def selected(args) -> list[str]:
@@ -293,8 +297,6 @@ def check_inputs_exist(first: str, plan: S.Plan) -> None:
 
 
 def run(args) -> int:
-    from . import screen
-
     plan = make_plan(args)
     names = selected(args)
     forced = bool(args.only or args.start or args.force)
@@ -308,7 +310,27 @@ def run(args) -> int:
         return EXIT_OK
     if names != list(S.STEP_NAMES):
         check_inputs_exist(names[0], plan)
-    plan.run.mkdir(parents=True, exist_ok=True)
+    check_output(plan.run, kind="dir", what="run directory")
+    check_owned(plan, names, forced)  # before the lock file is made: a refusal leaves nothing behind
+    with lock_run_dir(plan.run):
+        check_owned(plan, names, forced)  # again: another pipeline may have finished in between
+        return run_steps(args, plan, names, forced)
+
+
+def check_owned(plan: S.Plan, names: list[str], forced: bool) -> None:
+    """Before any work: what the steps would replace is the pipeline's own, or the user said --overwrite."""
+    if "train" in names:
+        S.train_mode(plan)  # refuses a run the pipeline did not make
+    if "data" in names and plan.synthetic:
+        step = S.make_step("data", plan)
+        if forced or S.stale_reason(step, plan):
+            from cpnet.data.synthetic import check_target
+
+            check_target(plan.data, overwrite="--overwrite" in step.commands[0][1])
+
+
+def run_steps(args, plan: S.Plan, names: list[str], forced: bool) -> int:
+    from . import screen
 
     t_start = time.perf_counter()
     head, machine = machine_lines(args.threads)
@@ -339,7 +361,7 @@ def run(args) -> int:
             continue
         log_path = plan.log_of(name)
         log.info(f"{tag}: {step.what} ({why}; log {log_path})")
-        S.remove_stamp(plan, name)
+        S.write_stamp(step, plan, None, 0.0)  # running: what a kill -9 leaves says the pipeline made it
         stream, tty = _terminal_stream()
         ticker = _Ticker(log_path, stream, "        ", tty) if stream else None
         t0 = time.perf_counter()
@@ -355,10 +377,13 @@ def run(args) -> int:
                     stream.close()
         seconds = time.perf_counter() - t0
         results[name] = {"state": "ran", "seconds": seconds, "rc": rc, "log": str(log_path)}
+        passed = rc == EXIT_OK or (step.gate and rc == EXIT_CHECK_FAILED and all(o.exists() for o in step.outputs))
+        if not passed:
+            S.write_stamp(step, plan, rc, seconds)  # not fresh (its rc), but still the pipeline's own outputs
         if rc == EXIT_INTERRUPTED:
             log.warning(f"{tag}: interrupted after {seconds:.1f} s (log {log_path}); rerun cpnet pipeline to go on")
             raise KeyboardInterrupt
-        if rc == EXIT_OK or (step.gate and rc == EXIT_CHECK_FAILED and all(o.exists() for o in step.outputs)):
+        if passed:
             S.write_stamp(step, plan, rc, seconds)
             if rc:
                 code = EXIT_CHECK_FAILED

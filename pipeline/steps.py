@@ -49,6 +49,7 @@ class Plan:
     threads: int | None = None
     progress: bool = True
     verbose: bool = False
+    overwrite: bool = False  # the user's word: replace a run or dataset the pipeline did not make
 
     @property
     def export(self) -> Path:
@@ -132,11 +133,14 @@ class Step:
     unavailable: str | None = None  # why it cannot run on this machine ("skipped: ..." once, no stamp)
     before: Callable[[], None] | None = None  # work of the pipeline's own before the commands (the demo clip)
     fresh_check: Callable[[], str | None] | None = None  # an extra reason to be stale, or None
+    already_made: Callable[[], bool] | None = None  # without a stamp: the outputs are already what it would make
+    volatile: tuple[str, ...] = ()  # flags that say how to write (--resume, --overwrite), not what: not options
 
     def options(self) -> dict:
         from cpnet import __version__
 
-        return {"commands": [[verb, *argv] for verb, argv in self.commands], "cpnet": __version__}
+        return {"commands": [[verb, *(a for a in argv if a not in self.volatile)] for verb, argv in self.commands],
+                "cpnet": __version__}
 
 
 # ----------------------------------------------------------------------------- freshness
@@ -160,7 +164,7 @@ def stale_reason(step: Step, plan: Plan) -> str | None:
     """None when ``step`` is fresh (see the module docstring), else why it must run."""
     stamp = read_stamp(plan, step.name)
     if stamp is None:
-        return "not run here yet"
+        return None if step.already_made is not None and step.already_made() else "not run here yet"
     if stamp.get("options") != step.options():
         return "its options changed"
     if stamp.get("rc") not in ((0, 1) if step.gate else (0,)):
@@ -178,24 +182,76 @@ def stale_reason(step: Step, plan: Plan) -> str | None:
             return f"its input {inp} is missing"
         if t > oldest:
             return f"{inp} is newer than its outputs"
+    recorded = stamp.get("sha256") or {}
+    for path in [*step.inputs, *step.outputs]:
+        digest = manifest_sha256(path)
+        if digest is None:
+            continue
+        if path in step.inputs and recorded.get(str(path), digest) != digest:
+            return f"{path} was replaced since this step ran"
+        from cpnet.runtime.files import artifact_sha256
+
+        if artifact_sha256(path) != digest:
+            return f"{path} does not match its manifest's sha256 (changed or damaged after it was made)"
     if step.fresh_check is not None:
         return step.fresh_check()
     return None
 
 
-def write_stamp(step: Step, plan: Plan, rc: int, seconds: float) -> None:
+def manifest_sha256(path: Path) -> str | None:
+    """The sha256 the manifest beside ``path`` records for it (None: no manifest, or none recorded)."""
+    try:
+        digest = json.loads(Path(str(path) + ".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) and path.is_file() else None
+
+
+def write_stamp(step: Step, plan: Plan, rc: int | None, seconds: float) -> None:
+    """The step's stamp; ``rc`` None while it runs (what a kill -9 leaves): the pipeline made these outputs,
+    and an interrupted training is resumed."""
     from cpnet.runtime import atomic_write_json
 
     import time
 
     atomic_write_json(plan.stamp_of(step.name), {
         "step": step.name, "options": step.options(), "rc": rc, "seconds": round(seconds, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": [str(p) for p in step.inputs],
-        "outputs": [str(p) for p in step.outputs]})
+        "finished" if rc is not None else "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": [str(p) for p in step.inputs], "outputs": [str(p) for p in step.outputs],
+        "sha256": {str(p): d for p in step.inputs if (d := manifest_sha256(p))}})
 
 
-def remove_stamp(plan: Plan, name: str) -> None:
-    plan.stamp_of(name).unlink(missing_ok=True)
+def made_by_pipeline(plan: Plan, name: str, output: Path) -> dict | None:
+    """Step ``name``'s stamp when it says this pipeline run directory made ``output`` (finished or not)."""
+    stamp = read_stamp(plan, name)
+    return stamp if stamp is not None and str(output) in stamp.get("outputs", []) else None
+
+
+def train_mode(plan: Plan) -> list[str]:
+    """How the train step writes into the run directory: nothing there yet: no flag; an interrupted training
+    of the pipeline's with the same options: --resume; a run the pipeline made otherwise, or any run with the
+    user's --overwrite: --overwrite. A run it did not make, without --overwrite: refused (UserError)."""
+    from cpnet.runtime.errors import UserError
+    from cpnet.train import held_run
+
+    held = held_run(plan.run)
+    if not held:
+        return []
+    stamp = made_by_pipeline(plan, "train", plan.checkpoint)
+    if stamp is not None:
+        step = make_step("train", plan, mode=[])
+        interrupted = stamp.get("rc") in (None, 130) and stamp.get("options") == step.options()
+        return ["--resume"] if interrupted else ["--overwrite"]
+    if plan.overwrite:
+        return ["--overwrite"]
+    raise UserError(f"{plan.run}: holds a run the pipeline did not make ({', '.join(held[:3])}); pass --overwrite "
+                    f"to replace it, or choose another -o")
+
+
+def data_mode(plan: Plan) -> list[str]:
+    """--overwrite for cpnet data when this pipeline made the dataset there or the user said so; otherwise
+    cpnet data refuses a folder holding anything."""
+    return ["--overwrite"] if plan.overwrite or made_by_pipeline(plan, "data", plan.data_marker) else []
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -329,8 +385,9 @@ def make_clip(plan: Plan) -> Path:
     return out
 
 
-def make_step(name: str, plan: Plan) -> Step:
-    """The step called ``name`` for ``plan``; built when it is reached, so it sees what earlier steps wrote."""
+def make_step(name: str, plan: Plan, mode: list[str] | None = None) -> Step:
+    """The step called ``name`` for ``plan``; built when it is reached, so it sees what earlier steps wrote.
+    ``mode``: the train step's --resume/--overwrite (default: :func:`train_mode`)."""
     run, data = str(plan.run), str(plan.data)
     rt = _runtime(plan)
     if name == "data":
@@ -338,13 +395,16 @@ def make_step(name: str, plan: Plan) -> Step:
             return Step(name, "the dataset", [], [], [plan.data],
                         unavailable=f"the config's dataset is not the synthetic one: using {plan.data} as it is")
         argv = ["-o", data, "--train", str(plan.train_images), "--val", str(plan.val_images),
-                "--size", str(plan.image_size), "--seed", "0"] + (["-v"] if plan.verbose else [])
+                "--size", str(plan.image_size), "--seed", "0", *data_mode(plan)] + (["-v"] if plan.verbose else [])
         return Step(name, f"generate {plan.train_images} + {plan.val_images} synthetic images of {plan.image_size} px",
-                    [("data", argv)], [], [plan.data_marker], fresh_check=lambda: _data_matches(plan))
+                    [("data", argv)], [], [plan.data_marker], fresh_check=lambda: _data_matches(plan),
+                    already_made=lambda: _data_matches(plan) is None, volatile=("--overwrite",))
     if name == "train":
-        argv = [plan.config, *plan.overrides, "--data-root", data, "-o", run, "--overwrite", *_runtime(plan)]
-        return Step(name, f"train {plan.name}", [("train", argv)], [plan.data_marker, *_config_file(plan)],
-                    [plan.checkpoint])
+        mode = train_mode(plan) if mode is None else mode
+        argv = [plan.config, *plan.overrides, "--data-root", data, "-o", run, *mode, *_runtime(plan)]
+        return Step(name, f"train {plan.name}" + (" (resuming the interrupted training)" if "--resume" in mode else ""),
+                    [("train", argv)], [plan.data_marker, *_config_file(plan)], [plan.checkpoint],
+                    volatile=("--resume", "--overwrite"))
     if name == "evaluate":
         argv = [run, "--data-root", data, "--json", str(plan.eval_json), *rt]
         return Step(name, "evaluate the checkpoint on the validation split", [("evaluate", argv)],

@@ -24,7 +24,9 @@ sample of ``SAMPLE_CAP`` values per image (min/max stay exact); over a few
 hundred images that is tens of millions of values per tensor, ample for a
 99.999th percentile or the entropy search.
 
-Saved with ``np.savez`` (no pickled objects; loaded with ``allow_pickle=False``).
+Saved with ``np.savez`` (no pickled objects; loaded with ``allow_pickle=False``), with its provenance
+(``meta``: the parent model's sha256 and the image set) and a sha256 of its own contents
+(``digest``), so a file changed after it was written is refused, not reused.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from cpnet.runtime import UserError, atomic_path
 from cpnet.runtime.files import scratch_dir
 from cpnet.runtime.ort import make_session
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the file carries the sha256 of its contents (digest)
 NUM_BINS = 2048          # histogram bins over [-T, T]; even
 SAMPLE_CAP = 1 << 18     # values per tensor per image that go into the histogram
 QUANTIZED_BINS = 128     # entropy calibration: 8-bit magnitudes (TensorRT's choice)
@@ -67,14 +69,29 @@ class RangeStats:
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- persistence
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"names": np.array(self.names, dtype=str), "lo": self.lo.astype(np.float32),
+                "hi": self.hi.astype(np.float32), "edge": self.edge.astype(np.float64),
+                "hist": self.hist.astype(np.int64), "meta": np.array(json.dumps(self.meta, sort_keys=True))}
+
+    @staticmethod
+    def digest_of(arrays: dict[str, np.ndarray]) -> str:
+        """sha256 over every array's name, dtype, shape and bytes, in a fixed order."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for key in ("names", "lo", "hi", "edge", "hist", "meta"):
+            a = np.ascontiguousarray(arrays[key])
+            h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
     def save(self, path: "str | Path") -> Path:
         path = Path(path)
+        arrays = self._arrays()
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, format=np.array(CACHE_FORMAT), names=np.array(self.names, dtype=str),
-                         lo=self.lo.astype(np.float32), hi=self.hi.astype(np.float32),
-                         edge=self.edge.astype(np.float64), hist=self.hist.astype(np.int64),
-                         meta=np.array(json.dumps(self.meta, sort_keys=True)))
+                np.savez(f, format=np.array(CACHE_FORMAT), digest=np.array(self.digest_of(arrays)), **arrays)
         return path
 
     @classmethod
@@ -87,9 +104,14 @@ class RangeStats:
                 fmt = int(z["format"])
                 if fmt != CACHE_FORMAT:
                     raise ValueError(f"format {fmt}, expected {CACHE_FORMAT}")
-                stats = cls(names=[str(n) for n in z["names"]], lo=z["lo"].astype(np.float32),
-                            hi=z["hi"].astype(np.float32), edge=z["edge"].astype(np.float64),
-                            hist=z["hist"].astype(np.int64), meta=json.loads(str(z["meta"])))
+                arrays = {k: z[k] for k in ("names", "lo", "hi", "edge", "hist", "meta")}
+                if str(z["digest"]) != cls.digest_of(arrays):
+                    raise UserError(f"{path}: calibration ranges file does not match its own sha256 (changed after "
+                                    f"it was written); delete it (cpnet int8 collects new ranges) or pass another "
+                                    f"--ranges")
+                stats = cls(names=[str(n) for n in arrays["names"]], lo=arrays["lo"].astype(np.float32),
+                            hi=arrays["hi"].astype(np.float32), edge=arrays["edge"].astype(np.float64),
+                            hist=arrays["hist"].astype(np.int64), meta=json.loads(str(arrays["meta"])))
         except UserError:
             raise
         except Exception as e:  # zipfile / KeyError / ValueError from a corrupt or foreign file

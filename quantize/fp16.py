@@ -48,8 +48,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cpnet.runtime.manifest import derive_manifest
-from cpnet.runtime import SCHEMA, UserError, atomic_path, sha256_file, versions, write_manifest
-from cpnet.runtime.files import scratch_dir
+from cpnet.runtime import SCHEMA, UserError, atomic_path, versions, write_manifest
+from cpnet.runtime.files import artifact_sha256, scratch_dir
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
@@ -420,7 +420,7 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
         make_session(tmp_out, threads=threads)  # it must load before it replaces anything
     manifest = derive_manifest(src, parent.manifest, "onnx", "fp16", parent_sha256=parent.sha256)
     manifest.update({
-        "sha256": sha256_file(out),
+        "sha256": artifact_sha256(out),
         "fp16": {
             "fp32_nodes": sorted(reasons),
             "fp32_node_reasons": dict(sorted(reasons.items())),

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from cpnet.runtime.manifest import derive_manifest
 from cpnet.runtime import SCHEMA, atomic_path, sha256_file, versions, write_manifest
+from cpnet.runtime.files import artifact_sha256
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
@@ -69,6 +70,7 @@ def _calibration_record(prep: Prepared, excluded: list[str], out: Path) -> dict:
         "symmetric_activations": o.flavour == "tensorrt",
         "excluded_nodes": prep.float_group(excluded),
         "ranges_file": os.path.relpath(prep.ranges_file, out.parent),
+        "ranges_sha256": sha256_file(prep.ranges_file),
         "ranges_reused": prep.reused,
         "seed": c.seed,
     }
@@ -123,7 +125,7 @@ def quantize_int8(onnx_path: "str | Path", out_path: "str | Path | None" = None,
             "drift": {"reference": f"the FP32 parent on the first {len(ref.images)} calibration image(s)",
                       "measured_on": "onnxruntime CPUExecutionProvider", **result.metrics(),
                       "max_disagreement": limit, "met": met},
-            "sha256": sha256_file(out),
+            "sha256": artifact_sha256(out),
             "versions": versions(),
         })
         write_manifest(out, manifest)

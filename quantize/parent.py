@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpnet.runtime import UserError, files, read_manifest, sha256_file
+from cpnet.runtime import UserError, files, read_manifest
+from cpnet.runtime.files import artifact_sha256
 from cpnet.runtime.graph import load_onnx as read_onnx
 
 
@@ -52,11 +53,35 @@ def load_parent(path: "str | Path") -> Parent:
     precision = str(manifest.get("precision", "fp32"))
     if precision != "fp32":
         raise UserError(f"{path}: is a {precision} model; convert the FP32 export (model.onnx) instead")
-    sha = sha256_file(path)
+    sha = artifact_sha256(path)
     if manifest.get("sha256") and manifest["sha256"] != sha:
         raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed after export); "
                         f"re-export it")
-    return Parent(path=path, model=load_onnx(path), manifest=manifest, sha256=sha)
+    model = load_onnx(path)
+    disagreement = manifest_against_graph(model, manifest)
+    if disagreement:
+        raise UserError(f"{path}: its manifest disagrees with the graph ({disagreement}); re-export it")
+    return Parent(path=path, model=model, manifest=manifest, sha256=sha)
+
+
+def _dims(value_info) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def manifest_against_graph(model, manifest: dict) -> str | None:
+    """What a manifest says that the graph contradicts (input size, class count), or None: a manifest edited or
+    carried over from another model would otherwise steer preprocessing and class names silently."""
+    inp = _dims(model.graph.input[0])
+    size = manifest.get("input_size")
+    if isinstance(size, int):
+        size = [size, size]
+    if size and len(inp) == 4 and None not in inp[2:] and list(inp[2:]) != list(size):
+        return f"input_size {list(size)} against the graph's input {inp[2]}x{inp[3]} (H x W)"
+    classes = manifest.get("classes")
+    out = _dims(model.graph.output[0]) if model.graph.output else []
+    if classes and len(out) == 4 and out[1] and out[1] != len(classes):
+        return f"{len(classes)} classes against the graph's {out[1]} output channels"
+    return None
 
 
 def derived_path(parent: "str | Path", suffix: str, folder: "str | Path | None" = None) -> Path:

@@ -158,7 +158,7 @@ def _cached_stats(rfile: Path, explicit: bool, key: dict, wanted: set[str]) -> "
     except UserError as e:
         if explicit:
             raise
-        log.info(f"ignoring {rfile} ({str(e).split(': ', 1)[-1]}); collecting new ranges")
+        log.warning(f"ignoring {rfile} ({str(e).split(': ', 1)[-1]}); collecting new ranges")
         return None
     ckey = cached.meta.get("key", {})
     missing = wanted - set(cached.names)
@@ -179,6 +179,22 @@ def _cached_stats(rfile: Path, explicit: bool, key: dict, wanted: set[str]) -> "
                  f"{note}")
         return cached
     return None
+
+
+def manifests_naming(rfile: Path) -> list[Path]:
+    """The INT8 artifacts beside ``rfile`` whose manifest's calibration record names it as their ranges file."""
+    import json
+
+    found = []
+    for m in sorted(rfile.parent.glob("*.json")):
+        try:
+            record = json.loads(m.read_text(encoding="utf-8")).get("calibration") or {}
+            named = record.get("ranges_file")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(named, str) and (m.parent / named).resolve() == rfile.resolve():
+            found.append(m.with_suffix(""))
+    return found
 
 
 # --- the prepared parent ---------------------------------------------------------------------
@@ -277,9 +293,12 @@ def _check_keep_float(pre, names: Sequence[str], parent: Path) -> None:
 
 def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
-            runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None) -> Prepared:
+            runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None,
+            replace_named: bool = True) -> Prepared:
     """Check the parent, pre-process it, check ``options.keep_float`` names, and get calibration statistics
-    (cached or collected); ``out_dir`` is where the statistics file goes by default (default: beside the parent)."""
+    (cached or collected); ``out_dir`` is where the statistics file goes by default (default: beside the parent).
+    ``replace_named=False`` (cpnet sensitivity): a ranges file that an INT8 model's manifest names is never
+    replaced; new statistics then stay in the work folder."""
     import onnx
 
     options.check()
@@ -315,6 +334,10 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             log.info(f"running {total} images ({key['source']}) through the model (one pass; ranges saved to {rfile})")
             stats = cal.collect(pre_path, images, total=total, progress=runtime.progress, threads=runtime.threads,
                                 meta={"key": key, "parent": str(path)})
+            named = [] if replace_named or not rfile.is_file() else manifests_naming(rfile)
+            if named:
+                log.warning(f"{rfile} is the ranges file of {named[0]}: left as it is (these ranges are not saved)")
+                rfile = workdir / rfile.name
             stats.save(rfile)
         return Prepared(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,
                         pre_path=pre_path, stats=stats, ranges_file=rfile, reused=reused, description=key["source"],

@@ -73,7 +73,7 @@ def rank_sensitivity(onnx_path: "str | Path", options: Int8Options = Int8Options
     model, flavour, method, images, ``ranking`` (rows worst first) and ``all_quantized`` (every node
     quantized, against FP32, :meth:`Comparison.metrics`)."""
     o = replace(options, **overrides) if overrides else options
-    with prepare(onnx_path, o, calibration, runtime) as prep:
+    with prepare(onnx_path, o, calibration, runtime, replace_named=False) as prep:
         ref = prep.reference()
         rows = rank_nodes(prep, ref, progress=runtime.progress)
         everything = prep.build(prep.workdir / "all-nodes.onnx")

@@ -7,6 +7,10 @@ Classes (the columns of the issue that asked for this battery):
 - ``artifact``: an input that lies or is malformed (wrong manifest, garbage, wrong kind);
 - ``security``: an input that must not be trusted (a tampered file whose sha256 differs from its manifest,
   a pickle that would run code);
+- ``bound``: a value with no upper bound that would hang or exhaust memory (scales, bootstrap resamples, opset);
+- ``degenerate``: data the command cannot give a meaning to (every mask pixel ignored, a class file in a
+  legacy encoding, an ignore label that is a class id), and exit codes that say whose fault it is (a tampered
+  variant in the report is the user's, 2, not a missing dependency's 3);
 - ``work``: every case also checks that nothing in the working folder was created or changed, so a failed
   command never costs earlier work.
 
@@ -23,6 +27,8 @@ import pickle
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from cpnet import cli
@@ -32,6 +38,7 @@ CASES = [
     # data
     ("data", "output", ["data", "-o", "{file}"], 2, "existing file"),
     ("data", "option", ["data", "-o", "{w}/d", "--train", "-1"], 2, "--train"),
+    ("data", "bound", ["data", "-o", "{w}/d", "--size", "1000000"], 2, "--size"),
     # summary
     ("summary", "output", ["summary", "quickstart", "--json", "{dir}"], 2, "existing folder"),
     ("summary", "option", ["summary", "quickstart", "--forward", "huge"], 2, "--forward"),
@@ -43,21 +50,30 @@ CASES = [
     ("train", "artifact", ["train", "{latin_yaml}", "-o", "{w}/run"], 2, "UTF-8"),
     ("train", "security", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{data}",
                            "--init-backbone", "{evil_pt}"], 2, "evil.pt"),
+    ("train", "degenerate", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{data}", "data.ignore_index=0"],
+     2, "data.ignore_index"),
     # evaluate
     ("evaluate", "output", ["evaluate", "{ckpt}", "--json", "{dir}"], 2, "existing folder"),
     ("evaluate", "option", ["evaluate", "{ckpt}", "--scales", "0,1"], 2, "--scales"),
     ("evaluate", "artifact", ["evaluate", "{onnx}"], 2, "model.onnx"),
     ("evaluate", "security", ["evaluate", "{evil_pt}"], 2, "evil.pt"),
+    ("evaluate", "bound", ["evaluate", "{ckpt}", "--scales", "50"], 2, "--scales"),
+    ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{ignored_data}", "--no-progress"], 2, "no labelled pixel"),
+    ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{cp1252_data}", "--no-progress"], 2, "classes.yaml"),
     # export
     ("export", "output", ["export", "{ckpt}", "-o", "{under_file}"], 2, "is a file"),
     ("export", "option", ["export", "{ckpt}", "--atol", "nan"], 2, "--atol"),
     ("export", "artifact", ["export", "{onnx}"], 2, "model.onnx"),
     ("export", "security", ["export", "{evil_pt}"], 2, "evil.pt"),
+    ("export", "bound", ["export", "{ckpt}", "--opset", "5"], 2, "--opset"),
     # fp16
     ("fp16", "output", ["fp16", "{onnx}", "-o", "{dir}"], 2, "existing folder"),
     ("fp16", "option", ["fp16", "{onnx}", "--max-disagreement", "150"], 2, "--max-disagreement"),
     ("fp16", "artifact", ["fp16", "{bad_manifest_onnx}"], 2, "std"),
     ("fp16", "security", ["fp16", "{tampered_onnx}"], 2, "sha256"),
+    ("fp16", "degenerate", ["fp16", "{wrong_size_onnx}"], 2, "disagrees with the graph"),
+    ("int8", "degenerate", ["int8", "{wrong_classes_onnx}"], 2, "output channels"),
+    ("sensitivity", "degenerate", ["sensitivity", "{wrong_size_onnx}"], 2, "input_size"),
     # int8
     ("int8", "output", ["int8", "{onnx}", "-o", "{under_file}"], 2, "is a file"),
     ("int8", "option", ["int8", "{onnx}", "--num-images", "0"], 2, "--num-images"),
@@ -74,6 +90,12 @@ CASES = [
      "--max-miou-drift"),
     ("report", "artifact", ["report", "{bad_manifest_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "std"),
     ("report", "security", ["report", "{tampered_onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r"], 2, "sha256"),
+    ("report", "degenerate", ["report", "{onnx}", "{onnx}", "--data", "{ignored_data}", "-o", "{elsewhere}/i",
+                              "--no-progress"], 2, "no labelled pixel"),
+    ("report", "bound", ["report", "{onnx}", "{onnx}", "--data", "{data}", "--bootstrap", "100000000"], 2,
+     "--bootstrap"),
+    ("report", "degenerate", ["report", "{onnx}", "{tampered_onnx}", "--data", "{data}", "-o", "{elsewhere}/r",
+                              "--bootstrap", "0", "--no-progress"], 2, "not run: tampered"),
     # check
     ("check", "output", ["check", "{onnx}", "--json", "{dir}"], 2, "existing folder"),
     ("check", "option", ["check", "{onnx}", "--trt-version", "ten"], 2, "--trt-version"),
@@ -126,6 +148,9 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     raw = onnx.read_bytes()
     p["bad_manifest_onnx"] = with_manifest("badman.onnx", raw, std=[0.0, 57.1, 57.4])
     p["tampered_onnx"] = with_manifest("tampered.onnx", raw[:-64] + bytes(64))
+    p["wrong_size_onnx"] = with_manifest("wrongsize.onnx", raw, input_size=[64, 64])
+    p["wrong_classes_onnx"] = with_manifest("wrongclasses.onnx", raw, classes=m["classes"][:-1],
+                                            palette=m["palette"][:-1])
     garbage = b"\x08\x07garbage" * 40
     p["garbage_onnx"] = with_manifest("garbage.onnx", garbage, sha256=hashlib.sha256(garbage).hexdigest())
     p["traversal_onnx"] = _traversal_model(inputs)
@@ -138,6 +163,17 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     latin = inputs / "latin.yaml"
     latin.write_bytes("model: {depth: 18}  # caf\xe9\n".encode("latin-1"))
     p["latin_yaml"] = str(latin)
+    ignored = root / "ignored"  # every mask pixel is the ignore label
+    shutil.copytree(p["data"], ignored)
+    for mask in ignored.glob("masks/*/*.png"):
+        cv2.imwrite(str(mask), np.full_like(cv2.imread(str(mask), cv2.IMREAD_UNCHANGED), 255))
+    p["ignored_data"] = str(ignored)
+    cp1252 = root / "cp1252"  # a classes file saved by a legacy Windows editor
+    shutil.copytree(p["data"], cp1252)
+    text = (cp1252 / "classes.yaml").read_text(encoding="utf-8").replace("sky", "ciel d\u2019\xe9t\xe9")
+    (cp1252 / "classes.yaml").write_bytes(text.encode("cp1252"))
+    p["cp1252_data"] = str(cp1252)
+    p["elsewhere"] = str(root / "elsewhere")
     w = root / "work"
     w.mkdir()
     (w / "a_folder").mkdir()
@@ -176,7 +212,8 @@ def test_mistake(verb, kind, argv, code, named, places, capsys):
     except SystemExit as e:  # argparse's own usage errors
         rc = int(e.code or 0)
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if not line.startswith("[")]  # "[stage] ..." are log lines
+    # "[stage] ..." are log lines, "gate: ..." the drift gate's findings (results, on stderr by design)
+    lines = [line for line in err.splitlines() if not line.startswith(("[", "gate: "))]
     assert rc == code, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert named in lines[0], lines[0]
@@ -192,3 +229,25 @@ def test_every_command_has_every_class_that_applies():
             kinds.add("artifact")
         missing = {k for k in kinds if (verb, k) not in have}
         assert not missing or verb not in {c[0] for c in CASES} and verb in ("pipeline", "convert"), (verb, missing)
+
+
+def test_engines_open_api_mistakes_are_one_line_user_errors(tiny_onnx, tiny_checkpoint):
+    """The library door (engines.open): threads out of range, a 0x0 image, a batch of the wrong size and a
+    closed model are each a one-line UserError naming what to do, for every backend here."""
+    import numpy as np
+
+    import engines
+    from cpnet.runtime.errors import UserError
+
+    with pytest.raises(UserError, match="threads=-1"):
+        engines.open(tiny_onnx, threads=-1)
+    for path in (tiny_onnx, tiny_checkpoint):
+        model = engines.open(path)
+        h, w = model.input_size
+        with pytest.raises(UserError, match=r"\(h, w, 3\)"):
+            model.segment(np.zeros((0, 0, 3), np.uint8))
+        with pytest.raises(UserError, match="resize it"):
+            model.infer(np.zeros((1, 3, h + 1, w), np.float32))
+        model.close()
+        with pytest.raises(UserError, match="was closed"):
+            model.infer(np.zeros((1, 3, h, w), np.float32))

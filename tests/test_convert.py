@@ -251,3 +251,18 @@ def test_models_that_would_not_compute_the_same_function_are_refused(tmp_path, c
     rc, _, err = run_cli(["convert", str(src), "--config", "quickstart", *OVERRIDES, override, "-o", str(tmp_path / "r")],
                          capsys)
     assert rc == 2 and needle in err
+
+
+def test_mmseg_ade20k_bed_with_a_trailing_space_is_the_same_class():
+    """mmseg's ade.py names class 7 'bed ' (trailing space): readable after convert, equal in comparisons."""
+    from cpnet.convert import classes_from_meta
+    from cpnet.data.ade20k import ADE20K_CLASSES
+    from cpnet.runtime.manifest import class_names_differ
+
+    mmseg_names = [("bed " if c == "bed" else c) for c in ADE20K_CLASSES]
+    assert mmseg_names[7] == "bed "
+    classes, _ = classes_from_meta({"dataset_meta": {"classes": mmseg_names}}, len(ADE20K_CLASSES))
+    assert classes[7] == "bed" and classes == list(ADE20K_CLASSES)
+    assert class_names_differ(mmseg_names, ADE20K_CLASSES) is None
+    assert class_names_differ(["Wall", "chest  of drawers"], ["wall", "chest of drawers"]) is None
+    assert class_names_differ(["wall", "sky"], ["wall", "road"]) == "class 1 is 'sky' against 'road'"

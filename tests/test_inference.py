@@ -89,16 +89,35 @@ def mmseg_slide_inference(inputs, infer, crop, stride, num_classes):
     return preds / count_mat
 
 
+def mmcv_rescale_size(old_size, scale):
+    """mmcv.image.geometric.rescale_size (with _scale_size), re-implemented: sizes are (w, h); a tuple scale is a
+    (long, short) bound in either order, one factor for both sides, each side int(x * f + 0.5)."""
+    w, h = old_size
+    if isinstance(scale, (float, int)):
+        factor = scale
+    else:
+        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
+
+
+def mmseg0_test_sizes(h, w, ratios, img_scale=None):
+    """(h, w) per ratio in mmseg 0.x's MultiScaleFlipAug(img_scale, img_ratios) + Resize(keep_ratio=True): the
+    scales are (int(a * r), int(b * r)) of img_scale, or of the image's (w, h) when img_scale is None, and each
+    goes through mmcv.imrescale (rescale_size)."""
+    a, b = img_scale if img_scale is not None else (w, h)
+    return [mmcv_rescale_size((w, h), (int(a * r), int(b * r)))[::-1] for r in ratios]
+
+
 def mmseg_tta(image, infer, crop, stride, num_classes, ratios, flip, base=None):
-    """mmseg's test-time augmentation: Resize(scale_factor=r, keep_ratio=True) (mmcv's int(x * r + 0.5)),
-    RandomFlip, slide inference, postprocess_result (flip the logits back, resize them to the original shape,
-    bilinear), then SegTTAModel.merge_preds (the mean of the softmax probabilities)."""
+    """mmseg's test-time augmentation: mmseg 0.x's multi-scale sizes (slide; ``base``: whole mode's squashed
+    input, scaled as int(x * r + 0.5)), RandomFlip, slide inference, postprocess_result (flip the logits back,
+    resize them to the original shape, bilinear), then the mean of the softmax probabilities."""
     _, _, H, W = image.shape
-    bh, bw = base or (H, W)
     total = torch.zeros(1, num_classes, H, W, dtype=torch.float64)
     n = 0
-    for r in ratios:
-        size = (int(bh * r + 0.5), int(bw * r + 0.5))
+    sizes = ([(int(base[0] * r + 0.5), int(base[1] * r + 0.5)) for r in ratios] if base else
+             mmseg0_test_sizes(H, W, ratios))
+    for r, size in zip(ratios, sizes):
         img = F.interpolate(image, size=size, mode="bilinear", align_corners=False) if size != (H, W) else image
         for f in ([False, True] if flip else [False]):
             x = img.flip(-1) if f else img
@@ -160,6 +179,27 @@ def test_mmcv_rounding_and_keep_ratio_rescale():
     assert rescale_size((1024, 2048), (2048, 1024)) == (1024, 2048)
 
 
+def test_test_time_sizes_equal_mmseg_0x_on_a_grid():
+    """Slide mode's multi-scale sizes against the re-implementation of mmcv's rescale_size and mmseg 0.x's
+    MultiScaleFlipAug, for image sides 16 to 2100 px, ratios 0.5 to 2 and every base scale: 0 mismatches."""
+    from cpnet.data.transforms import BASE_SCALES
+    from cpnet.inference import test_size
+
+    ratios = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    sides = range(16, 2101, 23)
+    checked = mismatches = 0
+    for base in (None, *BASE_SCALES.values()):
+        for h in sides:
+            for w in sides:
+                want = mmseg0_test_sizes(h, w, ratios, base)
+                got = [test_size("slide", (h, w), (32, 32), r, base) for r in ratios]
+                mismatches += sum(g != tuple(x) for g, x in zip(got, want))
+                checked += len(ratios)
+    assert checked == 4 * len(sides) ** 2 * len(ratios) and mismatches == 0
+    # at ratio 1 with a base scale it is the single-scale test size (mmseg's test Resize(scale, keep_ratio=True))
+    assert test_size("slide", (375, 500), (32, 32), 1.0, (2048, 512)) == rescale_size((375, 500), (2048, 512))
+
+
 def test_predict_image_resizes_the_uint8_image_as_deployed():
     """Whole mode, one scale, no flip: the window is exactly what cpnet.runtime.preprocess feeds a deployed model,
     and the label map is exactly its postprocess's (same logits resize, same argmax)."""
@@ -180,3 +220,34 @@ def test_predict_image_resizes_the_uint8_image_as_deployed():
     assert len(seen) == 1 and torch.equal(seen[0], torch.from_numpy(x))
     deployed = postprocess(infer(torch.from_numpy(x)).numpy(), image.shape[:2])
     assert np.array_equal(probs.argmax(1)[0].numpy(), deployed)
+
+
+def test_a_frame_stretched_by_the_whole_image_resize_is_said_aloud(tiny_checkpoint, tmp_path, caplog):
+    """edge_r18_288x512 is for 16:9 frames: a 2:1 Cityscapes frame is stretched 1.125 in height against training,
+    and cpnet evaluate says so (here: a 2:1 dataset into the tiny model's square input)."""
+    import cv2
+
+    from cpnet.config import load_config
+    from cpnet.runtime.preprocess import aspect_note, aspect_stretch
+
+    cfg = load_config("edge_r18_288x512")
+    assert aspect_stretch((1024, 2048), cfg.crop_size) == pytest.approx(1.125)
+    assert aspect_note((720, 1280), cfg.crop_size) is None and aspect_note((1080, 1920), cfg.crop_size) is None
+    assert "1.125" in aspect_note((1024, 2048), cfg.crop_size)
+
+    data = tmp_path / "wide"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (data / "images" / split).mkdir(parents=True)
+        (data / "masks" / split).mkdir(parents=True)
+        cv2.imwrite(str(data / "images" / split / "a.png"), rng.integers(0, 255, (32, 64, 3), dtype=np.uint8))
+        cv2.imwrite(str(data / "masks" / split / "a.png"), np.zeros((32, 64), np.uint8))
+    from cpnet.data.synthetic import classes_yaml_text
+
+    (data / "classes.yaml").write_text(classes_yaml_text())
+    from cpnet import cli
+
+    with caplog.at_level("WARNING"):
+        rc = cli.main(["evaluate", str(tiny_checkpoint), "--data-root", str(data), "--no-progress"])
+    assert rc == 0
+    assert any("stretches height by 2.000" in r.getMessage() for r in caplog.records), caplog.text

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -171,7 +173,8 @@ def test_a_failing_step_names_itself_and_its_log_and_stops(first, monkeypatch):
     assert list(step_lines(err)) == ["int8-cpu"]  # stopped: nothing after it ran
     after = mtimes(root / "run")
     assert {n for n in after if after[n] != before[n]} == {"int8-cpu.log"}
-    assert not (root / "run" / "stamps" / "int8-cpu.json").exists()  # so the next run does it again
+    stamp = json.loads((root / "run" / "stamps" / "int8-cpu.json").read_text())
+    assert stamp["rc"] == 1  # the pipeline's own output, and not fresh: the next run does it again
     assert "stopped at int8-cpu (exit 1)" in out
 
 
@@ -187,3 +190,70 @@ def test_mistakes_are_one_line_exit_2_before_any_work(tmp_path, capsys):
         cli.main(["pipeline", "--only", "train", "--from", "data"])
     assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- nothing lost (issue 27)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_the_pipeline_did_not_make_is_refused_not_deleted(first, tmp_path, make_tiny_checkpoint, capsys):
+    root = first[0]
+    run = tmp_path / "run"
+    make_tiny_checkpoint(run)  # best.pt and its manifest, as cpnet train leaves them
+    before = tree(run)
+    options = argv(root)[argv(root).index("--data"):]
+    rc = cli.main(["pipeline", "-o", str(run), "--only", "train", *options])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the pipeline did not make" in err and "--overwrite" in err, err
+    assert tree(run) == before and sorted(p.name for p in run.iterdir()) == sorted(before)
+
+
+def test_a_dataset_the_pipeline_did_not_make_is_refused_not_rewritten(tmp_path, tiny_data, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)  # 6 + 4 images of 48 px: not the set these options ask for
+    before = tree(data)
+    rc = cli.main(["pipeline", "-o", str(tmp_path / "run"), "--data", str(data), "--only", "data", "--train-images",
+                   "6", "--val-images", "4", "--image-size", "32", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--overwrite" in err, err
+    assert tree(data) == before and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_artifact_with_its_time_kept_is_not_fresh(first):
+    root = first[0]
+    onnx = root / "run" / "export" / "model.onnx"
+    original, st = onnx.read_bytes(), onnx.stat()
+    try:
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0xFF
+        onnx.write_bytes(bytes(damaged))
+        os.utime(onnx, ns=(st.st_atime_ns, st.st_mtime_ns))
+        rc, out, _ = pipeline(root, "--list")
+        states = dict(line.split(None, 1) for line in out.splitlines())
+        assert rc == 0 and "does not match its manifest's sha256" in states["export"], states
+        assert "does not match its manifest's sha256" in states["fp16"]  # it reads the damaged file
+    finally:
+        onnx.write_bytes(original)
+        os.utime(onnx, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_interrupted_training_is_resumed_not_restarted(first):
+    root = first[0]
+    run = root / "run"
+    stamp_path = run / "stamps" / "train.json"
+    stamp = json.loads(stamp_path.read_text())
+    checkpoints = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    best = (run / "best.pt").read_bytes()
+    stamp.update(rc=None)  # what a kill -9 during training leaves (Ctrl-C leaves rc 130)
+    stamp_path.write_text(json.dumps(stamp))
+    rc, _, err = pipeline(root, "--only", "train")
+    assert rc == 0, err
+    log = (run / "logs" / "train.log").read_text()
+    assert "--resume" in log.splitlines()[0] and "--overwrite" not in log.splitlines()[0]
+    assert "resumed from" in log and "nothing left to train" in log and "none trained now" in log
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == checkpoints
+    assert (run / "best.pt").read_bytes() == best
+    assert json.loads(stamp_path.read_text())["rc"] == 0

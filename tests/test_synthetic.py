@@ -44,7 +44,7 @@ def test_deterministic_bytes(tmp_path, synth):
 
 def test_regenerate_removes_stale_files(tmp_path):
     out = generate(tmp_path / "d", n_train=5, n_val=2, size=32, seed=0)
-    generate(out, n_train=2, n_val=1, size=32, seed=0)
+    generate(out, n_train=2, n_val=1, size=32, seed=0, overwrite=True)
     assert len(list((out / "images/train").iterdir())) == 2 and len(list((out / "masks/val").iterdir())) == 1
 
 

@@ -901,4 +901,3 @@ def test_the_tensorrt_extras_name_one_cuda_major_each():
         assert set(r) == {f"tensorrt-cu{major}", "pycuda", "cuda-python"}
         assert r["cuda-python"].specifier.contains(f"{major}.9") and not r["cuda-python"].specifier.contains(
             f"{major + 1}.0")
-    assert "filelock" in reqs(cfg["options"]["install_requires"])

@@ -105,6 +105,13 @@ def guarded(fn, *args) -> int:
         return e.exit_code
     except BrokenPipeError:  # `cpnet summary | head`
         return EXIT_OK
+    except OSError as e:  # a full disk (or ulimit -f) met by a writer that is not ours (TensorBoard, a library)
+        from cpnet.runtime.files import disk_full_error, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        sys.stderr.write(f"error: {first_line(disk_full_error(e.filename or 'a file', e), 2000)}\n")
+        return EXIT_USER_ERROR
 
 
 def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -119,9 +126,34 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
         parser = build_parser(module, prog or f"python -m {module_name}")
         args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
         log.setup(verbose=args.verbose, quiet=args.quiet)
+        check_outputs_apart(args)
         return module.run(args)
 
+    if argv is None:  # the program itself (`python -m cpnet.export`), not a caller
+        _terminate_like_interrupt()
     return guarded(go)
+
+
+#: The flags every verb names the same way (cpnet/cli/args.py): what a verb reads, what it writes.
+INPUT_FLAGS = {"input": "input", "source": "source"}
+OUTPUT_FLAGS = {"output": "output (-o)", "json": "--json file"}
+
+
+def check_outputs_apart(args) -> None:
+    """No output may be an input or another output (``cpnet demo m --source v.mp4 -o v.mp4``): refused before
+    any work. A folder given as both input and output (a report into its run directory) writes beside the
+    input, not over it, and passes."""
+    from cpnet.runtime.files import check_distinct
+
+    inputs = []
+    for flag, what in INPUT_FLAGS.items():
+        value = getattr(args, flag, None)
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, str) and v and not os.path.isdir(v):
+                inputs.append((what, v))
+    outputs = [(what, getattr(args, flag, None)) for flag, what in OUTPUT_FLAGS.items()
+               if isinstance(getattr(args, flag, None), str)]
+    check_distinct(inputs, outputs)
 
 
 def summary_of(module_name: str) -> str:
@@ -164,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"cpnet {__version__}")
         return EXIT_OK
+    if as_program:
+        _terminate_like_interrupt()
     code = dispatch(VERBS, argv, "cpnet")
     if as_program:
         if code == EXIT_INTERRUPTED:  # skip the interpreter's teardown: a half-imported library (Ctrl-C landed
@@ -174,6 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (kill, systemd, a container stopping) ends a command as Ctrl-C does: the demo finishes its
+    video, temporary files are removed, training says how to resume; exit 130."""
+    import signal
+
+    from cpnet.runtime.errors import Terminated
+
+    def handler(signum, frame):
+        raise Terminated("SIGTERM")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def _ignore_interrupts_while_exiting() -> None:
     """The work is done and the outputs are in place: a Ctrl-C now would only tear the interpreter's
     shutdown apart (native libraries' destructors abort on it), so it is ignored."""
@@ -181,6 +231,7 @@ def _ignore_interrupts_while_exiting() -> None:
 
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except ValueError:  # not the main thread
         pass
 

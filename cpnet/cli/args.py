@@ -37,6 +37,18 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def int_in(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high`` (a value with no upper bound can hang a command
+    or exhaust the machine's memory)."""
+    def parse(text: str) -> int:
+        value = _whole_number(text, low)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
+        return value
+
+    return parse
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)

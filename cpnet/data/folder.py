@@ -47,6 +47,9 @@ def read_classes(root: "str | Path") -> tuple[list[str], list[tuple[int, int, in
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except OSError as e:
         raise UserError(f"{path}: cannot read classes file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}; saved in a "
+                        f"legacy encoding such as cp1252?); save it as UTF-8") from None
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
                         f"({str(e).splitlines()[0]}); {CLASSES_HINT}") from None

@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 import yaml
 
-from cpnet.runtime import UserError, atomic_write_text
+from cpnet.runtime import UserError
 from cpnet.runtime.files import check_output
 from cpnet.runtime.log import get_logger
 
@@ -403,40 +403,113 @@ def classes_yaml_text(header: str = "") -> str:
     return header + body + "\n"
 
 
+#: What ``cpnet data`` writes in its folder, and nothing else.
+_SPLIT_FOLDERS = {f"{kind}/{split}" for kind in ("images", "masks") for split in ("train", "val")}
+HEADER_START = "# cpnet synthetic dataset"
+
+
+def foreign_files(out: Path) -> list[str]:
+    """What in ``out`` cpnet data did not make (empty: it is new, empty, or a synthetic dataset and only that)."""
+    if not out.is_dir():
+        return []
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return []
+    try:
+        header = (out / "classes.yaml").read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        header = ""
+    if not header.startswith(HEADER_START):
+        return entries
+    foreign = [e for e in entries if e not in ("classes.yaml", "images", "masks")]
+    for p in out.rglob("*"):
+        rel = p.relative_to(out).as_posix()
+        if p.is_dir():
+            if rel not in _SPLIT_FOLDERS and rel not in ("images", "masks"):
+                foreign.append(rel)
+        elif rel != "classes.yaml" and not (p.parent.relative_to(out).as_posix() in _SPLIT_FOLDERS
+                                            and p.name.startswith("syn_") and p.suffix == ".png"):
+            foreign.append(rel)
+    return sorted(set(foreign))
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a folder that holds anything cpnet data did not make; a synthetic dataset is
+    replaced only with ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give a folder for the dataset")
+    foreign = foreign_files(out)
+    if foreign:
+        raise UserError(f"{out}: holds files cpnet data did not make ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''}); it writes only into a new or empty folder or over "
+                        f"its own dataset: choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        try:
+            what = (out / "classes.yaml").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        except (OSError, IndexError):
+            what = "a synthetic dataset"
+        raise UserError(f"{out}: already holds a dataset ({what}); pass --overwrite to replace it, "
+                        f"or choose another -o")
+
+
 def generate(out: "str | Path", n_train: int = 400, n_val: int = 100, size: int = 128, seed: int = 0,
-             progress: bool = False) -> Path:
+             progress: bool = False, overwrite: bool = False) -> Path:
     """Write the synthetic dataset to ``out`` in the folder format; return ``out``.
 
-    Old ``syn_*.png`` files in the four split folders are removed first, so the
-    folder holds exactly this dataset. ``classes.yaml`` is written last.
+    ``out`` must be new, empty, or (with ``overwrite``) a synthetic dataset and nothing else
+    (:func:`check_target`). The dataset is written into a scratch folder beside ``out`` and
+    renamed into place whole, so a full disk or a kill leaves no partial image under ``out``.
     """
+    from cpnet.runtime.files import disk_full_error, is_disk_full, scratch_dir
+
     out = Path(out)
     if n_train < 1 or n_val < 0:
         raise UserError(f"--train must be >= 1 and --val >= 0 (got {n_train}, {n_val})")
     if size < 32:
         raise UserError(f"--size must be at least 32 (got {size})")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
+    check_target(out, overwrite)
     counts = {"train": n_train, "val": n_val}
-    for split, n in counts.items():
-        for kind in ("images", "masks"):
-            d = out / kind / split
-            d.mkdir(parents=True, exist_ok=True)
-            for old in d.glob("syn_*.png"):
-                old.unlink()
-    for split, n in counts.items():
-        for i in range(n):
-            img, lab = make_sample(seed, split, i, size)
-            name = f"syn_{i:05d}.png"
-            (out / "images" / split / name).write_bytes(_encode_png(cv2.cvtColor(img, cv2.COLOR_RGB2BGR)))
-            (out / "masks" / split / name).write_bytes(_encode_png(lab))
-            if progress and (i + 1) % 100 == 0:
-                log.info(f"{split}: {i + 1}/{n}")
-    header = (f"# cpnet synthetic dataset v{GENERATOR_VERSION}: seed {seed}, size {size}, "
-              f"train {n_train}, val {n_val}\n# look-alike pairs: "
-              + ", ".join(f"{a}/{b}" for a, b in LOOKALIKE_PAIRS) + "\n")
-    atomic_write_text(out / "classes.yaml", classes_yaml_text(header))
+    try:
+        with scratch_dir("data", near=out) as tmp:
+            for split, n in counts.items():
+                for kind in ("images", "masks"):
+                    (tmp / kind / split).mkdir(parents=True)
+            for split, n in counts.items():
+                for i in range(n):
+                    img, lab = make_sample(seed, split, i, size)
+                    name = f"syn_{i:05d}.png"
+                    (tmp / "images" / split / name).write_bytes(_encode_png(cv2.cvtColor(img, cv2.COLOR_RGB2BGR)))
+                    (tmp / "masks" / split / name).write_bytes(_encode_png(lab))
+                    if progress and (i + 1) % 100 == 0:
+                        log.info(f"{split}: {i + 1}/{n}")
+            header = (f"{HEADER_START} v{GENERATOR_VERSION}: seed {seed}, size {size}, "
+                      f"train {n_train}, val {n_val}\n# look-alike pairs: "
+                      + ", ".join(f"{a}/{b}" for a, b in LOOKALIKE_PAIRS) + "\n")
+            (tmp / "classes.yaml").write_text(classes_yaml_text(header), encoding="utf-8")
+            _replace_dir(tmp, out)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(out, e) from None
+        raise
     return out
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put the folder ``new`` where ``out`` is: an empty or missing ``out`` in one rename, an old dataset
+    (already checked to be one) moved aside first and removed after."""
+    import os
+    import shutil
+
+    if out.is_dir() and any(out.iterdir()):
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.is_dir():
+            out.rmdir()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new, out)
 
 
 DESCRIPTION = """Write the built-in synthetic dataset (a context-dependent street/beach scene) in cpnet's folder format.
@@ -455,8 +528,12 @@ def add_arguments(p) -> None:
     a.add_output(p, "output folder (default data/synthetic)")
     p.add_argument("--train", type=a.non_negative_int, default=400, metavar="N", help="training images (default 400)")
     p.add_argument("--val", type=a.non_negative_int, default=100, metavar="N", help="validation images (default 100)")
-    p.add_argument("--size", type=a.positive_int, default=128, metavar="PIXELS", help="image side in pixels (default 128)")
+    p.add_argument("--size", type=a.int_in(32, 4096), default=128, metavar="PIXELS",
+                   help="image side in pixels, 32 to 4096 (default 128)")
     p.add_argument("--seed", type=a.non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the synthetic dataset already in the folder (a folder holding anything else is "
+                        "always refused)")
     c = p.add_argument_group("motion clip")
     c.add_argument("--clip", metavar="FILE.mp4",
                    help="write only a video with a slow pan and zoom over one scene (--size: the scene's scale, as "
@@ -476,7 +553,7 @@ def run(args) -> int:
         return 0
     out = check_output(args.output or "data/synthetic", kind="dir")
     t0 = time.perf_counter()
-    generate(out, args.train, args.val, args.size, args.seed, progress=True)
+    generate(out, args.train, args.val, args.size, args.seed, progress=True, overwrite=args.overwrite)
     print(f"wrote {args.train} train + {args.val} val images of {args.size}x{args.size} to {out} "
           f"in {time.perf_counter() - t0:.1f} s (classes: {', '.join(SYNTHETIC_NAMES)})")
     return 0

@@ -89,10 +89,27 @@ class Backend(abc.ABC):
             return torch.from_numpy(self.infer(batch.detach().cpu().numpy()))
         return self.infer(batch)
 
+    def checked_batch(self, batch: Any) -> np.ndarray:
+        """``batch`` as a float32 NCHW array, refused in one line when this backend is closed or the batch is not
+        of the model's input size (what every backend's ``infer`` takes)."""
+        from .errors import UserError
+
+        if self.closed:
+            raise UserError(f"{self.path}: the model was closed; open it again (engines.open) to run it")
+        x = as_numpy_batch(batch)
+        if self.manifest.get("input_size") and tuple(x.shape[2:]) != self.input_size:
+            raise UserError(f"{self.path}: a batch of {x.shape[3]}x{x.shape[2]} for a model input of "
+                            f"{self.input_size[1]}x{self.input_size[0]}; resize it (segment() does, from an image)")
+        return x
+
     def segment(self, image_rgb: np.ndarray) -> np.ndarray:
         """Label map (h, w) for an RGB uint8 image (h, w, 3), pre/post-processed as the manifest says."""
+        from .errors import UserError
         from .preprocess import postprocess, preprocess
 
+        image_rgb = np.asarray(image_rgb)
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or 0 in image_rgb.shape:
+            raise UserError(f"segment() takes an RGB image (h, w, 3) with h, w >= 1, got shape {image_rgb.shape}")
         x = preprocess(image_rgb, self.manifest)
         logits = self.infer(x)
         return postprocess(logits, tuple(image_rgb.shape[:2]))

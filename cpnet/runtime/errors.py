@@ -55,6 +55,11 @@ class MissingDependency(CpnetError):
     exit_code = EXIT_MISSING_DEPENDENCY
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be (the front door installs it), so both end a command the same way:
+    outputs finalised or removed, exit 130."""
+
+
 def first_line(e: BaseException, limit: int = 240) -> str:
     """The first non-empty line of an exception's text (library errors can be pages long)."""
     text = str(e).strip()

@@ -54,9 +54,9 @@ def read_manifest(artifact: "str | Path", required: bool = True) -> dict | None:
 def verify_sha256(artifact: "str | Path", manifest: dict, what: str = "file") -> str:
     """The artifact's sha256, checked against its manifest before anything parses the file: a file changed
     or cut short after it was made is a one-line UserError. Returns the digest."""
-    from .files import sha256_file
+    from .files import artifact_sha256
 
-    digest = sha256_file(artifact)
+    digest = artifact_sha256(artifact)
     expected = manifest.get("sha256")
     if expected and digest != expected:
         raise UserError(f"{artifact}: {what} does not match its manifest (sha256 differs; changed or truncated "
@@ -108,6 +108,23 @@ def manifest_problem(m: dict) -> str | None:
     return None
 
 
+def class_key(name: str) -> str:
+    """A class name as comparisons see it: mmseg's own lists carry stray spaces (ADE20K's class 7 is ``'bed '``
+    in its ``ade.py``), so case and surrounding or repeated whitespace do not count."""
+    return " ".join(str(name).split()).casefold()
+
+
+def class_names_differ(ours, theirs) -> str | None:
+    """None when two class lists name the same classes (by :func:`class_key`), else the first difference."""
+    ours, theirs = list(ours), list(theirs)
+    if len(ours) != len(theirs):
+        return f"{len(ours)} classes against {len(theirs)}"
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if class_key(a) != class_key(b):
+            return f"class {i} is {a!r} against {b!r}"
+    return None
+
+
 #: What an artifact made from another keeps of its parent's manifest: what it takes and what it gives.
 INTERFACE_KEYS = ("model", "config", "classes", "palette", "input_size", "mean", "std", "channel_order",
                   "input", "output", "prior", "opset")
@@ -118,13 +135,13 @@ def derive_manifest(parent: "str | Path", parent_manifest: dict, kind: str, prec
     """The manifest of an artifact made from ``parent`` (FP16 or INT8 from an ONNX file, an engine from one):
     the parent's interface (:data:`INTERFACE_KEYS`), its lineage and the new fields. The artifact's own
     ``sha256`` and ``versions`` are added by the caller when the file exists."""
-    from .files import sha256_file
+    from .files import artifact_sha256
 
     parent = Path(parent)
     where = str(parent) if relative_to is None else os.path.relpath(parent, Path(relative_to))
     manifest = {k: parent_manifest[k] for k in INTERFACE_KEYS if k in parent_manifest}
     manifest.update(kind=kind, precision=precision,
-                    parent={"path": where, "sha256": parent_sha256 or sha256_file(parent)})
+                    parent={"path": where, "sha256": parent_sha256 or artifact_sha256(parent)})
     manifest.update(fields)
     return manifest
 

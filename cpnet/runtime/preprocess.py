@@ -129,3 +129,25 @@ def resize_logits(chw: np.ndarray, size: Sequence[int]) -> np.ndarray:
         r = cv2.resize(part, (w, h), interpolation=cv2.INTER_LINEAR)
         out[s:s + 512] = r.reshape(h, w, -1).transpose(2, 0, 1)
     return out
+
+
+#: A whole-image resize that stretches one side against the other by more than this is said aloud.
+ASPECT_TOLERANCE = 0.02
+
+
+def aspect_stretch(image_hw, input_hw) -> float:
+    """How much the deployed resize (the whole image to the input, aspect not kept) stretches height against width:
+    1.0 when the image has the input's aspect; a 2:1 Cityscapes frame into a 288x512 input gives 1.125."""
+    (h, w), (ih, iw) = image_hw, input_hw
+    return (ih / h) / (iw / w)
+
+
+def aspect_note(image_hw, input_hw) -> str | None:
+    """One line when an (h, w) image is stretched by the whole-image resize to ``input_hw``, else None."""
+    stretch = aspect_stretch(image_hw, input_hw)
+    if abs(stretch - 1.0) <= ASPECT_TOLERANCE:
+        return None
+    (h, w), (ih, iw) = image_hw, input_hw
+    return (f"{w}x{h} images into a {iw}x{ih} input: the whole-image resize stretches height by {stretch:.3f} "
+            f"against width (this model is for frames of aspect {iw / ih:.3g}:1, these are {w / h:.3g}:1), so "
+            f"objects are not the shape training's aspect-kept resize showed; the figures are of stretched frames")

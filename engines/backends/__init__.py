@@ -63,4 +63,7 @@ def open_artifact(path, backend: str | None = None, **options) -> Backend:
         raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not Path(path).exists():
         raise UserError(f"{path}: no such file or directory")
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads={threads!r}: give a whole number of 1 or more, or None for the runtime's choice")
     return backend_class(name)(path, **options)

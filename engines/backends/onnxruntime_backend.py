@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 from cpnet.runtime.errors import UserError
 from cpnet.runtime.manifest import read_manifest, verify_sha256
 from cpnet.runtime.ort import _ORT_TYPES, make_session
@@ -90,9 +90,7 @@ class OnnxModel(Backend):
 
     def infer(self, batch) -> np.ndarray:
         """Float32 logits (N, C, H, W) for a preprocessed NCHW batch (numpy or torch)."""
-        if self.session is None:
-            raise RuntimeError(f"{self.path}: the model was closed")
-        x = as_numpy_batch(batch).astype(self.input_dtype, copy=False)
+        x = self.checked_batch(batch).astype(self.input_dtype, copy=False)
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
                 raise ValueError(f"{Path(self.path).name} takes batches of {self.fixed_batch}, got {x.shape[0]}")
@@ -110,9 +108,7 @@ class OnnxModel(Backend):
 
     def infer_all(self, batch) -> dict[str, np.ndarray]:
         """Every output by name as float32 numpy (``infer`` returns the logits alone)."""
-        if self.session is None:
-            raise RuntimeError(f"{self.path}: the model was closed")
-        x = as_numpy_batch(batch).astype(self.input_dtype, copy=False)
+        x = self.checked_batch(batch).astype(self.input_dtype, copy=False)
         names = self.output_names
         parts = [x] if self.fixed_batch in (None, x.shape[0]) else [x[i:i + 1] for i in range(x.shape[0])]
         if len(parts) > 1 and self.fixed_batch != 1:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from cpnet.runtime import UserError, read_manifest
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 from cpnet.runtime.log import get_logger
 
 from .. import trt as trtlayer
@@ -200,7 +200,7 @@ class TensorRTBackend(Backend):
     def _infer(self, batch, names: list[str]) -> dict[str, np.ndarray]:
         """Run on any thread: the primary context is pushed around the call, and the lock makes callers take
         turns on the one execution context and its buffers."""
-        x = as_numpy_batch(batch)
+        x = self.checked_batch(batch)
         with self._lock, self._cuda_context:
             return self._infer_locked(x, names)
 

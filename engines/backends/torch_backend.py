@@ -16,7 +16,7 @@ import numpy as np
 
 from cpnet.runtime import UserError
 
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -43,7 +43,6 @@ class TorchBackend(Backend):
         import torch
 
         from cpnet.checkpoint import checkpoint_manifest, load_model, resolve_checkpoint
-        from cpnet.runtime import read_manifest, sha256_file
         from cpnet.runtime.device import resolve_device
 
         precision = str(precision).lower()
@@ -59,14 +58,10 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(threads))
 
         ckpt_path = resolve_checkpoint(path)
-        beside = read_manifest(ckpt_path, required=False)
-        # The checkpoint is the authority on itself: its manifest is rebuilt from it, and a manifest beside it
-        # that names another file (sha256) is refused rather than believed.
-        sha = sha256_file(ckpt_path)
-        if beside is not None and beside.get("sha256") not in (None, sha):
-            raise UserError(f"{ckpt_path}: does not match its manifest {ckpt_path.name}.json (sha256 differs: the file "
-                            f"changed after it was written); use the run's own checkpoint or remove the stale manifest")
+        # The checkpoint is the authority on itself: its manifest is rebuilt from it (a manifest beside it that
+        # names other bytes is refused by load_checkpoint, the one check every command shares).
         model, cfg, ckpt = load_model(ckpt_path, dev)
+        sha = ckpt["sha256"]
         manifest = checkpoint_manifest(ckpt_path, cfg, ckpt.get("classes") or [str(i) for i in range(cfg.model.num_classes)],
                                        ckpt.get("palette") or [], ckpt.get("iter"), sha256=sha)
         super().__init__(str(ckpt_path), manifest)
@@ -90,7 +85,7 @@ class TorchBackend(Backend):
 
     def infer(self, batch) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(as_numpy_batch(batch)).to(self.device, non_blocking=True)
+        x = torch.from_numpy(self.checked_batch(batch)).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cuda = self.device.type == "cuda"

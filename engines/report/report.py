@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from cpnet.runtime import CheckFailed, MissingDependency, UserError, atomic_write_json
-from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, first_line
+from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, EXIT_USER_ERROR, first_line
 from cpnet.runtime.log import get_logger
 
 from .pages import pack_labels, unpack_labels
@@ -266,6 +266,11 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
             log.warning("skipping bad sample: %s", e)
             skipped.append(str(e))
             continue
+        need = C * label.size * 4 * 2  # the logits and the probabilities at the image's size, float32
+        if need > MAX_IMAGE_BYTES:
+            raise UserError(f"{dataset.sample_path(i)}: a {label.shape[1]}x{label.shape[0]} image needs about "
+                            f"{need / 2**30:.1f} GiB for its {C}-class scores at full size (the report compares at "
+                            f"the image's size; at most {MAX_IMAGE_BYTES / 2**30:.0f} GiB); resize such images first")
         k = len(used)
         if k == 0:
             for _ in range(options.warmup):
@@ -297,6 +302,9 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
     bar.close()
     if not used:
         raise UserError(f"no usable labelled image ({len(skipped or [])} bad sample(s)); check --data / --split")
+    if int(total.mat.sum()) == 0:
+        raise UserError(f"no labelled pixel in {len(used)} image(s): every mask pixel is the ignore label "
+                        f"({dataset.ignore_index}) or out of range, so mIoU is undefined; check the masks")
     result = Pass(indices=used, counts=np.asarray(counts, np.int64).reshape(len(used), 3, C),
                   matrix=total.mat.copy(), same=np.asarray(same, np.int64), pixels=np.asarray(pixels, np.int64),
                   latencies_ms=latencies, worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],
@@ -427,6 +435,12 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         if ref.num_classes and ref.num_classes != len(classes):
             raise UserError(f"{reference}: the model has {ref.num_classes} classes, the dataset ({data_desc}) "
                             f"{len(classes)}; pass the dataset the model was trained for")
+        from cpnet.runtime.manifest import class_names_differ  # tolerant of mmseg's 'bed ' and of case
+
+        differ = ref.manifest.get("classes") and class_names_differ(ref.manifest["classes"], classes)
+        if differ:
+            raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
+                            f"the dataset the model was trained for")
         n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
         log.info(f"{n} image(s) from the {data_desc}; {ref_name} is the reference ({ref.describe()}), "
                  f"{len(variants)} variant(s)")
@@ -506,6 +520,13 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
     report["_indices"] = indices
     report["_reference_predictions"] = ref_preds
     return report
+
+
+#: Memory one image's class scores may take at its own size (an 8000x8000 image took 58 s and 4.9 GiB).
+MAX_IMAGE_BYTES = 2 << 30
+
+#: Bootstrap resamples: each is an (images,) weight row and a confusion matrix per variant; 1e8 exhausted 24 GB.
+MAX_BOOTSTRAP = 100_000
 
 
 def _not_run(row: dict, e: Exception, what: str) -> dict:
@@ -618,7 +639,10 @@ def exit_code(report: dict) -> int:
     if report["gate"]["offenders"] and any(r["status"] == "fail" for r in report["rows"]):
         return EXIT_CHECK_FAILED
     if report["gate"]["not_run"]:
-        return EXIT_MISSING_DEPENDENCY
+        # a variant missing only because TensorRT/CUDA is absent is 3; one the user gave that is tampered or
+        # unopenable is a user mistake, 2 (the front door's table)
+        missing = all(r.get("missing_dependency") for r in report["rows"] if r["status"] == "not run")
+        return EXIT_MISSING_DEPENDENCY if missing else EXIT_USER_ERROR
     return 0
 
 
@@ -699,7 +723,7 @@ def add_arguments(p) -> None:
     g.add_argument("--max-class-drift", type=a.non_negative_float, metavar="POINTS",
                    help="largest IoU drop of any class against the reference, in IoU points (default: off)")
     g = p.add_argument_group("statistics and pictures")
-    g.add_argument("--bootstrap", type=a.non_negative_int, default=d.bootstrap, metavar="N",
+    g.add_argument("--bootstrap", type=a.int_in(0, MAX_BOOTSTRAP), default=d.bootstrap, metavar="N",
                    help=f"bootstrap resamples over images for the 95%% intervals (default {d.bootstrap}; 0: none)")
     g.add_argument("--seed", type=a.non_negative_int, default=d.seed, metavar="N",
                    help=f"seed of the bootstrap resamples (default {d.seed})")
@@ -753,6 +777,10 @@ def run(args) -> int:
     check_output(out_dir, "dir", "report folder")  # before any work: minutes of passes, then nowhere to write
     if args.json:
         check_output(args.json, "file", "--json file")
+        from cpnet.runtime.files import check_distinct  # --json over a page of the report itself: refused
+
+        check_distinct([], [(name, out_dir / name) for name in ("report.md", "report.html")]
+                       + [("--json file", args.json)])
     report = build_report(args.input, list(args.variants), options, runtime_options(args))
     paths = write_report(report, out_dir, command_line(args))
     if args.json:
@@ -768,10 +796,11 @@ def run(args) -> int:
     if code == EXIT_CHECK_FAILED:
         n = sum(r["status"] == "fail" for r in report["rows"])
         raise CheckFailed(f"drift gate failed: {n} variant(s) beyond the limits (lines above); report in {out_dir}")
-    if code == EXIT_MISSING_DEPENDENCY:
+    if code in (EXIT_MISSING_DEPENDENCY, EXIT_USER_ERROR):
         names = ", ".join(report["gate"]["not_run"])
-        raise MissingDependency(f"not run: {names} (reasons above and in the report); the gate cannot pass without "
-                                f"them; report in {out_dir}")
+        error = MissingDependency if code == EXIT_MISSING_DEPENDENCY else UserError
+        raise error(f"not run: {names} (reasons above and in the report); the gate cannot pass without "
+                    f"them; report in {out_dir}")
     return 0
 
 

@@ -1,0 +1,294 @@
+"""Nothing lost, nothing silently different: no command replaces a file the user made, an output that is
+also an input is refused, a full disk is one line with nothing partial under a final name, a run
+directory in use is refused, SIGTERM finalises like Ctrl-C, and a tampered input is refused by every
+command that reads it. (The pipeline's own cases are in tests/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpnet import cli
+from demo_doubles import video_info, write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with the sha256 of its bytes: what "nothing changed" compares."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- §1.2 cpnet data
+
+
+def test_data_refuses_a_folder_holding_the_users_files(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "images" / "train").mkdir(parents=True)
+    (folder / "images" / "train" / "photo.png").write_bytes(b"the user's image")
+    (folder / "classes.yaml").write_text("- {name: cat, color: [1, 2, 3]}\n")
+    before = tree(folder)
+    rc, _, err = run(["data", "-o", folder, "--train", "2", "--val", "1", "--size", "32"], capsys)
+    assert rc == 2 and "did not make" in one_line(err)
+    assert tree(folder) == before
+    rc, _, err = run(["data", "-o", folder, "--train", "2", "--val", "1", "--size", "32", "--overwrite"], capsys)
+    assert rc == 2 and tree(folder) == before  # --overwrite replaces only a dataset cpnet data made
+
+
+def test_data_replaces_its_own_dataset_only_with_overwrite(tmp_path, capsys):
+    folder = tmp_path / "syn"
+    assert run(["data", "-o", folder, "--train", "4", "--val", "2", "--size", "32"], capsys)[0] == 0
+    before = tree(folder)
+    rc, _, err = run(["data", "-o", folder, "--train", "2", "--val", "1", "--size", "32"], capsys)
+    assert rc == 2 and "--overwrite" in one_line(err) and tree(folder) == before
+    (folder / "images" / "val" / "notes.txt").write_text("mine")  # one file of the user's among its own
+    rc, _, err = run(["data", "-o", folder, "--train", "2", "--val", "1", "--size", "32", "--overwrite"], capsys)
+    assert rc == 2 and "notes.txt" in one_line(err)
+    (folder / "images" / "val" / "notes.txt").unlink()
+    rc, _, err = run(["data", "-o", folder, "--train", "2", "--val", "1", "--size", "32", "--overwrite"], capsys)
+    assert rc == 0, err
+    assert len(list((folder / "images" / "train").iterdir())) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch or old copy left
+
+
+# ----------------------------------------------------------------------------- §1.3 outputs that are inputs
+
+
+def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work(tiny_onnx, tiny_checkpoint,
+                                                                                 tmp_path, capsys):
+    video = write_clip(tmp_path / "v.mp4", frames=3, size=(64, 48))
+    before = video.read_bytes()
+    rc, _, err = run(["demo", tiny_onnx, "--source", video, "--headless", "-o", video], capsys)
+    assert rc == 2 and "would overwrite the source" in one_line(err) and video.read_bytes() == before
+    out = tmp_path / "out.mp4"
+    rc, _, err = run(["demo", tiny_onnx, "--source", video, "--headless", "-o", out, "--json", out], capsys)
+    assert rc == 2 and "same file" in one_line(err) and not out.exists()
+    rc, _, err = run(["evaluate", tiny_checkpoint, "--json", tiny_checkpoint], capsys)
+    assert rc == 2 and "would overwrite the input" in one_line(err)
+    report = tmp_path / "report"
+    rc, _, err = run(["report", tiny_checkpoint.parent, "-o", report, "--json", report / "report.md"], capsys)
+    assert rc == 2 and "same file" in one_line(err) and not report.exists()
+
+
+# ----------------------------------------------------------------------------- §1.4 a full disk
+
+#: Run a cpnet command with a file-size limit (ulimit -f): a write past it fails with EFBIG, as on a full disk.
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from cpnet import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def run_limited(limit: int, *argv) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", LIMITED, str(limit), *map(str, argv)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_full_disk_data_is_one_line_and_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "syn"
+    r = run_limited(6000, "data", "-o", out, "--train", "8", "--val", "1", "--size", "64")
+    assert r.returncode == 2, r.stderr
+    assert "file-size limit" in one_line(r.stderr) and str(out) in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing under the final name, no scratch left
+
+
+def test_full_disk_demo_video_is_refused_not_saved_truncated(tiny_onnx, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=60, size=(64, 48))
+    out = tmp_path / "out" / "d.mp4"
+    out.parent.mkdir()
+    r = run_limited(4000, "demo", tiny_onnx, "-s", clip, "--headless", "--no-drop", "-o", out, "--threads", "1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "not saved" in one_line(r.stderr) and "saved:" not in r.stdout
+    assert list(out.parent.iterdir()) == []  # neither a truncated d.mp4 nor its .part file
+
+
+def test_full_disk_atomic_write_is_one_line_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "best.pt"
+    target.write_bytes(b"the good old file")
+    code = f"""
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+from cpnet.runtime import atomic_write_bytes
+from cpnet.runtime.errors import UserError
+try:
+    atomic_write_bytes({str(target)!r}, bytes(5000))
+except UserError as e:
+    print(e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120)
+    assert "not written: the file-size limit" in r.stdout, r.stdout + r.stderr
+    assert target.read_bytes() == b"the good old file" and [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+# ----------------------------------------------------------------------------- §2 locks, SIGTERM, .part files
+
+HOLD_LOCK = """
+import sys, time
+from cpnet.runtime.files import lock_run_dir
+with lock_run_dir(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, _, err = run(["train", "quickstart", "-o", run_dir, "--data-root", tmp_path / "nowhere"], capsys)
+        assert rc == 2 and f"in use by process {holder.pid}" in one_line(err)
+        rc, _, err = run(["pipeline", "-o", run_dir, "--data", tmp_path / "data"], capsys)
+        assert rc == 2 and f"in use by process {holder.pid}" in one_line(err)
+        assert not (tmp_path / "data").exists() and sorted(p.name for p in run_dir.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # a lock is the kernel's: the killed holder's is gone, and the next user takes it
+    from cpnet.runtime.files import lock_run_dir
+
+    with lock_run_dir(run_dir):
+        pass
+
+
+def test_sigterm_finalises_the_demo_video_and_old_part_files_are_removed(tiny_onnx, tmp_path):
+    long_clip = write_clip(tmp_path / "long.mp4", frames=150, size=(64, 48))  # 5 s read live
+    out = tmp_path / "out.mp4"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / f".out.mp4.{int(dead.stdout)}.part.mp4"  # what a kill -9 of a demo leaves
+    leftover.write_bytes(b"half a video")
+    proc = subprocess.Popen([sys.executable, "demo/webcam.py", str(tiny_onnx), "-s", str(long_clip), "--headless",
+                             "-o", str(out), "--threads", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stderr.readline().startswith("[demo] ")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted (SIGTERM)" in stdout and "Traceback" not in stderr
+    n, w, h = video_info(out)
+    assert 0 < n < 150 and (w, h) == (64, 48)
+    assert not leftover.exists() and not list(tmp_path.glob(".*part*"))
+
+
+# ----------------------------------------------------------------------------- §3 tampered inputs
+
+
+def flipped_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    """A run directory whose best.pt has one byte changed and its manifest kept."""
+    run_dir = tmp_path / "tampered"
+    run_dir.mkdir()
+    for p in tiny_checkpoint.parent.glob("best.pt*"):
+        shutil.copy2(p, run_dir / p.name)
+    data = bytearray((run_dir / "best.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run_dir / "best.pt").write_bytes(bytes(data))
+    return run_dir
+
+
+def test_a_tampered_checkpoint_is_refused_by_every_command_that_reads_it(tiny_checkpoint, tiny_data, tmp_path,
+                                                                         capsys):
+    run_dir = flipped_copy(tiny_checkpoint, tmp_path)
+    commands = [["evaluate", run_dir, "--data-root", tiny_data],
+                ["export", run_dir, "-o", tmp_path / "m.onnx", "--data-root", tiny_data],
+                ["demo", run_dir, "-s", tiny_data / "images" / "val", "--headless", "--max-frames", "1"],
+                ["benchmark", run_dir, "--iters", "1"]]
+    for argv in commands:
+        rc, _, err = run(argv, capsys)
+        assert rc == 2 and "does not match its manifest" in one_line(err), (argv, err)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.json").exists()
+
+
+def test_resume_from_a_tampered_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    from cpnet.checkpoint import load_checkpoint
+    from cpnet.runtime.errors import UserError
+
+    run_dir = flipped_copy(tiny_checkpoint, tmp_path)
+    (run_dir / "checkpoints").mkdir()
+    for p in run_dir.glob("best.pt*"):  # --resume reads the newest iteration checkpoint
+        p.rename(run_dir / "checkpoints" / p.name.replace("best.pt", "iter_0000002.pt"))
+    with pytest.raises(UserError, match="does not match its manifest"):
+        load_checkpoint(run_dir)
+
+
+def test_a_changed_ranges_file_is_not_reused(tmp_path):
+    from quantize.calibrate import NUM_BINS, RangeStats
+    from cpnet.runtime.errors import UserError
+
+    n = 3
+    stats = RangeStats(names=["a", "b", "c"], lo=np.zeros(n, np.float32), hi=np.ones(n, np.float32),
+                       edge=np.ones(n), hist=np.ones((n, NUM_BINS), np.int64), meta={"key": {"parent_sha256": "x"}})
+    path = stats.save(tmp_path / "model.calib.npz")
+    assert RangeStats.load(path).names == ["a", "b", "c"]
+    with np.load(path) as z:  # the same file with one range changed, rewritten as a valid npz
+        arrays = {k: z[k] for k in z.files}
+    arrays["hi"] = arrays["hi"] * 8
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(UserError, match="does not match its own sha256"):
+        RangeStats.load(path)
+
+
+def test_sensitivity_leaves_the_ranges_file_an_int8_manifest_names(tmp_path):
+    from quantize.prepare import manifests_naming
+
+    ranges = tmp_path / "model.calib.npz"
+    ranges.write_bytes(b"ranges")
+    (tmp_path / "model.int8.onnx.json").write_text(json.dumps({"calibration": {"ranges_file": "model.calib.npz"}}))
+    (tmp_path / "other.onnx.json").write_text(json.dumps({"calibration": {"ranges_file": "other.calib.npz"}}))
+    assert manifests_naming(ranges) == [tmp_path / "model.int8.onnx"]
+
+
+def test_sha256_covers_external_data(tmp_path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from cpnet.runtime.files import artifact_sha256
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], [w])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True, location="big.onnx.data",
+              size_threshold=0)
+    before = artifact_sha256(path)
+    data = bytearray((tmp_path / "big.onnx.data").read_bytes())
+    data[100] ^= 1
+    (tmp_path / "big.onnx.data").write_bytes(bytes(data))
+    assert artifact_sha256(path) != before
