@@ -114,12 +114,14 @@ def _line(c: Comparison) -> str:
 def _layer_lines(result, threshold: float) -> list[str]:
     width = min(56, max((len(e.match.node) for e in result.layers), default=5))
     lines = [f"  {'#':>4}  {'layer (node in B)':<{width}}  {'op':<14} {'error %':>9} {'added':>8} {'max |diff|':>11}"
-             f"  tensor in A"]
+             f"  tensor compared in A"]
     first = result.first_past(threshold)
     for e in result.layers:
         name = e.match.node if len(e.match.node) <= width else "..." + e.match.node[-(width - 3):]
         mark = "  <- first past" if e is first else ""
         renamed = e.match.candidate if e.match.candidate != e.match.tensor else "same name"
+        if e.match.reference != e.match.tensor:
+            renamed += f" (B: {e.match.reference})"
         lines.append(f"  {e.match.index:>4}  {name:<{width}}  {e.match.op:<14} {e.percent:>9.3g} {e.added:>+8.3g} "
                      f"{e.comparison.max_abs:>11.4g}  {renamed}{mark}")
     return lines

@@ -223,7 +223,8 @@ def test_matching_goes_through_qdq_and_cast():
     roots = onnx_graph.alias_roots(cand)
     assert roots["x_dq"] == roots["x16"] == "x" and roots["y32"] == roots["y_dq"] == "y" and "w_dq" not in roots
     matches, unmatched = onnx_graph.match_tensors(cand, tensor_info(cand), ref, tensor_info(ref))
-    assert [(m.node, m.tensor, m.candidate) for m in matches] == [("conv", "y", "y")]
+    # y as the next layer reads it: the DequantizeLinear output that stands for it
+    assert [(m.node, m.tensor, m.reference, m.candidate) for m in matches] == [("conv", "y", "y", "y_dq")]
     assert unmatched == {"candidate": 1, "reference": 1}  # relu's outputs: different names, nothing links them
     rows = {r.name: r for r in onnx_graph.node_table(cand, tensor_info(cand))}
     assert (rows["conv"].precision, rows["conv"].qdq) == ("int8", "act+weight")

@@ -18,9 +18,12 @@ model (FP32, FP16, INT8 of either flavour):
    group's *root*, the output of the node that computed it.
 2. Two tensors of different files match when their groups share a name. Each group of the reference
    file (B) is one layer, named by its root and the node that produced it, in B's graph order.
-3. In each file the group's root is the tensor compared (the computed value, before any quantization
-   of it), except where the other file's root name exists in this file's group (then that name).
-   Groups whose root is a graph input, and weights (a DQ of an initializer), are not layers.
+3. In each file the tensor compared is the one the layers after it read: the group's first
+   DequantizeLinear output where it has one (the value as quantized; this also covers quantizers that fold
+   an activation into the quantization, as ONNX Runtime's folds Conv -> Relu into Conv -> uint8 Q, so the
+   tensor keeps the Relu's name but holds the Conv's output until it is quantized), else the reference's
+   name where this file's group has it, else the root. Groups whose root is a graph input, and weights (a
+   DQ of an initializer), are not layers.
 """
 
 from __future__ import annotations
@@ -142,30 +145,54 @@ def float_activations(model, info: dict) -> list[str]:
 
 @dataclass
 class Match:
-    """One layer: the tensor ``tensor`` of the reference file B, computed by node ``node`` (op ``op``), and
-    the tensor ``candidate`` of file A that matches it (its name differs where Q/DQ or a Cast renamed it)."""
+    """One layer: the tensor group of the reference file B whose root is ``tensor``, computed by node ``node``
+    (op ``op``); ``reference`` and ``candidate`` are the tensors compared in B and in A (rule 3)."""
 
     index: int
     node: str
     op: str
     tensor: str
+    reference: str
     candidate: str
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _groups(model, info) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """root -> its float activations in graph order (the root first when it is one), and name -> root."""
+@dataclass
+class _Group:
+    root: str
+    members: list  # float activations standing for root, in graph order (the root first when it is one)
+    dequantized: str | None  # the first member a DequantizeLinear produced
+
+    @property
+    def computed(self) -> bool:
+        """Whether a node computes the root (it is not a graph input seen through a Cast)."""
+        return bool(self.members) and self.members[0] == self.root
+
+    def read_as(self, preferred: str | None = None) -> str:
+        """The tensor compared (rule 3)."""
+        if self.dequantized:
+            return self.dequantized
+        return preferred if preferred in self.members else self.members[0]
+
+
+def _groups(model, info) -> tuple[dict[str, _Group], dict[str, str]]:
+    """root -> its group, and name -> root for every member."""
     roots = alias_roots(model)
-    groups: dict[str, list[str]] = {}
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    groups: dict[str, _Group] = {}
     for name in float_activations(model, info):
-        groups.setdefault(roots.get(name, name), []).append(name)
-    for r, members in groups.items():
-        if r in members:
-            members.remove(r)
-            members.insert(0, r)
-    index = {name: r for r, members in groups.items() for name in (r, *members)}
+        r = roots.get(name, name)
+        g = groups.setdefault(r, _Group(r, [], None))
+        g.members.append(name)
+        if g.dequantized is None and producer.get(name) == "DequantizeLinear":
+            g.dequantized = name
+    for g in groups.values():
+        if g.root in g.members:
+            g.members.remove(g.root)
+            g.members.insert(0, g.root)
+    index = {name: r for r, g in groups.items() for name in (r, *g.members)}
     return groups, index
 
 
@@ -176,19 +203,17 @@ def match_tensors(candidate, candidate_info, reference, reference_info) -> tuple
     b_groups, _ = _groups(reference, reference_info)
     producer = {o: n for n in reference.graph.node for o in n.output}
     matches, used = [], set()
-    for root, members in b_groups.items():
+    for root, g in b_groups.items():
         node = producer.get(root)
-        if node is None or root != members[0]:
+        if node is None or not g.computed:
             continue  # the root is a graph input (or not computed here): not a layer
-        a_root = next((a_index[name] for name in members if name in a_index), None)
+        a_root = next((a_index[name] for name in g.members if name in a_index), None)
         if a_root is None or a_root in used:
             continue
         used.add(a_root)
-        a_members = a_groups[a_root]
-        picked = root if root in a_members else a_members[0]
-        matches.append(Match(len(matches), node.name or root, node.op_type, root, picked))
-    def layers(groups):  # groups whose root a node computes (not a graph input seen through a Cast)
-        return {r for r, members in groups.items() if members[0] == r}
-
-    unmatched = {"candidate": len(layers(a_groups) - used), "reference": len(layers(b_groups)) - len(matches)}
-    return matches, unmatched
+        matches.append(Match(len(matches), node.name or root, node.op_type, root, g.read_as(),
+                             a_groups[a_root].read_as(root)))
+    layers = {"candidate": sum(g.computed for g in a_groups.values()),
+              "reference": sum(g.computed for g in b_groups.values())}
+    return matches, {"candidate": layers["candidate"] - len(used & {r for r, g in a_groups.items() if g.computed}),
+                     "reference": layers["reference"] - len(matches)}

@@ -88,7 +88,7 @@ def as_nchw(x) -> np.ndarray:
 def _chunks(matches: Sequence[Match], info: dict, budget: int) -> list[list[Match]]:
     chunks, cur, size = [], [], 0
     for m in matches:
-        shape = info.get(m.tensor, (None, []))[1] or [1]
+        shape = info.get(m.reference, (None, []))[1] or [1]
         nbytes = 8 * int(np.prod([max(int(d), 1) for d in shape]))  # float32, both files
         if cur and size + nbytes > budget:
             chunks.append(cur)
@@ -125,7 +125,7 @@ def layer_errors(candidate: "str | Path", reference: "str | Path", images: Seque
     unfused = {"candidate": [], "reference": []}
     for k, chunk in enumerate(_chunks(matches, b_info, budget_bytes) or [[]]):
         a_names = list(dict.fromkeys(a_outs + [m.candidate for m in chunk]))
-        b_names = list(dict.fromkeys(b_outs + [m.tensor for m in chunk]))
+        b_names = list(dict.fromkeys(b_outs + [m.reference for m in chunk]))
         sa = make_session(with_outputs(a, a_names, a_info), threads, optimization="none",
                           what=f"{candidate} (tensors exposed)")
         sb = make_session(with_outputs(b, b_names, b_info), threads, optimization="none",
@@ -134,7 +134,7 @@ def layer_errors(candidate: "str | Path", reference: "str | Path", images: Seque
             ra = dict(zip(a_names, sa.run(a_names, {a_in: x})))
             rb = dict(zip(b_names, sb.run(b_names, {b_in: x})))
             for m in chunk:
-                ta, tb = as_nchw(ra[m.candidate]), as_nchw(rb[m.tensor])
+                ta, tb = as_nchw(ra[m.candidate]), as_nchw(rb[m.reference])
                 if ta.shape == tb.shape:
                     comparisons[m.tensor].update(ta, tb)
             if k == 0:
