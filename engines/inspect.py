@@ -72,13 +72,13 @@ def inspect_engine(path: Path) -> tuple[list[str], dict]:
         raise UserError(f"{path}: engine file not found")
     source, document = read_layers(path)
     rows = layer_rows(document, str(source))
-    width = min(60, max((len(r.name) for r in rows), default=4))
+    width = min(72, max((len(r.name) for r in rows), default=4))
     lines = [f"{path}: TensorRT engine, {len(rows)} layers (recorded in {source.name})"]
     if not detailed(rows):
         lines.append("  (built without detailed profiling verbosity: names only; rebuild with cpnet build for "
                      "types and precisions)")
-    lines.append(f"  {'#':>4}  {'layer':<{width}}  {'type':<28} {'in':<6} {'out':<6} {'device':<7}  tactic")
-    lines += [f"  {r.index:>4}  {_fit(r.name, width):<{width}}  {_fit(r.type, 28):<28} {r.precision:<6} "
+    lines.append(f"  {'#':>4}  {'layer':<{width}}  {'type':<36} {'in':<6} {'out':<6} {'device':<7}  tactic")
+    lines += [f"  {r.index:>4}  {_fit(r.name, width):<{width}}  {_fit(r.type, 36):<36} {r.precision:<6} "
               f"{r.output_precision:<6} {r.device:<7}  {'(reformat) ' if r.reformat else ''}{_fit(r.tactic, 40)}"
               for r in rows]
     c = counts(rows)
