@@ -14,8 +14,8 @@ max |difference|, that in percent of the largest reference value, mean |differen
 ``--layers`` (two ONNX files): every intermediate tensor the two share, matched by name through Q/DQ and
 Cast nodes (the rule is in :mod:`engines.layers.onnx_graph`), exposed as outputs of both and run without
 graph optimisation (:mod:`engines.layers.tensors`), each compared in the same way, in B's graph order.
-The table gives each layer's error (max |difference| in percent of the largest |reference value|) and
-what it adds over its inputs'; the first layer past ``--max-layer-error`` (default 10 %) and the layer that
+The table gives each layer's error (mean |difference| in percent of the mean |reference value|; the
+largest |difference| in percent of the largest |value| beside it) and what it adds over its inputs'; the first layer past ``--max-layer-error`` (default 5 %) and the layer that
 adds the most are named. Because exposing tensors and turning fusion off change what runs, the gap
 between each file's exposed run and its own deployed output (full optimisation) is reported too: a large
 gap means the deployed file parts from its own graph (a fused kernel), not at a layer.
@@ -57,7 +57,7 @@ cpnet compare model.int8.engine model.onnx
 """
 
 DEFAULT_NUM_IMAGES = 4
-DEFAULT_MAX_LAYER_ERROR = 10.0
+DEFAULT_MAX_LAYER_ERROR = 5.0
 _PREPROCESSING = ("input_size", "mean", "std", "channel_order")
 
 
@@ -113,7 +113,7 @@ def _line(c: Comparison) -> str:
 
 def _layer_lines(result, threshold: float) -> list[str]:
     width = min(56, max((len(e.match.node) for e in result.layers), default=5))
-    lines = [f"  {'#':>4}  {'layer (node in B)':<{width}}  {'op':<14} {'error %':>9} {'added':>8} {'max |diff|':>11}"
+    lines = [f"  {'#':>4}  {'layer (node in B)':<{width}}  {'op':<14} {'error %':>9} {'added':>8} {'max %':>8}"
              f"  tensor compared in A"]
     first = result.first_past(threshold)
     for e in result.layers:
@@ -123,7 +123,7 @@ def _layer_lines(result, threshold: float) -> list[str]:
         if e.match.reference != e.match.tensor:
             renamed += f" (B: {e.match.reference})"
         lines.append(f"  {e.match.index:>4}  {name:<{width}}  {e.match.op:<14} {e.percent:>9.3g} {e.added:>+8.3g} "
-                     f"{e.comparison.max_abs:>11.4g}  {renamed}{mark}")
+                     f"{100 * e.comparison.max_rel:>8.3g}  {renamed}{mark}")
     return lines
 
 
@@ -160,7 +160,8 @@ def compare_artifacts(a_path: str, b_path: str, images_from=None, data_root=None
     um = result.unmatched
     lines.append(f"layers: {len(result.layers)} matched through Q/DQ and Cast (unmatched tensor groups: "
                  f"{um['candidate']} in A, {um['reference']} in B, {um['shape_differs']} of different shape); error = "
-                 f"max |diff| in % of the largest |value| in B; added = over the layer's inputs'")
+                 f"mean |diff| in % of the mean |value| in B, added = over the layer's inputs', max = largest "
+                 f"|diff| in % of the largest |value|")
     lines += _layer_lines(result, max_layer_error)
     first, most = result.first_past(max_layer_error), result.largest_added()
     if first is not None:
@@ -191,7 +192,7 @@ def add_arguments(p) -> None:
     p.add_argument("--layers", action="store_true",
                    help="also every intermediate tensor both ONNX files have, and the first layer where they part")
     p.add_argument("--max-layer-error", type=a.non_negative_float, default=DEFAULT_MAX_LAYER_ERROR, metavar="PERCENT",
-                   help="a layer parts when its max |difference| passes this share of the largest |value| in B, "
+                   help="a layer parts when its mean |difference| passes this share of the mean |value| in B, "
                         f"in percent (default {DEFAULT_MAX_LAYER_ERROR:g})")
     p.add_argument("--backend-a", choices=list(BACKENDS), help="run A with this backend (default: by its file)")
     p.add_argument("--backend-b", choices=list(BACKENDS), help="run B with this backend (default: by its file)")

@@ -253,7 +253,7 @@ def test_compare_layers_names_the_damaged_conv(tiny_onnx, tmp_path, capsys):
     assert run_cli("compare", damaged, tiny_onnx, "--layers", "--num-images", "2", "--threads", "1",
                    "--json", out) == 0
     text = capsys.readouterr().out
-    assert f"first layer past 10%: {DAMAGED} (Conv)" in text
+    assert f"first layer past 5%: {DAMAGED} (Conv)" in text
     record = json.loads(out.read_text())["layers"]
     table = record["table"]
     at = next(i for i, row in enumerate(table) if row["node"] == DAMAGED)

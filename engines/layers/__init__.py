@@ -7,5 +7,5 @@
 - :mod:`.tensors`: every matched intermediate tensor of two ONNX files exposed as an output, run on the
   same images, and each compared with :func:`cpnet.runtime.compare.compare`.
 
-The verbs on top: ``cpnet inspect`` (:mod:`engines.inspect`) and ``cpnet compare`` (:mod:`engines.compare`).
+The verbs on top: ``cpnet inspect`` (:mod:`engines.inspection`) and ``cpnet compare`` (:mod:`engines.compare`).
 """

@@ -2,7 +2,7 @@
 
     cpnet inspect runs/quickstart/export/model.int8.onnx          # one row per node, counts per precision/op
     cpnet inspect model.int8.engine [--json layers.json]          # from the layer table recorded at build
-    python -m engines.inspect ...                                 (the same parser)
+    python -m engines.inspection ...                                 (the same parser)
 
 In the spirit of Polygraphy's ``inspect model``. An ONNX file: one row per node in graph order, its op,
 the precision it computes in and which inputs Q/DQ feeds (see :mod:`engines.layers.onnx_graph`), then the
@@ -12,6 +12,9 @@ inspector's JSON that ``cpnet build`` records beside it (``<engine file name>.la
 :mod:`engines.layers.engine_json`): name, type, input and output precision, device, whether it is a
 reformatting layer, tactic; then the counts per precision and per device and the number of reformatting
 layers. Nothing is run: an engine is read without TensorRT.
+
+(The module is not named ``inspect.py``: in engines/ that would shadow the standard library's ``inspect``
+for the script forms, ``python engines/check.py``, which put this folder first on the path.)
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from cpnet.cli import run_verb
 
-    return run_verb("engines.inspect", argv)
+    return run_verb("engines.inspection", argv)
 
 
 if __name__ == "__main__":
