@@ -50,6 +50,7 @@ import numpy as np
 from cpnet.runtime.manifest import derive_manifest
 from cpnet.runtime import SCHEMA, UserError, atomic_path, versions, write_manifest
 from cpnet.runtime.files import artifact_sha256, scratch_dir
+from cpnet.runtime.graph import with_outputs
 from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
@@ -230,15 +231,7 @@ def _groups(names: Sequence[str], info, budget: int, copies: int = 1) -> list[li
 
 def _exposed(model, names: Sequence[str], info):
     """A copy of ``model`` whose graph outputs are its own followed by ``names``."""
-    from onnx import helper
-
-    m = copy.deepcopy(model)
-    have = {o.name for o in m.graph.output}
-    for name in names:
-        if name not in have:
-            elem, shape = info[name]
-            m.graph.output.append(helper.make_tensor_value_info(name, elem, shape if shape else None))
-    return m
+    return with_outputs(model, names, info)
 
 
 # --------------------------------------------------------------------------- measurements

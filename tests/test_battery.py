@@ -106,6 +106,16 @@ CASES = [
     ("build", "option", ["build", "{onnx}", "--workspace", "-5"], 2, "--workspace"),
     ("build", "artifact", ["build", "{bad_manifest_onnx}"], 2, "std"),
     ("build", "security", ["build", "{tampered_onnx}"], 2, "sha256"),
+    # inspect
+    ("inspect", "output", ["inspect", "{onnx}", "--json", "{dir}"], 2, "existing folder"),
+    ("inspect", "option", ["inspect", "{latin_yaml}"], 2, "reads ONNX files"),
+    ("inspect", "artifact", ["inspect", "{garbage_onnx}"], 2, "garbage.onnx"),
+    ("inspect", "security", ["inspect", "{traversal_onnx}"], 2, "traversal.onnx"),
+    # compare
+    ("compare", "output", ["compare", "{onnx}", "{onnx}", "--json", "{dir}"], 2, "existing folder"),
+    ("compare", "option", ["compare", "{onnx}", "{onnx}", "--max-layer-error", "nan"], 2, "--max-layer-error"),
+    ("compare", "artifact", ["compare", "{bad_manifest_onnx}", "{onnx}", "--layers"], 2, "std"),
+    ("compare", "security", ["compare", "{onnx}", "{tampered_onnx}", "--layers"], 2, "sha256"),
     # benchmark
     ("benchmark", "output", ["benchmark", "{onnx}", "--json", "{dir}", "--in-process"], 2, "existing folder"),
     ("benchmark", "option", ["benchmark", "{onnx}", "--iters", "0", "--in-process"], 2, "--iters"),

@@ -62,6 +62,8 @@ MISTAKES = {
     "report": (["report", "{tmp}/missing.onnx", "{tmp}/other.onnx", "--data", "{tmp}"], "missing.onnx"),
     "check": (["check", "{tmp}/missing.onnx"], "missing.onnx"),
     "build": (["build", "{tmp}/missing.onnx"], "missing.onnx"),
+    "inspect": (["inspect", "{tmp}/missing.onnx"], "missing.onnx"),
+    "compare": (["compare", "{tmp}/missing.onnx", "{tmp}/other.onnx", "--layers"], "missing.onnx"),
     "benchmark": (["benchmark", "{tmp}/missing.onnx"], "missing.onnx"),
     "demo": (["demo", "{tmp}/missing.onnx", "--source", "{tmp}/missing.mp4", "--headless"], "missing"),
     "pipeline": (["pipeline", "--from", "no_such_step"], "no_such_step"),

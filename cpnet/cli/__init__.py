@@ -40,6 +40,8 @@ VERBS: dict[str, str] = {  # verb -> module
     "report": "engines.report.report",
     "check": "engines.check",
     "build": "engines.build_engine",
+    "inspect": "engines.inspection",
+    "compare": "engines.compare",
     "benchmark": "engines.benchmark",
     "demo": "demo.webcam",
     "pipeline": "pipeline.run",

@@ -6,6 +6,8 @@ all measure with :func:`compare`, so a figure means the same thing everywhere:
 - ``max_abs``: the largest |candidate - reference| over every logit;
 - ``max_rel``: ``max_abs`` divided by the largest |reference logit| (scale-free);
 - ``mean_abs``: the mean |candidate - reference|;
+- ``mean_rel``: ``mean_abs`` divided by the mean |reference| (scale-free, and unlike ``max_rel`` not moved by
+  a few clipped outliers: the per-layer figure of ``cpnet compare --layers``);
 - ``max_abs_logit``: the largest |reference logit|;
 - ``agreement``: the fraction of pixels whose argmax class is the same;
 - ``disagreement_percent``: ``100 * (1 - agreement)``, the unit of ``--max-disagreement``.
@@ -31,6 +33,7 @@ class Comparison:
     sum_abs: float = 0.0
     values: int = 0
     max_abs_logit: float = 0.0
+    sum_abs_reference: float = 0.0
 
     def update(self, candidate, reference) -> "Comparison":
         """Add one batch of logits, (N, C, H, W) each (numpy, or torch on the training side)."""
@@ -46,6 +49,7 @@ class Comparison:
         self.sum_abs += float(diff.sum()) if finite else float("inf")
         self.values += diff.size
         self.max_abs_logit = max(self.max_abs_logit, float(np.abs(ref).max()))
+        self.sum_abs_reference += float(np.abs(ref).sum())
         self.agreeing += int((cand.argmax(1) == ref.argmax(1)).sum())
         self.pixels += ref.shape[0] * ref.shape[2] * ref.shape[3]
         self.images += ref.shape[0]
@@ -58,6 +62,10 @@ class Comparison:
     @property
     def mean_abs(self) -> float:
         return self.sum_abs / max(self.values, 1)
+
+    @property
+    def mean_rel(self) -> float:
+        return self.sum_abs / max(self.sum_abs_reference, 1e-12)
 
     @property
     def agreement(self) -> float:

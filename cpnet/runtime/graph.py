@@ -35,3 +35,22 @@ def name_nodes(model) -> None:
             name = f"{name}_{i}"
         node.name = name
         seen.add(name)
+
+
+def with_outputs(model, names, types: dict):
+    """A copy of ``model`` whose graph outputs are its own followed by ``names`` (intermediate tensors made
+    observable; ``types`` maps each name to ``(elem_type, shape)``, a shape of ``[]`` or None left open).
+    Run it with ``make_session(..., optimization="none")``: a tensor that is also a graph output changes what
+    ONNX Runtime may fuse."""
+    import copy
+
+    from onnx import helper
+
+    m = copy.deepcopy(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            elem, shape = types[name]
+            m.graph.output.append(helper.make_tensor_value_info(name, elem, shape if shape else None))
+            have.add(name)
+    return m
