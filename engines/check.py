@@ -29,7 +29,10 @@ Checks, each reported as one line naming the node:
 - static input shapes: a symbolic dimension is an error for DLA and a warning
   otherwise (TensorRT needs an optimization profile for it);
 - for ``--target dla``: DLA's layer restrictions; a node DLA cannot run "falls
-  back to GPU" (warning; with ``--strict-dla`` an error).
+  back to GPU" (warning; with ``--strict-dla`` an error). A node whose placement only
+  TensorRT can decide (shuffles, slices...: ``trt_ops.DLA_LIMITED``) "may fall back to GPU":
+  a warning even with ``--strict-dla``, saying the check cannot know; the build's
+  ``<engine>.layers.json`` (``engines.layers``) says where it ran.
 
 Targets: ``trt10`` is JetPack 6's TensorRT 10.3, the oldest release this project deploys to
 (a file that passes runs on every 10.x); ``trt10.15`` the latest 10.x; ``trt11`` TensorRT 11.x;
@@ -903,7 +906,10 @@ def _dla_node(label: str, node, g: _Graph, strict: bool) -> list[Problem]:
     if op in trt_ops.DLA_OPS:
         reasons = _dla_reasons(node, g)
     elif op in trt_ops.DLA_LIMITED:
-        reasons = [trt_ops.DLA_LIMITED[op] + " (may run on DLA; check the build log)"]
+        # the graph cannot say: TensorRT decides at build time. A warning even with --strict-dla, so the build
+        # runs and its inspector decides (cpnet build --strict-dla then fails naming the layers that fell back)
+        return [Problem("warning", f"may fall back to GPU: {trt_ops.DLA_LIMITED[op]} (the check cannot know: "
+                                   f"TensorRT decides; the build's <engine>.layers.json says where it ran)", label, op)]
     else:
         reasons = [f"DLA has no layer for {op}"]
     if not reasons:
