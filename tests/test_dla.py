@@ -198,3 +198,49 @@ def test_strict_check_leaves_what_only_tensorrt_decides_to_the_build(tmp_path):
                                                                                         assume_fp16=True))
     assert {p.node for p in result.errors} == {"rows"}
     assert {p.node for p in result.warnings} >= {"ch0", "col"}
+
+
+def _export(tmp_path, config: str):
+    """The config's architecture at the tests' tiny size (conftest.TINY_OVERRIDES), exported to ONNX as FP32
+    (random weights, parity on random inputs)."""
+    import torch
+
+    from conftest import TINY_OVERRIDES, randomize_bn
+    from cpnet.checkpoint import save_checkpoint
+    from cpnet.config import load_config
+    from cpnet.export import ExportOptions, export_checkpoint
+    from cpnet.models.cpnet import CPNet
+    from cpnet.runtime.options import RuntimeOptions
+
+    cfg = load_config(config, TINY_OVERRIDES)
+    torch.manual_seed(0)
+    model = CPNet(cfg.model)
+    randomize_bn(model)
+    n = cfg.model.num_classes
+    classes, palette = [f"c{i}" for i in range(n)], [[i, i, i] for i in range(n)]
+    ckpt = tmp_path / "run" / "best.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "iter": 0, "classes": classes,
+                           "palette": palette}, cfg, classes, palette)
+    path, _ = export_checkpoint(ckpt, tmp_path / "model.onnx", ExportOptions(parity="random", num_parity_images=1),
+                                RuntimeOptions(threads=1))
+    return path
+
+
+@pytest.mark.parametrize("config", ["quickstart", "edge_r18_256x512"])
+def test_check_and_build_agree_on_the_project_models(fake_trt, tmp_path, config):
+    """The quickstart and edge architectures: the fake places on the GPU the op types the check says DLA has no
+    layer for, plus the shuffles it says TensorRT decides; every GPU layer of the build is then a node the check
+    named, each with whether the check could know."""
+    from engines import check
+
+    path = _export(tmp_path, config)
+    result = check.check_file(path, options=check.CheckOptions(target="dla", assume_fp16=True))
+    known = {p.node: p.op for p in result.problems if p.message.startswith("falls back")}
+    unsure = {p.node: p.op for p in result.problems if check.CANNOT_KNOW in p.message}
+    assert known and unsure and not set(known) & set(unsure)
+    gpu_ops = {op for op in known.values() if "has no layer" in " ".join(
+        p.message for p in result.problems if p.op == op)} | {"Reshape", "Transpose"}
+    fake_trt("10.3.0", dla_gpu_ops=tuple(sorted(gpu_ops)))
+    out = _build(path, dla_core=0)
+    gpu = read_manifest(out)["layer_placement"]["gpu_layers"]
+    assert gpu and set(gpu) <= set(known) | set(unsure)
