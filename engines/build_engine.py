@@ -90,7 +90,8 @@ def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu:
     m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
                         **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
     m.update({
-        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed",
+        # builder-flags: a 10.x DLA build (FP16, + INT8 for a Q/DQ file; engines.dla)
+        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed" if strongly_typed else "builder-flags",
         "tensorrt": {"version": trt_version, "major": trtlayer.major_of(trt_version),
                      "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
                      "hardware_compatibility": opts.hardware_compatibility},

@@ -20,8 +20,9 @@ Differences between the versions that this module handles:
   FP16-flag path is therefore TensorRT 10 only.
 - DLA. Which versions have it and how each builds (10.0-10.7 weakly typed with the FP16/INT8 flags and
   GPU fallback; 11.4.1 on Jetson AGX Orin strongly typed; Windows on ARM from 11.4.0 without GPU
-  fallback): one table, :mod:`engines.dla`, with its sources. The runtime must be told the core too (``IRuntime.DLA_core`` before deserializing, "Working with
-  DLA"), or an engine built for core 1 runs on core 0.
+  fallback): one table, :mod:`engines.dla`, with its sources. The runtime must be told the core too
+  (``IRuntime.DLA_core`` before deserializing, "Working with DLA"), or an engine built for core 1 runs
+  on core 0.
 - Version compatibility ("Engine Compatibility", 10.x and 11.x docs; 11.4 support matrix): a plan
   built with ``BuilderFlag.VERSION_COMPATIBLE`` runs on the same or a newer release of its major,
   and a TensorRT 10 version-compatible plan also runs on a TensorRT 11 runtime; no other

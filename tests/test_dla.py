@@ -44,7 +44,7 @@ def test_dla_on_10_3_is_weakly_typed_with_the_precision_flags_and_gpu_fallback(f
     assert head["strongly_typed"] is False and head["dla"] == 0
     assert {"FP16", "INT8", "GPU_FALLBACK"} <= set(head["flags"])
     m = read_manifest(out)
-    assert m["tensorrt"]["strongly_typed"] is False
+    assert m["tensorrt"]["strongly_typed"] is False and m["precision_mode"] == "builder-flags"
 
 
 def test_dla_fp16_file_on_10_3_sets_fp16_but_not_int8(fake_trt, tmp_path):
