@@ -9,7 +9,14 @@
   (the tensorrt flavour) on TensorRT 10 and 11: precision comes from the file.
 - ``--fp16-flag`` (TensorRT 10 only): a weakly typed network over model.onnx with
   BuilderFlag.FP16; refused on TensorRT 11, which removed the flag.
-- ``--dla-core N``: DLA with GPU fallback (Jetson, TensorRT 10; 11.4.1+ on AGX Orin).
+- ``--dla-core N``: DLA as NVIDIA documents it per version (``engines.dla``): TensorRT 10.0-10.7 (JetPack 6)
+  weakly typed with the FP16 flag (+ INT8 for model.int8.onnx) and GPU fallback; 11.4.1 on Jetson AGX Orin
+  (JetPack 7.2.2+) strongly typed with GPU fallback; Windows on ARM (11.4.0+) strongly typed without
+  fallback; other versions are refused in one line. ``--strict-dla``: the build fails when any layer
+  runs on the GPU, naming them (the inspector says), and writes nothing.
+- Where every layer runs: the engine inspector's JSON is written beside the engine as
+  ``<engine>.layers.json``; its counts per device and precision, the GPU layers of a DLA build and the
+  reformatting layers go into the manifest (``layer_placement``) and the build's last line.
 - ``--version-compatible``: the engine also runs on newer TensorRT of its major (and a
   TensorRT 10 one on 11); ``--hardware-compatibility ampere+``: on any Ampere-or-newer GPU.
 - The ONNX file is checked first (``engines.check`` against the running TensorRT's own
@@ -36,6 +43,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -52,6 +60,8 @@ from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
 from cpnet.runtime.manifest import derive_manifest, verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
+from engines import dla  # noqa: E402
+from engines import layers as engine_layers  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
 from engines.trt import BuildOptions  # noqa: E402
 
@@ -74,12 +84,14 @@ def default_output(onnx: Path, fp16_flag: bool = False, dla_core: int | None = N
 
 
 def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
-                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str) -> dict:
+                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str,
+                    placement: dict | None = None, layers_file: str | None = None) -> dict:
     precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
     m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
                         **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
     m.update({
-        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed",
+        # builder-flags: a 10.x DLA build (FP16, + INT8 for a Q/DQ file; engines.dla)
+        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed" if strongly_typed else "builder-flags",
         "tensorrt": {"version": trt_version, "major": trtlayer.major_of(trt_version),
                      "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
                      "hardware_compatibility": opts.hardware_compatibility},
@@ -87,6 +99,8 @@ def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu:
         "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
         "build_options": opts.to_manifest(),
         "layer_precisions": layer_summary,
+        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers)
+        "layers_file": layers_file,  # the inspector's JSON beside the engine, by name
         "sha256": engine_sha256,
         "versions": versions(),
     })
@@ -115,16 +129,19 @@ def prepare(opts: BuildOptions) -> tuple[Path, dict]:
     return onnx_path, onnx_manifest
 
 
-def load_check(trt, engine_bytes: bytes, opts: BuildOptions, out: Path) -> dict | None:
+def load_check(trt, engine_bytes: bytes, opts: BuildOptions, out: Path) -> str | None:
     """Deserialize the new engine the way it will be opened (host code for version-compatible plans, the DLA
-    core) and read its per-layer precisions; a plan that does not load is a UserError and nothing is written."""
+    core) and return the engine inspector's JSON (None where the inspector fails); a plan that does not load
+    is a UserError and nothing is written."""
     options = trtlayer.DeserializeOptions.from_build_options(opts)
     try:
         _, engine = trtlayer.deserialize_engine(trt, engine_bytes, str(out), options=options, verbose=opts.verbose)
     except UserError as e:
         raise UserError(f"the engine TensorRT just built does not load ({e}); nothing written") from None
     try:
-        return trtlayer.summarize_layer_precisions(trtlayer.engine_info_json(trt, engine))
+        info = trtlayer.engine_info_json(trt, engine)
+        json.loads(info)  # a non-JSON answer is no layer information
+        return info
     except Exception as e:
         log.warning(f"engine inspector unavailable ({type(e).__name__}: {e}); no per-layer summary")
         return None
@@ -132,14 +149,31 @@ def load_check(trt, engine_bytes: bytes, opts: BuildOptions, out: Path) -> dict 
         del engine
 
 
-def write_engine(out: Path, engine_bytes: bytes, manifest: dict) -> None:
-    """The engine and then its manifest, each atomically; a stale manifest is removed first, so a crash in
-    between leaves an engine without a manifest (refused when opened), never a new engine beside an old one."""
+def write_engine(out: Path, engine_bytes: bytes, manifest: dict, layers_json: str | None = None) -> None:
+    """The engine, its layer file (``<engine>.layers.json``) and then its manifest, each atomically; a stale
+    manifest and layer file are removed first, so a crash in between leaves an engine without a manifest
+    (refused when opened), never a new engine beside an old one's files."""
     stale = manifest_path(out)
-    if stale.exists():
-        stale.unlink()
+    for old in (stale, engine_layers.layers_path(out)):
+        if old.exists():
+            old.unlink()
     atomic_write_bytes(out, engine_bytes)
+    if layers_json is not None:
+        engine_layers.write_layers(out, layers_json)
     write_manifest(out, manifest)
+
+
+def fallback_check(placement: dict | None, opts: BuildOptions, trt_version: str) -> None:
+    """--strict-dla: a DLA engine with any layer on the GPU is refused, naming the layers; nothing is written."""
+    if opts.dla_core is None or not opts.strict_dla:
+        return
+    if placement is None:
+        raise CheckFailed("--strict-dla: the engine inspector gave no layer information, so where the layers run "
+                          "is unknown; nothing written")
+    names = placement["gpu_layers"]
+    if names:
+        raise CheckFailed(f"--strict-dla: {len(names)} layer(s) fell back to the GPU on TensorRT {trt_version}: "
+                          f"{', '.join(names)}; nothing written (drop --strict-dla to keep GPU fallback)")
 
 
 def build(opts: BuildOptions) -> Path:
@@ -160,8 +194,10 @@ def build(opts: BuildOptions) -> Path:
 
     # the running TensorRT's own table (DLA: the DLA rules on top of it)
     log.info(f"checking {onnx_path} for {target} (TensorRT {trt_version})")
-    check_options = checker.CheckOptions(target=target, strict_dla=opts.strict_dla, assume_fp16=opts.fp16_flag,
-                                         trt_version=trt_version)
+    # 10.x DLA builds set the FP16 flag themselves (engines.dla), so an FP32 file is fine there
+    dla_flags = opts.dla_core is not None and not dla.dla_path(trt_version).strongly_typed
+    check_options = checker.CheckOptions(target=target, strict_dla=opts.strict_dla,
+                                         assume_fp16=opts.fp16_flag or dla_flags, trt_version=trt_version)
     result = checker.check_file(onnx_path, options=check_options)
     for p in result.problems:
         (log.warning if p.level == "warning" else log.error)(p.format(str(onnx_path)))
@@ -173,7 +209,7 @@ def build(opts: BuildOptions) -> Path:
     size = onnx_manifest.get("input_size")
     input_size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) and len(size) == 2 else None
     try:
-        res = trtlayer.build_serialized_engine(trt, opts, input_size)
+        res = trtlayer.build_serialized_engine(trt, opts, input_size, precision=onnx_manifest.get("precision"))
     except UserError:
         raise
     except Exception as e:  # pybind errors from TensorRT: keep them to one line
@@ -182,15 +218,22 @@ def build(opts: BuildOptions) -> Path:
     for n in res.notes:
         log.info(n)
 
-    summary = load_check(trt, res.engine, opts, out)
+    info = load_check(trt, res.engine, opts, out)
+    summary = trtlayer.summarize_layer_precisions(info) if info is not None else None
+    placement = engine_layers.placement(info, dla=opts.dla_core is not None) if info is not None else None
+    fallback_check(placement, opts, trt_version)
     manifest = engine_manifest(onnx_path, onnx_manifest, trt_version, gpu, opts, res.strongly_typed, summary,
-                               trtlayer.sha256_bytes(res.engine))
-    write_engine(out, res.engine, manifest)
+                               trtlayer.sha256_bytes(res.engine), placement,
+                               engine_layers.layers_path(out).name if info is not None else None)
+    write_engine(out, res.engine, manifest, info)
     if res.save_timing_cache is not None:
         n = res.save_timing_cache()
         log.info(f"timing cache saved: {opts.timing_cache} ({n} bytes, merged with what other builds wrote)")
     counts = ", ".join(f"{k} {v}" for k, v in (summary or {}).get("by_precision", {}).items()) or "n/a"
     log.info(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; layers by precision: {counts})")
+    if placement is not None:
+        log.info(f"where the layers run: {engine_layers.summary_line(placement, opts.dla_core is not None)} "
+                 f"({engine_layers.layers_path(out).name})")
     return out
 
 
@@ -237,9 +280,11 @@ def add_arguments(p) -> None:
                    help="ampere+: the engine runs on any Ampere-or-newer GPU (sm 8.0+, built on one); same-cc: on "
                         "any GPU of this compute capability; default none (this GPU model); not for DLA or Jetson")
     g = p.add_argument_group("DLA (Jetson)")
-    g.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N with GPU fallback")
+    g.add_argument("--dla-core", type=int, metavar="N",
+                   help="build for DLA core N (TensorRT 10.0-10.7, 11.4.1 on Jetson AGX Orin, Windows on ARM 11.4+)")
     g.add_argument("--strict-dla", action="store_true",
-                   help="with --dla-core: no GPU fallback; the check fails on any layer DLA cannot run")
+                   help="with --dla-core: fail (writing nothing) when any layer runs on the GPU, naming them; "
+                        "the check fails on any node DLA cannot run")
     g = p.add_argument_group("runtime")
     g.add_argument("--no-progress", action="store_true", help="no per-phase build progress lines")
 
@@ -250,7 +295,7 @@ def options_from(args) -> BuildOptions:
         timing_cache="" if args.no_timing_cache else args.timing_cache, opt_level=args.opt_level,
         dla_core=args.dla_core, fp16_flag=args.fp16_flag, version_compatible=args.version_compatible,
         hardware_compatibility=args.hardware_compatibility, batch=args.batch, opt_batch=args.opt_batch, strict_dla=args.strict_dla,
-        gpu_fallback=not args.strict_dla, tf32=args.tf32, verbose=args.verbose, progress=not args.no_progress)
+        gpu_fallback=True, tf32=args.tf32, verbose=args.verbose, progress=not args.no_progress)
 
 
 def run(args) -> int:

@@ -29,7 +29,11 @@ Checks, each reported as one line naming the node:
 - static input shapes: a symbolic dimension is an error for DLA and a warning
   otherwise (TensorRT needs an optimization profile for it);
 - for ``--target dla``: DLA's layer restrictions; a node DLA cannot run "falls
-  back to GPU" (warning; with ``--strict-dla`` an error).
+  back to GPU" (warning; with ``--strict-dla`` an error). A node whose placement only
+  TensorRT can decide (shuffles, slices...: ``trt_ops.DLA_LIMITED``; or parameters the graph does
+  not show, such as resize scales computed at run time) "may fall back to GPU":
+  a warning even with ``--strict-dla``, saying the check cannot know; the build's
+  ``<engine>.layers.json`` (``engines.layers``) says where it ran.
 
 Targets: ``trt10`` is JetPack 6's TensorRT 10.3, the oldest release this project deploys to
 (a file that passes runs on every 10.x); ``trt10.15`` the latest 10.x; ``trt11`` TensorRT 11.x;
@@ -896,14 +900,25 @@ def _check_dla_precision(model, g: _Graph, strict: bool, assume_fp16: bool = Fal
                     "model.fp16.onnx or model.int8.onnx (or, on TensorRT 10, model.onnx with --fp16-flag)")]
 
 
+#: what a DLA warning says where only TensorRT can decide; and the words of the reasons that are such
+CANNOT_KNOW = "the check cannot know: TensorRT decides; the build's <engine>.layers.json says where it ran"
+_UNKNOWABLE = ("unknown", "could not be checked")
+
+
 def _dla_node(label: str, node, g: _Graph, strict: bool) -> list[Problem]:
     op = node.op_type
     if op in trt_ops.DLA_TRANSPARENT:
         return []
     if op in trt_ops.DLA_OPS:
         reasons = _dla_reasons(node, g)
+        known = [r for r in reasons if not any(w in r for w in _UNKNOWABLE)]
+        if reasons and not known:  # only what the graph does not show (scales, rank): TensorRT decides
+            return [Problem("warning", f"may fall back to GPU: {'; '.join(reasons)} ({CANNOT_KNOW})", label, op)]
+        reasons = known
     elif op in trt_ops.DLA_LIMITED:
-        reasons = [trt_ops.DLA_LIMITED[op] + " (may run on DLA; check the build log)"]
+        # the graph cannot say: TensorRT decides at build time. A warning even with --strict-dla, so the build
+        # runs and its inspector decides (cpnet build --strict-dla then fails naming the layers that fell back)
+        return [Problem("warning", f"may fall back to GPU: {trt_ops.DLA_LIMITED[op]} ({CANNOT_KNOW})", label, op)]
     else:
         reasons = [f"DLA has no layer for {op}"]
     if not reasons:

@@ -18,10 +18,11 @@ Differences between the versions that this module handles:
 - Builder flags. ``BuilderFlag.FP16``/``INT8``, ``int8_calibrator`` and the quantization flags are
   removed in 11.x ("Removed Python APIs and Replacements", 10.x -> 11.x migration guide); the
   FP16-flag path is therefore TensorRT 10 only.
-- DLA. Supported on JetPack 6 (TensorRT 10.3). TensorRT 11.0-11.3 have no DLA; 11.4.1 brings it
-  back on Jetson AGX Orin with JetPack 7.2.2+ ("Strongly Typed Networks for DLA", 11.3/11.4 docs).
-  The runtime must be told the core too (``IRuntime.DLA_core`` before deserializing, "Working with
-  DLA"), or an engine built for core 1 runs on core 0.
+- DLA. Which versions have it and how each builds (10.0-10.7 weakly typed with the FP16/INT8 flags and
+  GPU fallback; 11.4.1 on Jetson AGX Orin strongly typed; Windows on ARM from 11.4.0 without GPU
+  fallback): one table, :mod:`engines.dla`, with its sources. The runtime must be told the core too
+  (``IRuntime.DLA_core`` before deserializing, "Working with DLA"), or an engine built for core 1 runs
+  on core 0.
 - Version compatibility ("Engine Compatibility", 10.x and 11.x docs; 11.4 support matrix): a plan
   built with ``BuilderFlag.VERSION_COMPATIBLE`` runs on the same or a newer release of its major,
   and a TensorRT 10 version-compatible plan also runs on a TensorRT 11 runtime; no other
@@ -58,6 +59,7 @@ from typing import Callable
 from cpnet.runtime import CpnetError, MissingDependency, UserError, atomic_write_bytes
 from cpnet.runtime.files import file_lock
 from cpnet.runtime.log import get_logger
+from engines import dla
 
 log = get_logger("engines")
 
@@ -315,9 +317,7 @@ def validate_build_options(opts: BuildOptions, trt_version: str, onnx_manifest: 
     if opts.dla_core is not None:
         if opts.dla_core < 0:
             raise UserError(f"--dla-core must be >= 0, got {opts.dla_core}")
-        if major >= 11 and parse_version(trt_version) < (11, 4, 1):
-            raise UserError(f"TensorRT {trt_version} has no DLA support (11.0-11.3 dropped it); use JetPack 6's "
-                            f"TensorRT 10, or TensorRT 11.4.1+ on Jetson AGX Orin with JetPack 7.2.2+")
+        dla.dla_path(trt_version)  # the support matrix: a one-line refusal naming the versions with DLA
     if opts.opt_level is not None and not 0 <= opts.opt_level <= 5:
         raise UserError(f"--opt-level must be in 0..5 (TensorRT's builder_optimization_level), got {opts.opt_level}")
     if opts.workspace_mib is not None and opts.workspace_mib <= 0:
@@ -725,9 +725,13 @@ def hardware_level_enum(trt, level: str):
     return member
 
 
-def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int] | None) -> BuildResult:
-    """Parse the ONNX file and build a serialized engine (strongly typed unless --fp16-flag on TRT 10)."""
+def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int] | None,
+                            precision: str | None = None) -> BuildResult:
+    """Parse the ONNX file and build a serialized engine: strongly typed, except --fp16-flag on TRT 10 and
+    DLA on TRT 10 (weakly typed with the FP16 flag, INT8 too where ``precision`` is "int8": the file's
+    Q/DQ nodes give the scales), as :mod:`engines.dla` documents."""
     major = major_of(trt.__version__)
+    dla_path = dla.dla_path(trt.__version__) if opts.dla_core is not None else None
     logger = make_logger(trt, opts.verbose)
     init_plugins(trt, logger)
     notes: list[str] = []
@@ -737,8 +741,8 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
     if major >= 11:
         flags = 0  # 11.0 Builder docs: STRONGLY_TYPED is deprecated and ignored; always strongly typed
         strongly_typed = True
-    elif opts.fp16_flag:
-        flags = 0  # weakly typed: BuilderFlag.FP16 lets TensorRT pick FP16 kernels (TRT 10 only)
+    elif opts.fp16_flag or (dla_path is not None and not dla_path.strongly_typed):
+        flags = 0  # weakly typed: BuilderFlag.FP16 (and INT8) let TensorRT pick kernels (TRT 10 only)
         strongly_typed = False
     else:
         # 10.x Builder docs: "to enable strongly typed mode, pass 1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)"
@@ -766,8 +770,11 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
         # TF32 is on by default for FP32 layers on Ampere+; Polygraphy CreateConfig clears it unless asked
         # (config.clear_flag(trt.BuilderFlag.TF32)), so an FP32 engine computes in FP32
         config.clear_flag(trt.BuilderFlag.TF32)
-    if opts.fp16_flag:
+    if opts.fp16_flag or (dla_path is not None and not dla_path.strongly_typed):
         config.set_flag(trt.BuilderFlag.FP16)  # exists in TRT 10 only; validate_build_options refuses it on 11
+    if dla_path is not None and not dla_path.strongly_typed and precision == "int8":
+        # an explicitly quantized file on 10.x DLA: INT8 + FP16 flags, as trtexec --int8 --fp16 ("Working with DLA")
+        config.set_flag(trt.BuilderFlag.INT8)
     if opts.dla_core is not None:
         n = int(getattr(builder, "num_DLA_cores", 0))
         if opts.dla_core >= n:
@@ -775,7 +782,7 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
         # Polygraphy CreateConfig(use_dla, allow_gpu_fallback) and "Working with DLA" docs
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(opts.dla_core)
-        if opts.gpu_fallback and hasattr(trt.BuilderFlag, "GPU_FALLBACK"):
+        if opts.gpu_fallback and dla_path.gpu_fallback:  # Windows on ARM has none ("Working with DLA", 11.4.1)
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if opts.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # "Version Compatibility": the plan embeds the lean runtime
@@ -835,8 +842,8 @@ def build_serialized_engine(trt, opts: BuildOptions, input_size: tuple[int, int]
         monitor = make_progress_monitor(trt, log.info)
         if monitor is not None:
             config.progress_monitor = monitor  # IBuilderConfig.progress_monitor (TRT >= 10.0)
-    extras = [f"DLA core {opts.dla_core}" if opts.dla_core is not None else "",
-              "FP16 flag" if opts.fp16_flag else "strongly typed",
+    extras = [f"DLA core {opts.dla_core} ({dla_path.note})" if dla_path is not None else "",
+              "FP16 flag" if opts.fp16_flag else "strongly typed" if strongly_typed else "",
               "version compatible" if opts.version_compatible else "",
               f"hardware compatible {opts.hardware_compatibility}" if opts.hardware_compatibility != "none" else ""]
     log.info(f"building engine (workspace {workspace} MiB, {', '.join(e for e in extras if e)}); this takes a while")

@@ -65,7 +65,7 @@ def test_targets(version, dla, expected):
 
 
 @pytest.mark.parametrize("kw,version,match", [
-    ({"dla_core": 0}, "11.2.0", "no DLA support"), ({"dla_core": -1}, "10.3.0", "dla-core"),
+    ({"dla_core": 0}, "11.2.0", "has no DLA"), ({"dla_core": -1}, "10.3.0", "dla-core"),
     ({"opt_level": 7}, "10.3.0", "opt-level"), ({"workspace_mib": 0}, "10.3.0", "workspace"),
     ({}, "8.6.1", "too old"), ({"batch": 0}, "10.3.0", "batch")])
 def test_invalid_options(kw, version, match):

@@ -30,6 +30,11 @@ What the fake proves (each point is a way the real libraries fail, and the fake 
   a profile, or ``build_fails``; ``deserialize_cuda_engine`` returns None for another TensorRT version
   or GPU, a version-compatible plan without ``engine_host_code_allowed``, the wrong DLA core, damaged
   bytes, or ``loads=False``; ``set_input_shape`` returns False outside the profile.
+- DLA placement: a DLA build puts the nodes of ``dla_gpu_ops`` on the GPU (refused without
+  ``BuilderFlag.GPU_FALLBACK``) and the rest on DLA; the inspector JSON shows each run of DLA nodes as one
+  ``{ForeignNode[first...last]}`` layer and a ``Reformat`` layer (``"Origin": "REFORMAT"``) at every
+  DLA/GPU boundary, shaped as TensorRT's (``engines/layers.py`` says which parts of that shape are
+  confirmed). Which layers DLA really runs is TensorRT's decision: the fake only says what it is told.
 
 What it cannot prove: that a real TensorRT builds, parses or runs these files at all (operator support,
 tactics, precision, accuracy, speed, memory); the real error messages (the fake's are paraphrases,
@@ -61,7 +66,7 @@ class World:
     """One process's fake libraries: what they were asked, their knobs, device memory and contexts."""
 
     def __init__(self, version="10.3.0", gpu=None, dla_cores=2, gpus=1, loads=True, build_fails=False,
-                 capture_fails=False, unsupported_ops=(), latency_s=0.0, gpu_ms=0.25, jetson=False):
+                 capture_fails=False, unsupported_ops=(), latency_s=0.0, gpu_ms=0.25, jetson=False, dla_gpu_ops=()):
         from .cuda import CudaState
         from .names import list_for
 
@@ -71,6 +76,7 @@ class World:
         self.dla_cores, self.gpus, self.loads, self.build_fails = dla_cores, gpus, loads, build_fails
         self.capture_fails, self.unsupported_ops = capture_fails, tuple(unsupported_ops)
         self.latency_s, self.gpu_ms, self.jetson = latency_s, gpu_ms, jetson
+        self.dla_gpu_ops = tuple(dla_gpu_ops)  # op types a DLA build places on the GPU (fallback)
         self.calls: list = []
         self.trt_log: list = []
         self.runtimes: list = []
@@ -87,7 +93,7 @@ class World:
         return {"version": self.version, "gpu": self.gpu, "dla_cores": self.dla_cores, "gpus": self.gpus,
                 "loads": self.loads, "build_fails": self.build_fails, "capture_fails": self.capture_fails,
                 "unsupported_ops": list(self.unsupported_ops), "latency_s": self.latency_s, "gpu_ms": self.gpu_ms,
-                "jetson": self.jetson}
+                "jetson": self.jetson, "dla_gpu_ops": list(self.dla_gpu_ops)}
 
     @staticmethod
     def clock() -> float:

@@ -385,7 +385,10 @@ def make_tensorrt(world) -> types.ModuleType:
                            for t in network._inputs] +
                           [{"name": t.name, "input": False, "shape": list(t.shape), "dtype": t.dtype.name}
                            for t in network._outputs],
-                    "layers": [{"name": n, "op": op, "precision": precision} for n, op in network._nodes]}
+                    "flags": sorted(config._flags), "strongly_typed": network._strongly_typed,
+                    "layers": [{"name": n, "op": op, "precision": precision,
+                                "device": ("GPU" if dla is None or op in world.dla_gpu_ops else "DLA")}
+                               for n, op in network._nodes]}
             return _IHostMemory(_pack(head, network._model))
 
         def _refuse(self, network, config) -> str | None:
@@ -401,6 +404,10 @@ def make_tensorrt(world) -> types.ModuleType:
                 return "Hardware compatibility is not supported for DLA"
             if dla and not 0 <= config.DLA_core < world.dla_cores:
                 return f"DLA core {config.DLA_core} does not exist"
+            if dla and "GPU_FALLBACK" not in config._flags:
+                gpu = [n for n, op in network._nodes if op in world.dla_gpu_ops]
+                if gpu:
+                    return f"{gpu[0]} cannot run on DLA and GPU fallback is not enabled"
             dynamic = [t.name for t in network._inputs if any(d < 0 for d in t.shape)]
             shapes = config._profiles[0]._shapes if config._profiles else {}
             missing = [n for n in dynamic if n not in shapes]
@@ -516,14 +523,37 @@ def make_tensorrt(world) -> types.ModuleType:
         def get_engine_information(self, format):  # noqa: A002
             if format != enums["LayerInformationFormat"].JSON:
                 return "\n".join(layer["name"] for layer in self._engine._head["layers"])
-            layers = []
-            for layer in self._engine._head["layers"]:
+
+            def tensor(name, precision):
                 if major >= 11:  # "Format" and "DataType" (11.x inspector JSON)
-                    t = {"Name": layer["name"] + "_in", "Format": "Row major linear", "DataType": layer["precision"]}
+                    return {"Name": name, "Location": "Device", "Format": "Row major linear", "DataType": precision}
+                return {"Name": name, "Location": "Device", "Format/Datatype": f"Row major linear {precision}"}
+
+            runs: list[list[dict]] = []  # consecutive layers on one device
+            for layer in self._engine._head["layers"]:
+                dev = layer.get("device", "GPU")
+                if runs and runs[-1][0].get("device", "GPU") == dev == "DLA":
+                    runs[-1].append(layer)
                 else:
-                    t = {"Name": layer["name"] + "_in", "Format/Datatype": f"Row major linear {layer['precision']}"}
-                layers.append({"Name": layer["name"], "LayerType": "CaskConvolution" if layer["op"] == "Conv"
-                               else layer["op"], "Inputs": [t], "Outputs": [t]})
+                    runs.append([layer])
+            layers, previous = [], None
+            for run in runs:
+                first, last = run[0], run[-1]
+                dev = first.get("device", "GPU")
+                if previous is not None and previous != dev:  # a format change at every DLA/GPU boundary
+                    name = f"Reformatting CopyNode for Input Tensor 0 to {first['name']}"
+                    layers.append({"Name": name, "LayerType": "Reformat", "ParameterType": "Reformat",
+                                   "Origin": "REFORMAT", "Inputs": [tensor(first["name"] + "_in", first["precision"])],
+                                   "Outputs": [tensor(name + "_out", first["precision"])]})
+                previous = dev
+                if dev == "DLA":
+                    name = "{ForeignNode[" + first["name"] + ("..." + last["name"] if len(run) > 1 else "") + "]}"
+                    layers.append({"Name": name, "LayerType": "DLA", "Inputs": [tensor(name + "_in", first["precision"])],
+                                   "Outputs": [tensor(name + "_out", last["precision"])]})
+                    continue
+                t = tensor(first["name"] + "_in", first["precision"])
+                layers.append({"Name": first["name"], "LayerType": "CaskConvolution" if first["op"] == "Conv"
+                               else first["op"], "Inputs": [t], "Outputs": [t]})
             key = "I/O Tensors" if major >= 11 else "Bindings"
             return json.dumps({"Layers": layers, key: [t["name"] for t in self._engine._io]})
 

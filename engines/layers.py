@@ -1,0 +1,101 @@
+"""Where every layer of a built engine runs, from the engine inspector's JSON, and the file that keeps it.
+
+After each build the inspector's JSON (``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)``,
+engine built with ``ProfilingVerbosity.DETAILED``) is written as it came, beside the engine, as
+``<engine file name>.layers.json`` (``model.int8.engine`` -> ``model.int8.engine.layers.json``; ``cpnet
+inspect`` reads that name). :func:`placement` counts it per device and per precision.
+
+The JSON's shape (TensorRT 10.x; 11.x splits "Format/Datatype" into "Format" and "DataType", see
+``engines.trt``): ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Name", "Location", "Dimensions",
+"Format/Datatype"}], "Outputs": [...], "ParameterType", "Origin", "TacticName"/"TacticValue"}, ...],
+"Bindings": [...]}``, as public trtexec ``--exportLayerInfo`` files show it. Reformatting layers are
+``"LayerType": "Reformat"`` (``"Origin": "REFORMAT"``, names "Reformatting CopyNode for Input Tensor 0 to
+..."); the Q/DQ scale layers TensorRT keeps are also of type Reformat with ``"Origin": "QDQ"``: those are
+quantization, not reformatting, and are not counted as reformats. A DLA subgraph is one layer named
+``{ForeignNode[first...last]}`` (TensorRT's "[DlaLayer] {ForeignNode[...]}" build log, NVIDIA's
+sample_cudla README); the ``LayerType`` spelling "DLA" for it could not be confirmed by search, so a layer
+counts as DLA when its LayerType, ParameterType or Origin says DLA. GPU layers may be ForeignNodes too
+(Myelin), so the name alone decides nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cpnet.runtime import atomic_write_bytes
+
+SUFFIX = ".layers.json"
+
+
+def layers_path(engine: "str | Path") -> Path:
+    p = Path(engine)
+    return p.with_name(p.name + SUFFIX)
+
+
+def write_layers(engine: "str | Path", info_json: str) -> Path:
+    """The inspector's JSON, unchanged, beside the engine (atomically)."""
+    out = layers_path(engine)
+    atomic_write_bytes(out, info_json.encode())
+    return out
+
+
+def _layers(info) -> list:
+    if isinstance(info, str):
+        info = json.loads(info)
+    layers = info.get("Layers", []) if isinstance(info, dict) else info
+    return [layer for layer in layers or [] if isinstance(layer, dict)]
+
+
+def _says(layer: dict, word: str) -> bool:
+    return any(word in str(layer.get(k, "")).upper() for k in ("LayerType", "ParameterType", "Origin"))
+
+
+def is_reformat(layer: dict) -> bool:
+    """A reformatting layer (it copies a tensor into another format; costs time), not a Q/DQ scale."""
+    if str(layer.get("Origin", "")).upper() == "QDQ":
+        return False
+    return str(layer.get("LayerType", "")) == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting CopyNode")
+
+
+def device_of(layer: dict) -> str:
+    return "dla" if _says(layer, "DLA") else "gpu"
+
+
+def placement(info, dla: bool) -> dict:
+    """{"by_device": {"dla": n, "gpu": m}, "gpu_layers": [names], "by_precision_device": {...}, "reformats": n}.
+
+    Device and precision counts are of the compute layers; reformatting layers are counted apart (a reformat
+    at the DLA/GPU boundary is the cost of a fallback, not one). ``dla``: the engine was built for DLA; only
+    then are its GPU layers "fallen back" (``gpu_layers``)."""
+    from engines.trt import layer_precision  # the one precision reading of a layer
+
+    by_device: dict[str, int] = {}
+    by_prec: dict[str, dict[str, int]] = {}
+    gpu_layers: list[str] = []
+    reformats = 0
+    for layer in _layers(info):
+        if is_reformat(layer):  # counted apart: not a layer of the model, the cost of a format change
+            reformats += 1
+            continue
+        dev = device_of(layer)
+        by_device[dev] = by_device.get(dev, 0) + 1
+        p = layer_precision(layer)
+        by_prec.setdefault(dev, {})[p] = by_prec.setdefault(dev, {}).get(p, 0) + 1
+        if dla and dev == "gpu":
+            gpu_layers.append(str(layer.get("Name", "?")))
+    return {"by_device": dict(sorted(by_device.items())), "gpu_layers": gpu_layers if dla else [],
+            "by_precision_device": {d: dict(sorted(v.items())) for d, v in sorted(by_prec.items())},
+            "reformats": reformats}
+
+
+def summary_line(p: dict, dla: bool, show: int = 6) -> str:
+    """"DLA 71 layers, GPU 6: Resize_1, ...; 4 reformats" (DLA builds), "GPU 40 layers; 2 reformats" otherwise."""
+    d = p["by_device"]
+    reform = f"; {p['reformats']} reformat layer(s)"
+    if not dla:
+        return f"GPU {d.get('gpu', 0)} layers{reform}"
+    names = p["gpu_layers"]
+    tail = (": " + ", ".join(names[:show]) + (f", ... ({len(names) - show} more)" if len(names) > show else "")
+            if names else "")
+    return f"DLA {d.get('dla', 0)} layers, GPU {d.get('gpu', 0)}{tail}{reform}"
