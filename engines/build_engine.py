@@ -61,7 +61,7 @@ from cpnet.runtime.log import get_logger  # noqa: E402
 from cpnet.runtime.manifest import derive_manifest, verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines import dla  # noqa: E402
-from engines import layers as engine_layers  # noqa: E402
+from engines.layers import placement as engine_layers  # noqa: E402
 from engines import trt as trtlayer  # noqa: E402
 from engines.trt import BuildOptions  # noqa: E402
 
@@ -99,7 +99,7 @@ def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu:
         "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
         "build_options": opts.to_manifest(),
         "layer_precisions": layer_summary,
-        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers)
+        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers.placement)
         "layers_file": layers_file,  # the inspector's JSON beside the engine, by name
         "sha256": engine_sha256,
         "versions": versions(),

@@ -33,7 +33,7 @@ Checks, each reported as one line naming the node:
   TensorRT can decide (shuffles, slices...: ``trt_ops.DLA_LIMITED``; or parameters the graph does
   not show, such as resize scales computed at run time) "may fall back to GPU":
   a warning even with ``--strict-dla``, saying the check cannot know; the build's
-  ``<engine>.layers.json`` (``engines.layers``) says where it ran.
+  ``<engine>.layers.json`` (``engines.layers.placement``) says where it ran.
 
 Targets: ``trt10`` is JetPack 6's TensorRT 10.3, the oldest release this project deploys to
 (a file that passes runs on every 10.x); ``trt10.15`` the latest 10.x; ``trt11`` TensorRT 11.x;

@@ -19,7 +19,7 @@ Sources (NVIDIA TensorRT documentation, read with the project's search tool):
   (Q/DQ) file, as ``trtexec --useDLACore --int8 --fp16 --allowGPUFallback`` builds it.
 - "DLA Runtime Configuration" / "GPU Fallback Mode": with GPU fallback, layers DLA cannot run "silently
   fall back to GPU execution ... Verify DLA layer assignments in the engine inspector output": what
-  :mod:`engines.layers` does after every build.
+  :mod:`engines.layers.placement` does after every build.
 
 Not confirmed by search: the 10.0 lower bound (the issue's "10.0-10.7"; JetPack 6 ships 10.3, the
 version the project tests).

@@ -1,4 +1,4 @@
-"""DLA per TensorRT version (engines/dla.py) and where every layer runs (engines/layers.py), on the strict fake."""
+"""DLA per TensorRT version (engines/dla.py) and where every layer runs (engines/layers/placement.py), on the strict fake."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cpnet.runtime import CheckFailed, UserError, read_manifest
-from engines import build_engine, dla, layers
+from engines import build_engine, dla
+from engines.layers import placement as layers
 from engines import trt as trtlayer
 from fake_tensorrt.trt import plan_header
 from test_trt_fake import _build, _conv_model
@@ -93,6 +94,21 @@ def test_layers_file_and_placement_in_the_manifest(fake_trt, tmp_path, caplog):
     assert p["by_precision_device"] == {"dla": {"fp16": 2}, "gpu": {"fp16": 1}}  # the FP16 flag
     assert read_manifest(out)["layers_file"] == lf.name
     assert "DLA 2 layers, GPU 1: rows; 2 reformat layer(s)" in caplog.text
+
+
+def test_cpnet_inspect_reads_the_table_the_build_recorded_with_the_same_devices(fake_trt, tmp_path):
+    """The build's placement and cpnet inspect's table read one JSON with one device and reformat rule."""
+    from engines.layers import engine_json
+
+    fake_trt("10.3.0", dla_gpu_ops=("Tile",))
+    out = _build(_prior_model(tmp_path), dla_core=0)
+    _, document = engine_json.read_layers(out)
+    table = engine_json.counts(engine_json.layer_rows(document))
+    placed = read_manifest(out)["layer_placement"]
+    assert table["reformat"] == placed["reformats"] == 2
+    compute = [r for r in engine_json.layer_rows(document) if not r.reformat]
+    assert sorted(r.device for r in compute) == ["DLA", "DLA", "GPU"]
+    assert [r.name for r in compute if r.device == "GPU"] == placed["gpu_layers"]
 
 
 def _reshape_model(tmp_path):

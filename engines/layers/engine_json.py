@@ -80,12 +80,32 @@ class LayerRow:
         return asdict(self)
 
 
-def _device(name: str, layer_type: str) -> str:
-    if "dla" in layer_type.lower():
+def _device(name: str, layer_type: str, parameter_type: str = "", origin: str = "") -> str:
+    if any("dla" in f.lower() for f in (layer_type, parameter_type, origin)):
         return "DLA"
     if name.endswith((" to nvm", " from nvm", " copy finish")):
         return "DLA I/O"
     return "GPU"
+
+
+def device_of(layer: "dict | str") -> str:
+    """Where a layer runs: "DLA", "DLA I/O" (the copies in and out of a DLA subgraph) or "GPU". A DLA subgraph is
+    one layer named ``{ForeignNode[first...last]}``, but GPU (Myelin) layers may be ForeignNodes too, so the
+    name decides nothing: the layer counts as DLA when its LayerType, ParameterType or Origin says DLA."""
+    if isinstance(layer, str):
+        return _device(layer, "")
+    return _device(str(layer.get("Name", "")), str(layer.get("LayerType", "")), str(layer.get("ParameterType", "")),
+                   str(layer.get("Origin", "")))
+
+
+def is_reformat(layer: "dict | str") -> bool:
+    """A reformatting layer (it copies a tensor into another format; costs time). The Q/DQ scale layers
+    TensorRT keeps are of type Reformat too, with ``"Origin": "QDQ"``: quantization, not reformatting."""
+    if isinstance(layer, str):
+        return layer.startswith("Reformatting CopyNode")
+    if str(layer.get("Origin", "")).upper() == "QDQ":
+        return False
+    return str(layer.get("LayerType", "")) == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting CopyNode")
 
 
 def _precision(tensors) -> str:
@@ -103,8 +123,7 @@ def layer_rows(document: dict, source: str = "the layer table") -> list[LayerRow
     rows = []
     for i, layer in enumerate(layers):
         if isinstance(layer, str):  # built without ProfilingVerbosity.DETAILED: names only
-            rows.append(LayerRow(i, _clean(layer), "?", "?", "?", _device(layer, ""),
-                                 layer.startswith("Reformatting CopyNode"), "", ""))
+            rows.append(LayerRow(i, _clean(layer), "?", "?", "?", device_of(layer), is_reformat(layer), "", ""))
             continue
         if not isinstance(layer, dict):
             raise UserError(f"{source}: layer {i} is neither an object nor a name")
@@ -113,9 +132,9 @@ def layer_rows(document: dict, source: str = "the layer table") -> list[LayerRow
         shown_type = layer_type if "ParameterType" not in layer else f"{layer['ParameterType']} ({layer_type})"
         inputs, outputs = layer.get("Inputs") or [], layer.get("Outputs") or []
         precision = _precision(inputs) if inputs else _precision(outputs)
-        reformat = layer_type == "Reformat" or name.startswith("Reformatting CopyNode")
+        reformat = is_reformat(layer)
         origin = _clean(str(layer.get("Metadata") or layer.get("Origin") or ""))
-        rows.append(LayerRow(i, name, shown_type, precision, _precision(outputs), _device(name, layer_type),
+        rows.append(LayerRow(i, name, shown_type, precision, _precision(outputs), device_of(layer),
                              reformat, str(layer.get("TacticName", "")), origin))
     return rows
 

@@ -33,7 +33,7 @@ What the fake proves (each point is a way the real libraries fail, and the fake 
 - DLA placement: a DLA build puts the nodes of ``dla_gpu_ops`` on the GPU (refused without
   ``BuilderFlag.GPU_FALLBACK``) and the rest on DLA; the inspector JSON shows each run of DLA nodes as one
   ``{ForeignNode[first...last]}`` layer and a ``Reformat`` layer (``"Origin": "REFORMAT"``) at every
-  DLA/GPU boundary, shaped as TensorRT's (``engines/layers.py`` says which parts of that shape are
+  DLA/GPU boundary, shaped as TensorRT's (``engines/layers/placement.py`` says which parts of that shape are
   confirmed). Which layers DLA really runs is TensorRT's decision: the fake only says what it is told.
 
 What it cannot prove: that a real TensorRT builds, parses or runs these files at all (operator support,

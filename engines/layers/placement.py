@@ -1,4 +1,4 @@
-"""Where every layer of a built engine runs, from the engine inspector's JSON, and the file that keeps it.
+"""Where every layer of a built engine runs (the build's summary and the engine manifest's ``layer_placement``), from the engine inspector's JSON, and the file that keeps it.
 
 After each build the inspector's JSON (``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)``,
 engine built with ``ProfilingVerbosity.DETAILED``) is written as it came, beside the engine, as
@@ -25,12 +25,7 @@ from pathlib import Path
 
 from cpnet.runtime import atomic_write_bytes
 
-SUFFIX = ".layers.json"
-
-
-def layers_path(engine: "str | Path") -> Path:
-    p = Path(engine)
-    return p.with_name(p.name + SUFFIX)
+from .engine_json import is_reformat, layers_path  # noqa: F401 - the one file name and reformat rule
 
 
 def write_layers(engine: "str | Path", info_json: str) -> Path:
@@ -47,19 +42,11 @@ def _layers(info) -> list:
     return [layer for layer in layers or [] if isinstance(layer, dict)]
 
 
-def _says(layer: dict, word: str) -> bool:
-    return any(word in str(layer.get(k, "")).upper() for k in ("LayerType", "ParameterType", "Origin"))
-
-
-def is_reformat(layer: dict) -> bool:
-    """A reformatting layer (it copies a tensor into another format; costs time), not a Q/DQ scale."""
-    if str(layer.get("Origin", "")).upper() == "QDQ":
-        return False
-    return str(layer.get("LayerType", "")) == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting CopyNode")
-
-
 def device_of(layer: dict) -> str:
-    return "dla" if _says(layer, "DLA") else "gpu"
+    """"dla" or "gpu", by :func:`engines.layers.engine_json.device_of` (DLA I/O copies count as DLA)."""
+    from .engine_json import device_of as shown_device
+
+    return "dla" if shown_device(layer).startswith("DLA") else "gpu"
 
 
 def placement(info, dla: bool) -> dict:
