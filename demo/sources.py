@@ -66,6 +66,7 @@ class OpenCVBuild:
     gstreamer: bool
     ffmpeg: bool
     packages: tuple[str, ...] = ()  # the pip packages that install cv2 ("name version"), empty for a system build
+    v4l2: bool = False  # Video4Linux: camera indices on Linux (cv2.CAP_V4L2)
 
     @property
     def has_window(self) -> bool:
@@ -105,10 +106,10 @@ def _has_display() -> bool:
 
 
 def parse_build_information(text: str) -> dict:
-    """{"gui", "gstreamer", "ffmpeg"} from ``cv2.getBuildInformation()`` (OpenCV 4.x and 5.x layouts)."""
+    """{"gui", "gstreamer", "ffmpeg", "v4l2"} from ``cv2.getBuildInformation()`` (OpenCV 4.x and 5.x layouts)."""
     lines = text.splitlines()
     gui = ""
-    gstreamer = ffmpeg = False
+    gstreamer = ffmpeg = v4l2 = False
     for i, line in enumerate(lines):
         key, _, value = line.strip().partition(":")
         key, value = key.strip(), value.strip()
@@ -126,7 +127,9 @@ def parse_build_information(text: str) -> dict:
             gstreamer = value.upper().startswith("YES")
         elif key == "FFMPEG":
             ffmpeg = value.upper().startswith("YES")
-    return {"gui": gui or "NONE", "gstreamer": gstreamer, "ffmpeg": ffmpeg}
+        elif key in ("v4l/v4l2", "V4L/V4L2", "V4L2"):
+            v4l2 = value.upper().startswith("YES")
+    return {"gui": gui or "NONE", "gstreamer": gstreamer, "ffmpeg": ffmpeg, "v4l2": v4l2}
 
 
 def opencv_build() -> OpenCVBuild:
