@@ -288,7 +288,8 @@ def _engine(p: Path, manifest: dict | None, row: dict, here: dict) -> dict:
         warnings = trtlayer.check_engine_manifest(manifest, trt_version, here["gpu"], str(p),
                                                   jetson=here["jetson"] is not None)
     except CpnetError as e:
-        return _fail(row, str(e).split("; rebuild it")[0].removeprefix(f"{p}: "), rebuild)
+        # the reason without the path and the rebuild hint, which the row's own fields hold
+        return _fail(row, re.sub(r"[;:] rebuild it (here )?with .*$", "", str(e).removeprefix(f"{p}: ")), rebuild)
     if here["gpu"] is None:
         return _fail(row, "no CUDA GPU visible to pycuda, cuda-python or torch.cuda", rebuild)
     if (manifest.get("tensorrt") or {}).get("version_compatible"):

@@ -88,12 +88,23 @@ def test_doctor_on_a_faked_jetpack6_orin(fake_trt, tmp_path):
     assert a_onnx["tensorrt"] == {"runs": True, "engine": str(fresh), "why": "its cached engine is fresh"}
     assert a_fresh["runs"] and a_fresh["backend"] == "tensorrt" and a_fresh["rebuild"] is None
     assert not a_moved["runs"] and "NVIDIA A100 (sm 8.0)" in a_moved["why"] and "Orin (sm 8.7)" in a_moved["why"]
+    assert "cpnet build" not in a_moved["why"]  # the command is the row's own field
     assert a_moved["rebuild"] == f"cpnet build {other} -o {moved} --batch 2"
     assert not r["ok"]
     text = doctor.render(r)
     assert "L4T 36.3.0, JetPack 6.0" in text and "power mode 1 7W" in text and "DLA cores 2" in text
     assert f"rebuild: cpnet build {other} -o {moved} --batch 2" in text and "fits" in text
     json.dumps(r)  # the --json form is plain JSON
+
+
+def test_an_engine_of_another_tensorrt_gets_its_rebuild_command(fake_trt, tmp_path):
+    fake_trt("10.16.1")
+    onnx = _conv_model(tmp_path / "model.onnx")
+    engine = build_engine.build(trtlayer.BuildOptions(onnx=str(onnx), timing_cache="", progress=False, tf32=True))
+    fake_trt("10.3.0")
+    (row,) = doctor.report([str(engine)], root=tmp_path / "nothing")["artifacts"]
+    assert not row["runs"] and "TensorRT 10.16.1" in row["why"] and "this is TensorRT 10.3.0" in row["why"]
+    assert row["rebuild"] == f"cpnet build {onnx} -o {engine} --tf32" and "rebuild it" not in row["why"]
 
 
 def test_a_tensorrt_built_for_a_newer_cuda_than_the_driver_does_not_fit(fake_trt, tmp_path):

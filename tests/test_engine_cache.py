@@ -198,3 +198,23 @@ def test_cpnet_benchmark_on_an_onnx_file_with_backend_tensorrt(fake_trt, onnx_fi
     assert read_manifest(engine)["tensorrt"]["version"] == "10.16.1" and not onnx_file.with_name("model.engine").exists()
     row = __import__("json").loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row.get("error") is None and row["backend"] == "tensorrt"
+
+
+def test_cpnet_demo_on_an_onnx_file_with_backend_tensorrt(fake_trt, onnx_file, tmp_path, capsys):
+    """README's Jetson line: cpnet demo model.int8.onnx --backend tensorrt builds the engine once, then reuses it."""
+    import cv2
+
+    from cpnet import cli
+
+    world = fake_trt("10.3.0", jetson=True)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    argv = ["demo", str(onnx_file), "--backend", "tensorrt", "-s", str(frames), "--headless", "--no-drop",
+            "--json", str(tmp_path / "s.json")]
+    for _ in range(2):
+        assert cli.main(argv) == 0, capsys.readouterr().err
+    assert _builds(world) == 1 and onnx_file.with_name("model.engine").is_file()
+    s = __import__("json").loads((tmp_path / "s.json").read_text())
+    assert s["frames_shown"] == 3 and "tensorrt" in s["backend"]
