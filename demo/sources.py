@@ -25,7 +25,6 @@ start with one line saying what it needs.
 
 from __future__ import annotations
 
-import glob
 import importlib.metadata
 import re
 import sys
@@ -259,12 +258,9 @@ def camera_indices() -> list[int] | None:
     """Camera indices present on this machine (Linux: /dev/video*), or None where they cannot be listed cheaply."""
     if not sys.platform.startswith("linux"):
         return None
-    found = []
-    for dev in glob.glob("/dev/video*"):
-        m = re.fullmatch(r"/dev/video(\d+)", dev)
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    from cpnet.runtime.jetson import cameras  # the one /dev/video* probe (cpnet doctor lists the same)
+
+    return [int(dev[len("/dev/video"):]) for dev in cameras()]
 
 
 def _describe_indices(indices: list[int] | None) -> str:

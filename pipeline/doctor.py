@@ -13,7 +13,6 @@ The JSON's fields are documented in docs/doctor.md. Exit 0 when every artifact g
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import importlib.util
 import json

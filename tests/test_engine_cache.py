@@ -14,7 +14,7 @@ import pytest
 
 import engines
 from cpnet.runtime import UserError, read_manifest
-from engines import build_engine, engine_cache
+from engines import build_engine
 from engines import trt as trtlayer
 from fake_tensorrt import TURING, child_env
 from test_trt_fake import _conv_model, _x
