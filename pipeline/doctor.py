@@ -105,7 +105,8 @@ def nvidia(root: Path) -> dict:
     """Driver, CUDA (driver and runtime), cuDNN, TensorRT, PyCUDA, cuda-python, and whether they fit together."""
     from engines import trt as trtlayer
 
-    out: dict = {"driver": _driver_version(root), "driver_cuda": None, "cuda_runtime": None, "cudnn": None,
+    l4t = jetson_probes.l4t_release(root)  # a Jetson's GPU driver is L4T's own, with no version of its own
+    out: dict = {"driver": _driver_version(root) or (f"L4T {l4t}" if l4t else None), "driver_cuda": None, "cuda_runtime": None, "cudnn": None,
                  "tensorrt": None, "tensorrt_cuda": None, "tensorrt_absent": None, "pycuda": None,
                  "cuda_python": _dist_version("cuda-python", "cuda-bindings"), "fit": None}
     try:
@@ -319,12 +320,20 @@ def _yes(flag) -> str:
     return "yes" if flag else "no"
 
 
+def _lacks(s: dict) -> str:
+    """What an x86 CPU lacks of the fast INT8 paths (VNNI, AMX: without them INT8 runs, but hardly faster than FP32)."""
+    if s["arch"].lower() not in ("x86_64", "amd64"):
+        return ""
+    missing = [f for f in ("avx512_vnni", "amx_int8") if f not in s["simd"]]
+    return f" (no {', no '.join(missing)})" if missing else ""
+
+
 def render(r: dict) -> str:
     s, n, g = r["system"], r["nvidia"], r["gpu"]
     lines = [f"system      {s['os']}, Python {s['python']}, {s['arch']}",
              f"cpu         {s['cpu']}, {s['cores']} cores"
              + (f" ({s['usable_cores']} usable)" if s["usable_cores"] != s["cores"] else "")
-             + f", memory {_v(s['memory_mib'], '?')} MiB; SIMD {' '.join(s['simd']) or 'unknown'}"]
+             + f", memory {_v(s['memory_mib'], '?')} MiB; SIMD {' '.join(s['simd']) or 'unknown'}" + _lacks(s)]
     j = r["jetson"]
     if j:
         pm = j["power_mode"]

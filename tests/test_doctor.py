@@ -80,7 +80,7 @@ def test_doctor_on_a_faked_jetpack6_orin(fake_trt, tmp_path):
     n = r["nvidia"]
     assert (n["tensorrt"], n["tensorrt_cuda"], n["cudnn"], n["cuda_runtime"], n["driver_cuda"]) == (
         "10.3.0", "12.5", "9.3.0.75-1", "12.2.140", "12.2")
-    assert n["fit"]["ok"] and "CUDA 12" in n["fit"]["why"]
+    assert n["fit"]["ok"] and "CUDA 12" in n["fit"]["why"] and n["driver"] == "L4T 36.3.0"
     assert r["gpu"]["name"] == "Orin" and r["gpu"]["integrated"] and r["gpu"]["dla_cores"] == 2
     assert r["system"]["cameras"] == ["/dev/video0", "/dev/video1"] and r["system"]["memory_mib"] == 7619
     a_onnx, a_fresh, a_moved = r["artifacts"]
