@@ -19,7 +19,8 @@ manifest beside the cached engine records all of them, so a lookup compares the 
 a changed key rebuilds, with one log line naming what changed. What the key leaves out (log verbosity,
 progress lines, the timing cache's path) does not change the plan.
 
-Two processes asking for the same engine build it once: the lookup and the build run under
+A fresh engine is only read (no lock, nothing written: a read-only export folder serves). Two processes asking
+for a missing or stale engine build it once: the lookup and the build run under
 ``<engine>.lock`` (:func:`cpnet.runtime.files.file_lock`), and the second process finds the first one's
 engine fresh. Builds are atomic (:func:`engines.build_engine.write_engine`). The cache never vouches for the
 bytes: the backend opens a cached engine as any engine, checking its sha256 against its manifest first, so a
@@ -150,12 +151,16 @@ def ensure_engine(onnx: "str | Path", options: dict | None = None, cache_dir: "s
     trt_version, gpu, digest = _here(onnx)
     opts = _resolved(build_options(onnx, options))
     engine = cache_path(onnx, opts, cache_dir, digest)
-    check_output(engine, what="engine cache")
     want = wanted_key(digest, trt_version, gpu, opts)
+    reuse = f"engine cache: reusing {engine} (built for this ONNX file, TensorRT {trt_version} and {want['GPU']})"
+    if stale_reason(engine, want) is None:  # a fresh engine needs no lock: it is only read (a read-only folder too)
+        log.info(reuse)
+        return engine
+    check_output(engine, what="engine cache")
     with file_lock(engine, what="engine cache"):
-        why = stale_reason(engine, want)
+        why = stale_reason(engine, want)  # again, under the lock: another process may have built it meanwhile
         if why is None:
-            log.info(f"engine cache: reusing {engine} (built for this ONNX file, TensorRT {trt_version} and {want['GPU']})")
+            log.info(reuse)
             return engine
         log.info(f"engine cache: building {engine} ({why}); this takes a while, once")
         build_engine.build(replace(opts, output=str(engine)))

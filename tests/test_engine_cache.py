@@ -61,6 +61,21 @@ def test_an_engine_cpnet_build_made_is_the_one_the_cache_reuses(fake_trt, onnx_f
     assert Path(path) == built and _builds(world) == 1
 
 
+def test_a_fresh_engine_is_reused_without_writing_anything(fake_trt, onnx_file, monkeypatch):
+    """A copied export folder may be read-only: reusing its fresh engine takes no lock and checks no write access."""
+    from engines import engine_cache
+
+    world = fake_trt()
+    path, _ = _open(onnx_file)
+
+    def no_writing(*a, **k):
+        raise AssertionError("a fresh engine's reuse wrote or locked")
+
+    monkeypatch.setattr(engine_cache, "file_lock", no_writing)
+    monkeypatch.setattr(engine_cache, "check_output", no_writing)
+    assert _open(onnx_file)[0] == path and _builds(world) == 1
+
+
 def test_engine_cache_dir_keeps_one_engine_per_onnx_file(fake_trt, tmp_path):
     world = fake_trt()
     a = _conv_model((tmp_path / "run_a").mkdir() or tmp_path / "run_a" / "model.onnx")
