@@ -168,11 +168,18 @@ def gpu(jetson: bool) -> dict | None:
         return None
     info = {**info, "memory_mib": None, "integrated": jetson or None, "dla_cores": None}
     try:
-        import pycuda.driver as cuda
+        if info["source"] == "torch.cuda":  # no PyCUDA here: PyTorch's view of the same device
+            import torch
 
-        d = cuda.Device(0)
-        info["memory_mib"] = int(d.total_memory()) // 2**20
-        info["integrated"] = bool(d.get_attribute(cuda.device_attribute.INTEGRATED))
+            props = torch.cuda.get_device_properties(0)
+            info["memory_mib"] = int(props.total_memory) // 2**20
+            info["integrated"] = bool(props.is_integrated)
+        else:
+            import pycuda.driver as cuda
+
+            d = cuda.Device(0)
+            info["memory_mib"] = int(d.total_memory()) // 2**20
+            info["integrated"] = bool(d.get_attribute(cuda.device_attribute.INTEGRATED))
     except Exception:
         pass
     try:
