@@ -25,7 +25,6 @@ start with one line saying what it needs.
 
 from __future__ import annotations
 
-import glob
 import importlib.metadata
 import re
 import sys
@@ -66,6 +65,7 @@ class OpenCVBuild:
     gstreamer: bool
     ffmpeg: bool
     packages: tuple[str, ...] = ()  # the pip packages that install cv2 ("name version"), empty for a system build
+    v4l2: bool = False  # Video4Linux: camera indices on Linux (cv2.CAP_V4L2)
 
     @property
     def has_window(self) -> bool:
@@ -105,10 +105,10 @@ def _has_display() -> bool:
 
 
 def parse_build_information(text: str) -> dict:
-    """{"gui", "gstreamer", "ffmpeg"} from ``cv2.getBuildInformation()`` (OpenCV 4.x and 5.x layouts)."""
+    """{"gui", "gstreamer", "ffmpeg", "v4l2"} from ``cv2.getBuildInformation()`` (OpenCV 4.x and 5.x layouts)."""
     lines = text.splitlines()
     gui = ""
-    gstreamer = ffmpeg = False
+    gstreamer = ffmpeg = v4l2 = False
     for i, line in enumerate(lines):
         key, _, value = line.strip().partition(":")
         key, value = key.strip(), value.strip()
@@ -126,7 +126,9 @@ def parse_build_information(text: str) -> dict:
             gstreamer = value.upper().startswith("YES")
         elif key == "FFMPEG":
             ffmpeg = value.upper().startswith("YES")
-    return {"gui": gui or "NONE", "gstreamer": gstreamer, "ffmpeg": ffmpeg}
+        elif key in ("v4l/v4l2", "V4L/V4L2", "V4L2"):
+            v4l2 = value.upper().startswith("YES")
+    return {"gui": gui or "NONE", "gstreamer": gstreamer, "ffmpeg": ffmpeg, "v4l2": v4l2}
 
 
 def opencv_build() -> OpenCVBuild:
@@ -256,12 +258,9 @@ def camera_indices() -> list[int] | None:
     """Camera indices present on this machine (Linux: /dev/video*), or None where they cannot be listed cheaply."""
     if not sys.platform.startswith("linux"):
         return None
-    found = []
-    for dev in glob.glob("/dev/video*"):
-        m = re.fullmatch(r"/dev/video(\d+)", dev)
-        if m:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    from cpnet.runtime.jetson import cameras  # the one /dev/video* probe (cpnet doctor lists the same)
+
+    return [int(dev[len("/dev/video"):]) for dev in cameras()]
 
 
 def _describe_indices(indices: list[int] | None) -> str:

@@ -515,6 +515,7 @@ EXAMPLES = """cpnet demo runs/quickstart/export/model.onnx                      
 cpnet demo model.int8-cpu.onnx --source clip.mp4 --headless --no-drop -o out.mp4
 cpnet demo runs/quickstart --source frames/ --mode side-by-side
 cpnet demo model.fp16.engine --source csi --width 1280 --height 720 --fps 30
+cpnet demo model.int8.onnx --backend tensorrt --source csi   # builds model.int8.engine on first use
 cpnet demo model.onnx --source rtsp://192.168.1.20:8554/cam --fps-cap 15
 cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4
 cpnet demo prior.onnx --source 0 --headless --serve 8080             # watch and steer it from a browser
@@ -564,6 +565,11 @@ def add_arguments(p) -> None:
                    help="at most this many frames a second to the browser (default 15)")
     a.add_json(p, "the summary")
     a.add_engine_trust(p)
+    from engines.backends import BACKENDS
+
+    p.add_argument("--backend", choices=tuple(BACKENDS),
+                   help="the backend that runs the model (default: the one its file type calls for; tensorrt on an "
+                        "ONNX file builds its engine on first use and reuses it after)")
     a.add_runtime(p, device=True, providers=True)
 
 
@@ -621,8 +627,8 @@ def run(args) -> int:
     for path, what in ((args.output, "video"), (args.json, "summary")):
         if path:
             check_output(path, what=what)
-    kind = engines.backend_for(args.input)
-    backend = engines.open(args.input, **backend_options(kind, args))
+    kind = getattr(args, "backend", None) or engines.backend_for(args.input)
+    backend = engines.open(args.input, backend=kind, **backend_options(kind, args))
     try:
         runner = Runner(backend)
         if args.show_prior and not runner.has_prior:

@@ -216,7 +216,8 @@ def _child_argv(artifact: str, options: BenchmarkOptions, runtime: RuntimeOption
             "--iters", str(o.iters), "--warmup", str(o.warmup), "--batch", str(o.batch), "--seed", str(o.seed)]
     for flag, val in (("--threads", runtime.threads), ("--backend-options", o.backend_options),
                       ("--providers", ",".join(runtime.providers)), ("--image", o.image), ("--backend", o.backend),
-                      ("--device", runtime.device if runtime.device != "auto" else None)):
+                      ("--device", runtime.device if runtime.device != "auto" else None),
+                      ("--engine-cache", runtime.engine_cache)):
         if val:
             argv += [flag, str(val)]
     for flag, on in (("--cuda-graph", o.cuda_graph), ("--trust-engine", runtime.trust_engine),
@@ -291,6 +292,7 @@ device memory. --cuda-graph replays TensorRT engines as CUDA graphs."""
 
 EXAMPLES = """cpnet benchmark runs/quickstart model.onnx model.int8.onnx --threads 2 --json bench.json
 cpnet benchmark model.fp16.engine model.int8.engine --iters 200 --cuda-graph
+cpnet benchmark model.int8.onnx --backend tensorrt --engine-cache ~/.cache/cpnet   # builds on first use
 cpnet benchmark runs/quickstart --device cuda --backend-options precision=fp16,channels_last=1"""
 
 
@@ -304,7 +306,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=a.non_negative_int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
     a.add_json(p, "the rows and the arguments")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), help="force one backend for all")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="force one backend for all (tensorrt on an ONNX file builds its engine on first use)")
     p.add_argument("--backend-options", metavar="KEY=VALUE,...",
                    help="torch: precision=fp32|fp16|bf16,channels_last=0|1")
     p.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")

@@ -195,7 +195,9 @@ def version_compatible_runs(built: str, running: str) -> bool:
 
 
 def is_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists() or "tegra" in platform.release().lower()
+    from cpnet.runtime.jetson import is_jetson as l4t_present
+
+    return l4t_present() or "tegra" in platform.release().lower()
 
 
 def default_workspace_mib() -> int:
@@ -411,9 +413,28 @@ def apply_deserialize_options(runtime, options: DeserializeOptions, engine_path:
 # engine manifest checks (pure Python)
 
 
+#: build option -> its `cpnet build` flag, for the exact rebuild command (value None: a switch)
+REBUILD_FLAGS = {"dla_core": "--dla-core", "strict_dla": None, "fp16_flag": None, "version_compatible": None,
+                 "hardware_compatibility": "--hardware-compatibility", "batch": "--batch", "opt_batch": "--opt-batch",
+                 "opt_level": "--opt-level", "tf32": None, "workspace_mib": "--workspace"}
+REBUILD_DEFAULTS = {"hardware_compatibility": "none", "batch": 1}
+
+
 def rebuild_hint(manifest: dict | None, engine_path: str) -> str:
-    parent = ((manifest or {}).get("parent") or {}).get("path") or "<model.onnx>"
-    return f"cpnet build {parent}"
+    """The exact ``cpnet build`` command that makes this engine again: its parent ONNX file, ``-o`` the engine, and
+    every build option of its manifest that is not the default (a workspace only where it is not this machine's)."""
+    manifest = manifest or {}
+    parent = (manifest.get("parent") or {}).get("path") or "<model.onnx>"
+    words = ["cpnet", "build", parent, "-o", str(engine_path)]
+    built = manifest.get("build_options") or {}
+    for key, flag in REBUILD_FLAGS.items():
+        value = built.get(key)
+        if value in (None, False) or value == REBUILD_DEFAULTS.get(key):
+            continue
+        if key == "workspace_mib" and int(value) == default_workspace_mib():
+            continue
+        words += [f"--{key.replace('_', '-')}"] if flag is None else [flag, str(value)]
+    return " ".join(words)
 
 
 def _hardware_level(manifest: dict) -> str:

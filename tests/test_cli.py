@@ -67,6 +67,7 @@ MISTAKES = {
     "benchmark": (["benchmark", "{tmp}/missing.onnx"], "missing.onnx"),
     "demo": (["demo", "{tmp}/missing.onnx", "--source", "{tmp}/missing.mp4", "--headless"], "missing"),
     "pipeline": (["pipeline", "--from", "no_such_step"], "no_such_step"),
+    "doctor": (["doctor", "{tmp}/missing.onnx"], "missing.onnx"),
 }
 
 

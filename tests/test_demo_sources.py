@@ -39,8 +39,8 @@ BUILD_QT = """
 
 
 def test_parse_build_information_layouts():
-    assert parse_build_information(BUILD_5) == {"gui": "NONE", "gstreamer": False, "ffmpeg": True}
-    assert parse_build_information(BUILD_4_GTK) == {"gui": "GTK", "gstreamer": True, "ffmpeg": False}
+    assert parse_build_information(BUILD_5) == {"gui": "NONE", "gstreamer": False, "ffmpeg": True, "v4l2": True}
+    assert parse_build_information(BUILD_4_GTK) == {"gui": "GTK", "gstreamer": True, "ffmpeg": False, "v4l2": False}
     assert parse_build_information(BUILD_QT)["gui"] == "QT5"
     running = opencv_build()
     assert running.version == cv2.__version__ and isinstance(running.has_window, bool)

@@ -529,13 +529,15 @@ def test_host_code_flag_reaches_every_verb():
         "cuda_graph": True, **both}
     argv = benchmark._child_argv("m.engine", benchmark.BenchmarkOptions(), rt)
     assert "--trust-engine" in argv and "--allow-host-code" in argv
-    assert tensorrt_backend.OPTIONS == ("verbose", "cuda_graph", "trust_engine", "allow_host_code")
+    assert tensorrt_backend.OPTIONS == ("verbose", "cuda_graph", "trust_engine", "allow_host_code", "engine_cache",
+                                        "build")
     for verb in ("engines.benchmark", "demo.webcam", "engines.report.report"):
         import importlib
 
         p = argparse.ArgumentParser()
         importlib.import_module(verb).add_arguments(p)
         assert p.parse_known_args(["x", "--allow-host-code", "--trust-engine"])[0].allow_host_code
+        assert p.parse_known_args(["x", "--engine-cache", "d"])[0].engine_cache == "d"
 
 
 def test_a_plan_that_does_not_load_is_never_written(fake_trt, onnx_file):

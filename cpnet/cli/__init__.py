@@ -45,6 +45,7 @@ VERBS: dict[str, str] = {  # verb -> module
     "benchmark": "engines.benchmark",
     "demo": "demo.webcam",
     "pipeline": "pipeline.run",
+    "doctor": "pipeline.doctor",
 }
 
 

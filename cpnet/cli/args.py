@@ -108,13 +108,17 @@ def add_runtime(p: argparse.ArgumentParser, device: bool = False, providers: boo
 
 
 def add_engine_trust(p: argparse.ArgumentParser) -> None:
-    """--trust-engine and --allow-host-code: what a TensorRT engine may do, on the user's word only."""
+    """--trust-engine and --allow-host-code: what a TensorRT engine may do, on the user's word only; and
+    --engine-cache: where engines built on first use from ONNX files (--backend tensorrt) are kept."""
     g = p.add_argument_group("TensorRT engines")
     g.add_argument("--trust-engine", action="store_true",
                    help="open engines that have no manifest (unverified native code; only engines you built)")
     g.add_argument("--allow-host-code", action="store_true",
                    help="let version-compatible engines run the host code they carry (native code in this "
                         "process; only engines you built or trust)")
+    g.add_argument("--engine-cache", metavar="DIR",
+                   help="with --backend tensorrt on an ONNX file: keep the engine built on first use in DIR "
+                        "(default: beside the ONNX file, where cpnet build writes it)")
 
 
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
@@ -123,7 +127,8 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
                           providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
                           progress=not getattr(args, "no_progress", False),
                           trust_engine=bool(getattr(args, "trust_engine", False)),
-                          allow_host_code=bool(getattr(args, "allow_host_code", False)))
+                          allow_host_code=bool(getattr(args, "allow_host_code", False)),
+                          engine_cache=getattr(args, "engine_cache", None))
 
 
 def add_keep_float(p: argparse.ArgumentParser, precision: str, auto: bool = False) -> None:

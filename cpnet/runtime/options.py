@@ -15,7 +15,8 @@ class RuntimeOptions:
     intra-op threads; None = the library's choice), ``providers`` (ONNX Runtime providers or the aliases
     cpu, cuda, tensorrt; empty = CPU), ``progress`` (progress bars on a terminal); for TensorRT engines,
     ``trust_engine`` (open one without a manifest) and ``allow_host_code`` (let a version-compatible engine
-    run its host code), each only on the user's word."""
+    run its host code), each only on the user's word; ``engine_cache``: the folder where engines built from
+    ONNX files on first use are kept (None: beside each ONNX file)."""
 
     device: str = "auto"
     threads: int | None = None
@@ -23,10 +24,14 @@ class RuntimeOptions:
     progress: bool = True
     trust_engine: bool = False
     allow_host_code: bool = False
+    engine_cache: str | None = None
 
     def engine_options(self) -> dict:
         """The ``engines.open`` keywords for a TensorRT engine that these options set."""
-        return {k: True for k in ("trust_engine", "allow_host_code") if getattr(self, k)}
+        opts: dict = {k: True for k in ("trust_engine", "allow_host_code") if getattr(self, k)}
+        if self.engine_cache:
+            opts["engine_cache"] = self.engine_cache
+        return opts
 
 
 @dataclass(frozen=True)

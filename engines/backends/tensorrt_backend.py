@@ -1,5 +1,9 @@
 """TensorRT backend: a serialized engine (.engine / .plan / .trt) run with PyCUDA buffers.
 
+Given an ONNX file instead, it runs the engine :mod:`engines.engine_cache` finds for it, building it there on
+first use (``engine_cache=DIR`` for the cache folder, ``build={...}`` for BuildOptions fields such as
+``dla_core`` or ``batch``); the engine is then opened exactly as below.
+
 Opening an engine (an engine is native code, so nothing runs before these pass):
 
 1. its manifest is compared with the running TensorRT version and GPU
@@ -54,7 +58,7 @@ from .. import trt as trtlayer
 
 log = get_logger("engines")
 
-OPTIONS = ("verbose", "cuda_graph", "trust_engine", "allow_host_code")
+OPTIONS = ("verbose", "cuda_graph", "trust_engine", "allow_host_code", "engine_cache", "build")
 IO_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
@@ -90,9 +94,17 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: "str | Path", verbose: bool = False, cuda_graph: bool = False,
-                 trust_engine: bool = False, allow_host_code: bool = False, **unknown):
+                 trust_engine: bool = False, allow_host_code: bool = False, engine_cache: "str | Path | None" = None,
+                 build: dict | None = None, **unknown):
         self.refuse_unknown(unknown, OPTIONS)
         path = Path(path)
+        if path.suffix.lower() == ".onnx":  # an ONNX file: its engine from the cache, built here on first use
+            from ..engine_cache import ensure_engine
+
+            path = ensure_engine(path, {**(build or {}), "verbose": verbose} if verbose else build, engine_cache)
+        elif build:  # (engine_cache is where engines of ONNX files go: an engine file given as such needs none)
+            raise UserError(f"{path}: build options apply to an ONNX file opened on the tensorrt backend, not to "
+                            f"an engine file; rebuild it with cpnet build")
         if not path.is_file():
             raise UserError(f"{path}: no such engine file")
         manifest = read_manifest(path, required=False)
