@@ -87,12 +87,14 @@ def parse_point(text: str | None) -> tuple[int, int] | None:
 
 def backend_options(kind: str, args) -> dict:
     """The options :func:`engines.open` passes to the backend, from the runtime flags that apply to it."""
+    from cpnet.cli.args import backend_options as chosen
+
     threads, providers = getattr(args, "threads", None), getattr(args, "providers", None)
-    if kind == "torch":
-        opts = {"device": getattr(args, "device", "auto")}
+    if kind in ("torch", "openvino"):
+        opts = {"device": getattr(args, "device", "auto")} if kind == "torch" else {}
         if threads:
             opts["threads"] = threads
-        return opts
+        return {**opts, **chosen(args)}  # --backend-options (torch: precision; openvino: precision, cache_dir, ...)
     if kind == "onnxruntime":
         opts = {}
         if providers:
@@ -414,7 +416,8 @@ cpnet demo model.int8-cpu.onnx --source clip.mp4 --headless --no-drop -o out.mp4
 cpnet demo runs/quickstart --source frames/ --mode side-by-side
 cpnet demo model.fp16.engine --source csi --width 1280 --height 720 --fps 30
 cpnet demo model.onnx --source rtsp://192.168.1.20:8554/cam --fps-cap 15
-cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4"""
+cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4
+cpnet demo model.int8.onnx --backend openvino --backend-options precision=bf16 --source clip.mp4 --headless"""
 
 
 def add_arguments(p) -> None:
@@ -451,6 +454,10 @@ def add_arguments(p) -> None:
     v.add_argument("--no-legend", action="store_true", help="no legend of the classes in view")
     a.add_json(p, "the summary")
     a.add_runtime(p, device=True, providers=True)
+    from engines.backends import BACKENDS
+
+    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: precision=f32|bf16|f16,"
+                                                   "performance=latency|throughput,cache_dir=DIR")
 
 
 def _positive_float(text: str) -> float:
@@ -493,8 +500,8 @@ def run(args) -> int:
     for path, what in ((args.output, "video"), (args.json, "summary")):
         if path:
             check_output(path, what=what)
-    kind = engines.backend_for(args.input)
-    backend = engines.open(args.input, **backend_options(kind, args))
+    kind = getattr(args, "backend", None) or engines.backend_for(args.input)
+    backend = engines.open(args.input, backend=kind, **backend_options(kind, args))
     try:
         runner = Runner(backend)
         if args.show_prior and not runner.has_prior:

@@ -167,3 +167,26 @@ def test_missing_openvino_raises_missing_dependency(monkeypatch, tiny_onnx):
     with pytest.raises(MissingDependency, match="OpenVINO is not installed"):
         engines.open(tiny_onnx, backend="openvino")
 
+
+def test_benchmark_and_demo_take_the_backend_flags(tiny_onnx, tmp_path, capsys):
+    import json
+
+    from cpnet.cli import main as cpnet
+    from demo_doubles import write_clip  # noqa: F401 - the demo tests' clip writer
+
+    out = tmp_path / "bench.json"
+    assert cpnet(["benchmark", str(tiny_onnx), "--backend", "openvino", "--backend-options", "precision=f32",
+                  "--iters", "2", "--warmup", "1", "--threads", "1", "--in-process", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["key"] == "model.onnx@openvino[precision=f32]" and row["runs_as"] == "f32"
+    assert "runs as" in capsys.readouterr().out
+    clip = write_clip(tmp_path / "clip.mp4", frames=4, size=(64, 48))
+    summary = tmp_path / "demo.json"
+    assert cpnet(["demo", str(tiny_onnx), "--backend", "openvino", "--backend-options", "precision=f32",
+                  "--source", str(clip), "--headless", "--no-drop", "--threads", "1", "--json", str(summary)]) == 0
+    s = json.loads(summary.read_text())
+    assert s["frames_shown"] == 4 and "openvino" in s["backend"] and "runs as f32" in s["backend"]
+    # a malformed option is the parser's one-line usage error (exit 2), before any work
+    with pytest.raises(SystemExit) as e:
+        cpnet(["demo", str(tiny_onnx), "--backend", "openvino", "--backend-options", "precision"])
+    assert e.value.code == 2
