@@ -508,16 +508,21 @@ def test_recommendation_is_the_fastest_passing_row_never_a_failing_one(artifacts
 
 def _row(name, ms, iqr, drift=0.0, status="pass", role="variant"):
     return {"name": name, "key": name, "role": role, "status": status, "latency_ms": ms, "latency_iqr_ms": iqr,
-            "miou_drift": drift, "precision": "int8", "limit": 0.5, "backend": "openvino", "latency_images": 20}
+            "latency_p25_ms": ms - iqr / 2, "latency_p75_ms": ms + iqr / 2, "miou_drift": drift,
+            "precision": "int8", "limit": 0.5, "backend": "openvino", "latency_images": 20}
 
 
 def test_ties_are_the_measured_spread_not_a_fixed_factor():
     ref = _row("ref", 10.0, 0.5, role="reference", status="reference")
-    # 2.0 and 2.3 ms: within 0.4 ms of spread, a tie settled by the smaller drift
-    rec = rp.recommend([ref, _row("a", 2.0, 0.4, drift=-0.3), _row("b", 2.3, 0.1, drift=-0.1)], "m")
+    # 2.0 and 2.3 ms with spreads of 0.4 ms: their interquartile ranges overlap, a tie settled by the smaller drift
+    rec = rp.recommend([ref, _row("a", 2.0, 0.4, drift=-0.3), _row("b", 2.3, 0.4, drift=-0.1)], "m")
     assert rec["key"] == "b" and rec["ties"] == ["a"] and rec["spread_ms"] == 0.4
-    # the same medians with a spread of 0.05 ms: no tie, the fastest wins (a fixed 5% would have tied 2.0 and 2.05)
+    # the same medians with spreads of 0.05 ms: no tie, the fastest wins (a fixed 5% would have tied 2.0 and 2.05)
     rec = rp.recommend([ref, _row("a", 2.0, 0.05, drift=-0.3), _row("b", 2.3, 0.05, drift=-0.1)], "m")
+    assert rec["key"] == "a" and rec["ties"] == []
+    # a slow row that is also noisy (the reference on a busy machine) does not tie with a fast, steady one
+    noisy_ref = _row("ref", 500.0, 480.0, role="reference", status="reference")
+    rec = rp.recommend([noisy_ref, _row("a", 34.0, 3.0, drift=0.2)], "m")
     assert rec["key"] == "a" and rec["ties"] == []
     # a failing row is never recommended, however fast
     rec = rp.recommend([ref, _row("x", 0.1, 0.0, drift=-9, status="fail"), _row("b", 2.3, 0.1)], "m")

@@ -38,8 +38,8 @@ the CPU runs (f32; bf16 with AVX512_BF16 or AMX, which needs no calibration; f16
 (the precision read back from the backend) and is gated at the lower of its file's and that precision.
 
 The recommendation is the fastest row on this machine (median latency) within its limits; rows whose
-median is within the measured spread of the repetitions (the larger interquartile range of the two)
-count as ties, settled by the smaller drift; the line says the repetitions and the spread, and
+spread of repetitions overlaps the fastest's (interquartile ranges, :func:`within_noise`) count as
+ties, settled by the smaller drift; the line says the repetitions and the spread, and
 ``report.json``'s ``recommendation.key`` names the row (the pipeline's demo runs it). The reference
 qualifies too (drift 0). Every latency carries the machine line (:mod:`cpnet.runtime.machine`).
 
@@ -592,6 +592,8 @@ def _metrics(p: Pass, classes: list[str]) -> dict:
         "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
         # the spread of the repetitions (one per image): what "as fast" means for the recommendation
         "latency_iqr_ms": float(np.percentile(lat, 75) - np.percentile(lat, 25)) if lat.size else None,
+        "latency_p25_ms": float(np.percentile(lat, 25)) if lat.size else None,
+        "latency_p75_ms": float(np.percentile(lat, 75)) if lat.size else None,
         "latency_images": int(lat.size),
         "confusion_matrix": p.matrix.tolist(),
         "pass_seconds": p.seconds,
@@ -653,10 +655,12 @@ def gate(rows: list[dict], options: ReportOptions) -> list[str]:
 
 
 def within_noise(row: dict, fastest: dict) -> bool:
-    """Whether ``row`` is as fast as ``fastest`` within the measured spread of their repetitions: its median is
-    no further above the fastest's than the larger of the two interquartile ranges."""
-    spread = max(row.get("latency_iqr_ms") or 0.0, fastest.get("latency_iqr_ms") or 0.0)
-    return row["latency_ms"] <= fastest["latency_ms"] + spread
+    """Whether ``row`` is as fast as ``fastest`` within the measured spread of their repetitions: their
+    interquartile ranges overlap (its 25th percentile is at most the fastest's 75th). A slow row that is also
+    noisy does not tie with a fast, steady one (as "median within the larger IQR" would let it)."""
+    lo = row.get("latency_p25_ms", row["latency_ms"])
+    hi = fastest.get("latency_p75_ms", fastest["latency_ms"])
+    return lo <= hi
 
 
 def describe_row(row: dict) -> str:
@@ -686,10 +690,10 @@ def recommend(rows: list[dict], machine: str) -> dict:
         what = (f"{describe_row(best)} ({best['precision']}"
                 f"{', ' + best['flavour'] + ' flavour' if best.get('flavour') else ''}): mIoU drift "
                 f"{best['miou_drift']:+.3f} points (drop limit {best['limit']:g}), {speed:.2f}x the reference's speed")
-    spread = max(best.get("latency_iqr_ms") or 0.0, fastest.get("latency_iqr_ms") or 0.0)
+    spread = fastest.get("latency_iqr_ms") or 0.0
     line = (f"Recommended on this machine: {what}; {best['latency_ms']:.2f} ms median per image over "
             f"{best.get('latency_images')} repetitions (interquartile range {best.get('latency_iqr_ms') or 0:.2f} ms"
-            f"{'; ' + str(len(tied) - 1) + ' other row(s) as fast within ' + format(spread, '.2f') + ' ms, the smaller drift chosen' if len(tied) > 1 else ''}"
+            f"{'; ' + str(len(tied) - 1) + ' other row(s) as fast (interquartile ranges overlapping the fastest row, ' + format(spread, '.2f') + ' ms), the smaller drift chosen' if len(tied) > 1 else ''}"
             f") ({machine}).")
     if failing:
         line += f" Not eligible: {', '.join(failing)}."
