@@ -2,6 +2,7 @@
 
     python benchmarks/bench_demo.py                                  # edge_r18_256x512, INT8 cpu flavour
     python benchmarks/bench_demo.py --configs quickstart edge_r18_256x512 --seconds 30
+    python benchmarks/bench_demo.py --backend openvino --backend-options precision=bf16   # one row only
 
 Per config: a model with RANDOM weights (speed does not depend on the weight
 values) is exported (``cpnet export``, parity on random inputs) and quantized to
@@ -9,12 +10,17 @@ the ``cpu`` INT8 flavour (``cpnet int8 --flavour cpu``), calibrated on 32 frames
 of the clip. The clip is generated: ``--seconds`` of 640x480 at 30 fps (moving
 shapes over a textured background), written as mp4 (mp4v).
 
-- Inference only: ``OnnxModel(threads=1).infer`` on preprocessed frames of the
-  clip, back to back; FPS = 1 / mean latency (after a warm-up). One ONNX Runtime
-  intra-op thread and one inter-op thread.
+- Rows: the INT8 cpu file on ONNX Runtime and, where OpenVINO is installed, on OpenVINO with the
+  lowest precision hint this CPU runs (bf16 with AMX or AVX512_BF16, else f32), each keyed as the drift
+  report keys it (``model.int8-cpu.onnx@openvino[precision=bf16]``); ``--backend`` and
+  ``--backend-options`` (the flags cpnet demo takes) time one row instead, e.g. the one the report
+  recommends.
+- Inference only: ``engines.open(MODEL, backend, threads=1, **options).infer`` on preprocessed frames of
+  the clip, back to back; FPS = 1 / mean latency (after a warm-up). One ONNX Runtime intra-op thread
+  and one inter-op thread; OpenVINO ``INFERENCE_NUM_THREADS`` 1.
 - End to end: ``cpnet demo MODEL --source clip --headless --no-drop --threads 1``
   (every frame of the clip: read and decode, preprocess, infer, argmax, colour,
-  legend and HUD; the same ONNX Runtime threads), with and without ``-o`` (mp4
+  legend and HUD; the same threads, the same backend and options), with and without ``-o`` (mp4
   encoding in the output thread); FPS = the demo's own mean FPS ((frames - 1) /
   time from the first frame out to the last).
 - Threads: ONNX Runtime 1 intra-op + 1 inter-op; the demo's capture, inference
@@ -138,11 +144,25 @@ def make_artifacts(config: str, work: Path, calib: Path, log=print) -> Path:
     return int8
 
 
-def inference_only(model_path: Path, clip: Path, warmup: int = 10, runs: int = 100) -> dict:
-    """FPS of OnnxModel.infer alone (one intra-op thread) on preprocessed frames of the clip."""
+def rows_to_time(backend: str | None, options: dict) -> list[tuple[str, dict]]:
+    """(backend, options) of each row: the one asked for, else ONNX Runtime and OpenVINO's lowest hint here."""
+    if backend:
+        return [(backend, options)]
+    from engines.backends.openvino_backend import installed, precisions_here
+
+    rows = [("onnxruntime", {})]
+    if installed():
+        hints = precisions_here("CPU")
+        rows.append(("openvino", {"precision": "bf16" if "bf16" in hints else hints[-1]}))
+    return rows
+
+
+def inference_only(model_path: Path, clip: Path, backend: str = "onnxruntime", options: dict | None = None,
+                   warmup: int = 10, runs: int = 100) -> dict:
+    """FPS of the backend's infer alone (one thread) on preprocessed frames of the clip."""
     import cv2
 
-    from engines.backends.onnxruntime_backend import OnnxModel
+    import engines
     from cpnet.runtime.preprocess import preprocess_bgr
 
     cap = cv2.VideoCapture(str(clip))
@@ -153,7 +173,7 @@ def inference_only(model_path: Path, clip: Path, warmup: int = 10, runs: int = 1
             break
         frames.append(f)
     cap.release()
-    with OnnxModel(model_path, threads=1) as m:
+    with engines.open(model_path, backend=backend, threads=1, **(options or {})) as m:
         xs = [preprocess_bgr(f, m.manifest) for f in frames]
         for i in range(warmup):
             m.infer(xs[i % len(xs)])
@@ -166,10 +186,10 @@ def inference_only(model_path: Path, clip: Path, warmup: int = 10, runs: int = 1
     return {"fps": 1.0 / mean, "mean_ms": 1000 * mean, "p50_ms": 1000 * statistics.median(times)}
 
 
-def end_to_end(model_path: Path, clip: Path, save: Path | None) -> dict:
+def end_to_end(model_path: Path, clip: Path, save: Path | None, flags: list[str] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         js = Path(tmp) / "summary.json"
-        argv = [sys.executable, "-m", "cpnet", "demo", str(model_path), "--source", str(clip), "--headless",
+        argv = [sys.executable, "-m", "cpnet", "demo", str(model_path), *flags, "--source", str(clip), "--headless",
                 "--no-drop", "--threads", "1", "--json", str(js), "-q"]
         if save is not None:
             argv += ["-o", str(save)]
@@ -177,26 +197,30 @@ def end_to_end(model_path: Path, clip: Path, save: Path | None) -> dict:
         return json.loads(js.read_text())
 
 
-def bench_config(config: str, work: Path, clip: Path, log=print) -> dict:
+def bench_config(config: str, work: Path, clip: Path, backend: str = "onnxruntime", options: dict | None = None,
+                 log=print) -> dict:
+    from engines.backends.row_key import RowKey
+
     model_path = make_artifacts(config, work, calibration_frames(clip, work / "calib"), log)
-    before = inference_only(model_path, clip)
-    plain = end_to_end(model_path, clip, None)
-    saved = end_to_end(model_path, clip, work / config / "demo.mp4")
-    after = inference_only(model_path, clip)
+    key = RowKey(model_path.name, backend, options or {})
+    before = inference_only(model_path, clip, backend, options)
+    plain = end_to_end(model_path, clip, None, key.flags())
+    saved = end_to_end(model_path, clip, work / config / f"demo_{backend}.mp4", key.flags())
+    after = inference_only(model_path, clip, backend, options)
     infer_fps = (before["fps"] + after["fps"]) / 2
-    return {"config": config, "model": str(model_path), "infer_fps": infer_fps, "infer_fps_runs": [before, after],
-            "demo": plain, "demo_saved": saved,
+    return {"config": config, "key": str(key), "model": str(model_path), "infer_fps": infer_fps,
+            "infer_fps_runs": [before, after], "demo": plain, "demo_saved": saved,
             "ratio": plain["mean_fps"] / infer_fps, "ratio_saved": saved["mean_fps"] / infer_fps}
 
 
 def print_rows(rows: list[dict]) -> bool:
     ok = True
-    print(f"{'config':<14} {'infer-only FPS':>14} {'demo FPS':>9} {'ratio':>6} {'demo+save FPS':>14} {'ratio':>6}  "
-          f"demo ms per frame (capture / pre / infer / post / draw / output)")
+    print(f"{'config':<17} {'row':<46} {'infer-only FPS':>14} {'demo FPS':>9} {'ratio':>6} {'demo+save FPS':>14} "
+          f"{'ratio':>6}  demo ms per frame (capture / pre / infer / post / draw / output)")
     for r in rows:
         ms = r["demo"]["ms_per_stage"]
         stages = " / ".join(f"{ms[k]:.1f}" for k in ("capture", "preprocess", "infer", "postprocess", "draw", "output"))
-        print(f"{r['config']:<14} {r['infer_fps']:>14.1f} {r['demo']['mean_fps']:>9.1f} {r['ratio']:>6.0%} "
+        print(f"{r['config']:<17} {r['key']:<46} {r['infer_fps']:>14.1f} {r['demo']['mean_fps']:>9.1f} {r['ratio']:>6.0%} "
               f"{r['demo_saved']['mean_fps']:>14.1f} {r['ratio_saved']:>6.0%}  {stages}")
         if r["config"] in TARGET_CONFIGS:
             ok &= r["ratio"] >= TARGET
@@ -209,21 +233,27 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="length of the generated 640x480 clip (default 30)")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_demo"), help="where models and the clip are kept")
     p.add_argument("--json", help="also write the figures here")
+    from cpnet.cli import args as a
+    from engines.backends import BACKENDS
+
+    a.add_backend(p, tuple(BACKENDS), options_help="openvino: precision=f32|bf16|f16")
     args = p.parse_args(argv)
     from cpnet.runtime.machine import machine_line
 
     work = Path(args.work)
     clip = make_clip(work / f"clip_{int(args.seconds)}s_640x480.mp4", args.seconds)
     print(f"machine: {machine_line()}")
-    print(f"clip: {clip} ({args.seconds:g} s, 640x480, 30 fps); ONNX Runtime: 1 intra-op + 1 inter-op thread; "
-          f"demo: capture, inference, drawing + main (writer) threads")
+    print(f"clip: {clip} ({args.seconds:g} s, 640x480, 30 fps); ONNX Runtime: 1 intra-op + 1 inter-op thread, "
+          f"OpenVINO 1 inference thread; demo: capture, inference, drawing + main (writer) threads")
     load0 = load_avg()
-    rows = [bench_config(c, work, clip) for c in args.configs]
+    rows = [bench_config(c, work, clip, backend, options) for c in args.configs
+            for backend, options in rows_to_time(args.backend, a.backend_options(args))]
     load1 = load_avg()
     print(f"1-minute load average: {load0:.2f} before, {load1:.2f} after")
     ok = print_rows(rows)
+    measured = any(r["config"] in TARGET_CONFIGS for r in rows)
     print(f"target: demo FPS >= {TARGET:.0%} of inference-only FPS on {', '.join(TARGET_CONFIGS)}: "
-          f"{'met' if ok else 'NOT met'}")
+          f"{('met' if ok else 'NOT met') if measured else 'not measured in this run (no such config)'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load": [load0, load1]}, indent=2) + "\n")
     return 0 if ok else 1

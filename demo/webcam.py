@@ -89,12 +89,14 @@ def parse_point(text: str | None) -> tuple[int, int] | None:
 
 def backend_options(kind: str, args) -> dict:
     """The options :func:`engines.open` passes to the backend, from the runtime flags that apply to it."""
+    from cpnet.cli.args import backend_options as chosen
+
     threads, providers = getattr(args, "threads", None), getattr(args, "providers", None)
-    if kind == "torch":
-        opts = {"device": getattr(args, "device", "auto")}
+    if kind in ("torch", "openvino"):
+        opts = {"device": getattr(args, "device", "auto")} if kind == "torch" else {}
         if threads:
             opts["threads"] = threads
-        return opts
+        return {**opts, **chosen(args)}  # --backend-options (torch: precision; openvino: precision, cache_dir, ...)
     if kind == "onnxruntime":
         opts = {}
         if providers:
@@ -519,7 +521,8 @@ cpnet demo model.int8.onnx --backend tensorrt --source csi   # builds model.int8
 cpnet demo model.onnx --source rtsp://192.168.1.20:8554/cam --fps-cap 15
 cpnet demo model.onnx --source clip.mp4 --show-prior --prior-point 320,240 --headless -o prior.mp4
 cpnet demo prior.onnx --source 0 --headless --serve 8080             # watch and steer it from a browser
-cpnet demo model.int8.onnx --source clip.mp4 --no-drop --headless --smooth 0.5   # flicker with and without"""
+cpnet demo model.int8.onnx --source clip.mp4 --no-drop --headless --smooth 0.5   # flicker with and without
+cpnet demo model.int8.onnx --backend openvino --backend-options precision=bf16 --source clip.mp4 --headless"""
 
 
 def add_arguments(p) -> None:
@@ -565,12 +568,11 @@ def add_arguments(p) -> None:
                    help="at most this many frames a second to the browser (default 15)")
     a.add_json(p, "the summary")
     a.add_engine_trust(p)
+    a.add_runtime(p, device=True, providers=True)
     from engines.backends import BACKENDS
 
-    p.add_argument("--backend", choices=tuple(BACKENDS),
-                   help="the backend that runs the model (default: the one its file type calls for; tensorrt on an "
-                        "ONNX file builds its engine on first use and reuses it after)")
-    a.add_runtime(p, device=True, providers=True)
+    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: precision=f32|bf16|f16,"
+                                                   "performance=latency|throughput,cache_dir=DIR")
 
 
 def _positive_float(text: str) -> float:

@@ -21,9 +21,14 @@
   device_memory_size_v2 (activations) plus the I/O buffers.
 - Input: the same seeded random batch for every artifact (``--seed``), or one image
   (``--image``) preprocessed with each artifact's manifest.
-- ``--device`` applies to torch artifacts, ``--backend-options`` too (precision fp32|fp16|bf16,
-  channels_last); ``--providers`` to ONNX files (cpu, cuda, tensorrt); ``--cuda-graph``,
-  ``--trust-engine`` and ``--allow-host-code`` to engines.
+- ``--device`` applies to torch artifacts, ``--backend-options`` to torch (precision fp32|fp16|bf16,
+  channels_last) and openvino (``--backend openvino``: precision f32|bf16|f16, performance, device,
+  cache_dir; the row says what the compiled model runs as, read back); ``--providers`` to ONNX files on
+  onnxruntime (cpu, cuda, tensorrt); ``--cuda-graph``,
+  ``--trust-engine`` and ``--allow-host-code`` to engines; ``--backend tensorrt`` on an ONNX file builds its
+  engine on first use (``engines.engine_cache``).
+- Each row carries its key (:class:`engines.backends.row_key.RowKey`: artifact, backend, options), as the
+  drift report's rows do.
 - A path that does not exist is a user error (exit 2, nothing run); an artifact that exists but
   cannot be opened or run becomes an error row, and the command then exits 1.
 """
@@ -50,35 +55,16 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
 from cpnet.runtime import CheckFailed, CpnetError, MissingDependency, UserError, atomic_write_json  # noqa: E402
 from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.errors import first_line  # noqa: E402
-from cpnet.runtime.options import RuntimeOptions  # noqa: E402
+from cpnet.runtime.options import RuntimeOptions, parse_backend_options  # noqa: E402
 
 ROW_MARKER = "BENCHMARK_ROW "
-COLUMNS = [("artifact", "artifact", "{}"), ("backend", "backend", "{}"), ("batch", "B", "{}"),
+COLUMNS = [("artifact", "artifact", "{}"), ("backend", "backend", "{}"), ("runs_as", "runs as", "{}"), ("batch", "B", "{}"),
            ("p50_ms", "p50 ms", "{:.2f}"), ("p90_ms", "p90 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
            ("throughput_ips", "img/s", "{:.1f}"), ("gpu_p50_ms", "GPU p50 ms", "{:.2f}"),
            ("rss_peak_mib", "peak RSS MiB", "{:.0f}"), ("device_memory_mib", "dev MiB", "{:.1f}")]
 
 
-def parse_kv(text: str | None) -> dict:
-    """'device=cuda,precision=fp16,channels_last=1' -> {'device': 'cuda', 'precision': 'fp16', 'channels_last': True}."""
-    out: dict = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise UserError(f"--backend-options: expected key=value, got {item!r}")
-        k, v = (s.strip() for s in item.split("=", 1))
-        low = v.lower()
-        if low in ("1", "true", "yes", "on") and k in ("channels_last",):
-            out[k] = True
-        elif low in ("0", "false", "no", "off") and k in ("channels_last",):
-            out[k] = False
-        elif v.isdigit():
-            out[k] = int(v)
-        else:
-            out[k] = v
-    return out
+parse_kv = parse_backend_options  # the one parser of --backend-options (cpnet.runtime.options)
 
 
 def percentile(values, q: float) -> float:
@@ -146,6 +132,10 @@ def options_for(backend: str, options: BenchmarkOptions, runtime: RuntimeOptions
             opts.setdefault("device", runtime.device)
         if runtime.threads:
             opts["threads"] = runtime.threads
+    elif backend == "openvino":
+        opts.update(parse_kv(options.backend_options))
+        if runtime.threads:
+            opts["threads"] = runtime.threads
     elif backend == "onnxruntime":
         if runtime.providers:
             opts["providers"] = ",".join(runtime.providers)
@@ -166,10 +156,15 @@ def bench_one(artifact: str, options: BenchmarkOptions, runtime: RuntimeOptions 
     o = options
     backend = o.backend or engines.backend_for(artifact)
     rss0 = _rss()
-    row: dict = {"artifact": artifact, "backend": backend, "batch": o.batch, "iters": o.iters, "warmup": o.warmup}
+    from engines.backends.row_key import RowKey
+
+    row: dict = {"artifact": artifact, "backend": backend, "batch": o.batch, "iters": o.iters, "warmup": o.warmup,
+                 "key": str(RowKey(Path(artifact).name, backend, parse_kv(o.backend_options)
+                                   if backend in ("torch", "openvino") else {}))}
     with engines.open(artifact, backend=backend, **options_for(backend, o, runtime)) as m:
         row["describe"] = m.describe()
         row["precision"] = m.precision
+        row["runs_as"] = getattr(m, "runs_as", None)
         x = make_input(m.manifest, o.batch, o.seed, o.image)
         row["input"] = list(x.shape)
         rss_open = _rss()
@@ -306,10 +301,11 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=a.non_negative_int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
     a.add_json(p, "the rows and the arguments")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="force one backend for all (tensorrt on an ONNX file builds its engine on first use)")
-    p.add_argument("--backend-options", metavar="KEY=VALUE,...",
-                   help="torch: precision=fp32|fp16|bf16,channels_last=0|1")
+    from engines.backends import BACKENDS
+
+    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16,channels_last=0|1; openvino: "
+                                                   "precision=f32|bf16|f16,performance=latency|throughput,"
+                                                   "device=CPU,cache_dir=DIR")
     p.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")
     g = p.add_argument_group("engines")
     g.add_argument("--cuda-graph", action="store_true",

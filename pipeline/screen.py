@@ -81,13 +81,13 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
         data = report.get("data", {})
         out.append(f"headline: {data.get('images', '?')} validation images, as deployed "
                    f"(latency: median per image on this machine)")
-        out.append(f"  {'variant':<24} {'precision':<10} {'mIoU':>7} {'drift':>8} {'latency':>10}  status")
+        out.append(f"  {'variant (file@backend[options])':<44} {'precision':<10} {'mIoU':>7} {'drift':>8} {'latency':>10}  status")
         for r in report.get("rows", []):
             drift = "ref" if r.get("role") == "reference" else _fmt(r.get("miou_drift"), "+.3f")
             lat = _fmt(r.get("latency_ms"), ".2f")
-            out.append(f"  {r['name'][:24]:<24} {str(r.get('precision', '?')):<10} {_fmt(r.get('mIoU'), '.2f'):>7} "
+            out.append(f"  {r['name'][:44]:<44} {str(r.get('precision', '?')):<10} {_fmt(r.get('mIoU'), '.2f'):>7} "
                        f"{drift:>8} {lat + ' ms' if lat != '-' else lat:>10}  {r.get('status', '')}")
-        rec = (report.get("recommendation") or {}).get("name")
+        rec = (report.get("recommendation") or {}).get("key") or (report.get("recommendation") or {}).get("name")
         if rec:
             out.append(f"  recommended on this machine: {rec}")
     else:
@@ -116,8 +116,8 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
     out.append("")
     out.append("next")
     out.append(f"  open the report      {_open_command(plan.report_dir / 'report.html')}")
-    model = S.demo_model(plan)
-    out.append(f"  demo on a camera     cpnet demo {shlex.quote(str(model))}")
+    model, flags = S.demo_model(plan)
+    out.append(f"  demo on a camera     cpnet demo {shlex.join([str(model), *flags])}")
     out.append(f"  rerun from a step    cpnet pipeline --from STEP   ({', '.join(S.STEP_NAMES)})")
 
     out.append("")

@@ -311,18 +311,21 @@ def tensorrt_missing() -> str | None:
             f"with an NVIDIA GPU, then cpnet pipeline --from engines)")
 
 
-def demo_model(plan: Plan) -> Path:
-    """The artifact the drift report recommends on this machine, else the cpu-flavour INT8 file, else FP32."""
+def demo_model(plan: Plan) -> tuple[Path, list[str]]:
+    """The row the drift report recommends on this machine, by its key (artifact, backend, options): the file and
+    the flags that choose its backend and options; else the cpu-flavour INT8 file, else FP32, on their own backend."""
+    from engines.backends.row_key import RowKey
+
     try:
         report = json.loads((plan.report_dir / "report.json").read_text())
-        name = report["recommendation"]["name"]
-        row = next(r for r in report["rows"] if r["name"] == name)
+        key = report["recommendation"]["key"]
+        row = next(r for r in report["rows"] if r.get("key") == key)
         path = Path(row["path"])
         if path.exists():
-            return path
+            return path, RowKey.parse(key).flags()
     except (OSError, ValueError, KeyError, StopIteration, TypeError):
         pass
-    return plan.int8_cpu if plan.int8_cpu.exists() else plan.onnx
+    return (plan.int8_cpu if plan.int8_cpu.exists() else plan.onnx), []
 
 
 def _as_file(path: Path) -> Path:
@@ -443,18 +446,20 @@ def make_step(name: str, plan: Plan, mode: list[str] | None = None) -> Step:
                     [("report", argv)], [plan.checkpoint, plan.data_marker, *variants],
                     [plan.report_dir / "report.json", plan.report_dir / "report.html"], gate=True)
     if name == "demo":
-        model = demo_model(plan)
+        model, flags = demo_model(plan)
         out, summary = plan.demo_dir / "demo.mp4", plan.demo_dir / "demo.json"
-        argv = [str(model), "-s", str(plan.clip), "--headless", "--no-drop", "-o", str(out), "--json", str(summary)]
+        argv = [str(model), *flags, "-s", str(plan.clip), "--headless", "--no-drop", "-o", str(out), "--json",
+                str(summary)]
         argv += ["--threads", str(plan.threads)] if plan.threads else []
         argv += ["-v"] if plan.verbose else []
+        how = f" on {flags[1]}" + (f" ({flags[3]})" if len(flags) > 2 else "") if flags else ""
         if plan.synthetic:  # a slow pan and zoom over one scene: motion without scene cuts, for the flicker figures
             clip = ["--clip", str(plan.clip), "--size", str(plan.image_size), "--clip-side",
                     str(clip_side(plan.image_size))]
-            return Step(name, f"the live demo on a motion clip of a synthetic scene, with {model.name}",
+            return Step(name, f"the live demo on a motion clip of a synthetic scene, with {model.name}{how}",
                         [("data", clip), ("demo", argv)], [_as_file(model), plan.data_marker],
                         [plan.clip, out, summary])
-        return Step(name, f"the live demo on a clip of the validation images, with {model.name}",
+        return Step(name, f"the live demo on a clip of the validation images, with {model.name}{how}",
                     [("demo", argv)], [_as_file(model), plan.data_marker], [plan.clip, out, summary],
                     before=lambda: make_clip(plan))
     raise KeyError(name)

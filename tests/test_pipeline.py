@@ -84,9 +84,16 @@ def test_every_step_runs_end_to_end_and_the_end_screen_says_where_everything_is(
     assert demo["flicker"]["raw"]["pairs"] == CLIP_FRAMES - 1 and demo["flicker"]["raw"]["scene_cuts"] == 0
     # the end screen: paths, a row per variant, the evaluation, demo FPS, what to run next, step times
     report = json.loads((run / "report" / "report.json").read_text())
-    assert len(report["rows"]) == 5
+    from engines.backends import backends_for, row_options
+
+    openvino = len(row_options("openvino")) if "openvino" in backends_for("m.onnx") else 0
+    assert len(report["rows"]) == 5 + 4 * openvino  # the checkpoint, then 4 files on ORT (and OpenVINO per hint)
     for row in report["rows"]:
-        assert row["name"][:24] in out
+        assert row["name"][:44] in out
+    # the demo ran the recommended row: its file, on its backend, with its options
+    rec = report["recommendation"]
+    assert demo["model"] == rec["path"] and demo["backend"].startswith(rec["backend"])
+    assert f"recommended on this machine: {rec['key']}" in out
     for text in ("where everything is", str(run / "report" / "report.html"), "cpnet evaluate: mIoU", "car ",
                  "demo: ", "FPS", "xdg-open" , "cpnet demo ", "step times", "train ", "GEMM"):
         assert text in out, text

@@ -87,10 +87,17 @@ def failing_report(artifacts, tmp_path_factory):
     sys.stderr = Capture()
     try:
         code = cpnet(["report", str(a["reference"]), str(a["identical"]), str(a["damaged"]), "--data", str(a["data"]),
-                      "-o", str(out), *COMMON])
+                      "-o", str(out), "--backend", "onnxruntime", *COMMON])  # one row per file: the gate's test
     finally:
         sys.stderr = old
     return code, "".join(proc_err), out
+
+
+def openvino_precisions() -> list[str]:
+    """The OpenVINO rows the report adds for an ONNX file here (none without OpenVINO)."""
+    from engines.backends import backends_for, row_options
+
+    return [o["precision"] for o in row_options("openvino")] if "openvino" in backends_for("m.onnx") else []
 
 
 def load(out: Path) -> dict:
@@ -151,8 +158,11 @@ def test_gate_passes_on_a_run_dir_and_its_exported_files(artifacts, tiny_data, m
     assert printed.startswith("Recommended on this machine: ")
     assert "| artifact |" in printed
     rep = load(run / "report")
-    assert [r["name"] for r in rep["rows"]] == ["run/best.pt", "model.onnx"]
-    assert rep["rows"][0]["backend"] == "torch" and rep["rows"][1]["backend"] == "onnxruntime"
+    openvino = [f"model.onnx@openvino[precision={p}]" for p in openvino_precisions()]
+    assert [r["name"] for r in rep["rows"]] == ["run/best.pt", "model.onnx", *openvino]
+    assert [r["backend"] for r in rep["rows"]] == ["torch", "onnxruntime"] + ["openvino"] * len(openvino)
+    assert [r["key"] for r in rep["rows"][:2]] == ["run/best.pt@torch", "model.onnx@onnxruntime"]
+    assert rep["recommendation"]["key"] in [r["key"] for r in rep["rows"]]
     assert rep["gate"]["passed"] is True
     assert rep["machine"]["cores"] >= 1 and rep["machine_line"] in (run / "report" / "report.md").read_text()
     assert all(r["latency_ms"] > 0 and r["size_bytes"] > 0 for r in rep["rows"])
@@ -434,3 +444,106 @@ def test_gemm_rate_with_torch_and_without(monkeypatch):
     assert rate > 0.1 and what.startswith("numpy.matmul")
     info = machine_info(gemm=True)
     assert info["gemm_gflops"] > 0 and info["gemm"].startswith("numpy.matmul")
+
+
+# --------------------------------------------------------------------------- rows, keys and the recommendation
+
+from engines.backends.onnxruntime_backend import OnnxModel  # noqa: E402
+
+
+class _Timed(OnnxModel):
+    """The onnxruntime backend made slower by ``DELAY_S`` per call; ``WRONG`` shifts every pixel's class."""
+
+    DELAY_S = 0.0
+    WRONG = False
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+
+    def infer(self, batch):
+        import time
+
+        time.sleep(self.DELAY_S)
+        logits = super().infer(batch)
+        return np.roll(logits, 1, axis=1) if self.WRONG else logits
+
+
+class FastWrong(_Timed):
+    name, WRONG = "fastwrong", True
+
+
+class Quick(_Timed):
+    name, DELAY_S = "quick", 0.01
+
+
+class Slow(_Timed):
+    name, DELAY_S = "slow", 0.05
+
+
+def test_recommendation_is_the_fastest_passing_row_never_a_failing_one(artifacts, tmp_path, monkeypatch, capsys):
+    """Three fake backends run the same file: the fastest predicts wrongly (fails the gate), then a quick and a
+    slow one that predict as the reference; the quick one is recommended, by its row key."""
+    import engines.backends as registry
+
+    for name, cls in (("fastwrong", "FastWrong"), ("quick", "Quick"), ("slow", "Slow")):
+        monkeypatch.setitem(registry.BACKENDS, name, ("test_report", cls))
+    monkeypatch.setattr(registry, "backends_for", lambda path: ["slow", "fastwrong", "quick"])
+    monkeypatch.setattr(registry, "backend_for", lambda path: "slow")  # the reference runs slow too
+    out = tmp_path / "rep"
+    code = cpnet(["report", str(artifacts["reference"]), str(artifacts["identical"]), "--data", str(artifacts["data"]),
+                  "-o", str(out), "--worst", "0", *COMMON])
+    assert code == 1, capsys.readouterr().err  # the wrong one fails the gate
+    rep = load(out)
+    rows = {r["key"]: r for r in rep["rows"]}
+    assert set(rows) == {"model.onnx@slow", "identical.onnx@slow", "identical.onnx@fastwrong",
+                         "identical.onnx@quick"}
+    assert rows["identical.onnx@fastwrong"]["status"] == "fail"
+    assert rows["identical.onnx@fastwrong"]["latency_ms"] < rows["identical.onnx@quick"]["latency_ms"]
+    assert rows["identical.onnx@quick"]["latency_ms"] < rows["identical.onnx@slow"]["latency_ms"]
+    rec = rep["recommendation"]
+    assert rec["key"] == "identical.onnx@quick" and rec["backend"] == "quick"
+    assert "identical.onnx on quick" in rec["line"] and f"over {rep['data']['images']} repetitions" in rec["line"]
+    assert "identical.onnx@fastwrong" in rec["line"]  # named as not eligible
+
+
+def _row(name, ms, iqr, drift=0.0, status="pass", role="variant"):
+    return {"name": name, "key": name, "role": role, "status": status, "latency_ms": ms, "latency_iqr_ms": iqr,
+            "latency_p25_ms": ms - iqr / 2, "latency_p75_ms": ms + iqr / 2, "miou_drift": drift,
+            "precision": "int8", "limit": 0.5, "backend": "openvino", "latency_images": 20}
+
+
+def test_ties_are_the_measured_spread_not_a_fixed_factor():
+    ref = _row("ref", 10.0, 0.5, role="reference", status="reference")
+    # 2.0 and 2.3 ms with spreads of 0.4 ms: their interquartile ranges overlap, a tie settled by the smaller drift
+    rec = rp.recommend([ref, _row("a", 2.0, 0.4, drift=-0.3), _row("b", 2.3, 0.4, drift=-0.1)], "m")
+    assert rec["key"] == "b" and rec["ties"] == ["a"] and rec["spread_ms"] == 0.4
+    # the same medians with spreads of 0.05 ms: no tie, the fastest wins (a fixed 5% would have tied 2.0 and 2.05)
+    rec = rp.recommend([ref, _row("a", 2.0, 0.05, drift=-0.3), _row("b", 2.3, 0.05, drift=-0.1)], "m")
+    assert rec["key"] == "a" and rec["ties"] == []
+    # a slow row that is also noisy (the reference on a busy machine) does not tie with a fast, steady one
+    noisy_ref = _row("ref", 500.0, 480.0, role="reference", status="reference")
+    rec = rp.recommend([noisy_ref, _row("a", 34.0, 3.0, drift=0.2)], "m")
+    assert rec["key"] == "a" and rec["ties"] == []
+    # a failing row is never recommended, however fast
+    rec = rp.recommend([ref, _row("x", 0.1, 0.0, drift=-9, status="fail"), _row("b", 2.3, 0.1)], "m")
+    assert rec["key"] == "b"
+
+
+def test_row_keys_read_back_and_give_the_flags():
+    from engines.backends.row_key import RowKey
+
+    key = RowKey("model.int8.onnx", "openvino", {"precision": "bf16", "threads": 2})
+    assert str(key) == "model.int8.onnx@openvino[precision=bf16,threads=2]"
+    assert RowKey.parse(str(key)) == key and RowKey.parse("model.onnx@onnxruntime") == RowKey("model.onnx",
+                                                                                               "onnxruntime")
+    assert key.open_options() == {"precision": "bf16", "threads": 2}
+    assert key.flags() == ["--backend", "openvino", "--backend-options", "precision=bf16,threads=2"]
+    with pytest.raises(rp.UserError, match="not a row key"):
+        RowKey.parse("model.onnx")
+
+
+def test_openvino_bf16_on_an_fp32_file_is_gated_as_bf16():
+    assert rp.effective_precision("fp32", "bf16") == "bf16"
+    assert rp.effective_precision("fp32", "f32") == "fp32"
+    assert rp.effective_precision("int8", "bf16") == "int8"  # the INT8 file's limit stays INT8's
+    assert rp.effective_precision("fp16", "f32") == "fp16"

@@ -8,6 +8,8 @@ into the option record the library takes:
 - :func:`add_output`: ``-o/--output``;
 - :func:`add_calibration` / :func:`calibration_options`: ``--calib-data``, ``--data-root``, ``--num-images``, ``--seed``;
 - :func:`add_runtime` / :func:`runtime_options`: ``--device``, ``--threads``, ``--providers``, ``--no-progress``;
+- :func:`add_backend` / :func:`backend_options`: ``--backend`` and ``--backend-options KEY=VALUE,...`` (the
+  choices are the registry's, passed in by the command: this stage names no backend);
 - :func:`add_json`: ``--json FILE`` on every command that prints figures;
 - :func:`add_keep_float`, :func:`add_max_disagreement`, :func:`add_max_miou_drift`: the precision gates.
 """
@@ -149,3 +151,45 @@ def add_max_miou_drift(p: argparse.ArgumentParser, default: float | None, defaul
     text = default_text if default_text is not None else f"{default:g}"
     p.add_argument("--max-miou-drift", type=non_negative_float, default=default, metavar="POINTS",
                    help=f"largest mIoU drop against the reference, in mIoU points (default {text})")
+
+
+def _backend_options_type(text: str) -> str:
+    from cpnet.runtime.errors import UserError
+    from cpnet.runtime.options import parse_backend_options
+
+    try:
+        parse_backend_options(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_backend(p: argparse.ArgumentParser, choices, multiple: bool = False, options_help: str = "") -> None:
+    """``--backend`` (one of ``choices``, the backend registry's names; with ``multiple`` a comma list) and
+    ``--backend-options KEY=VALUE,...`` (what the backend takes, e.g. openvino's precision=bf16)."""
+    g = p.add_argument_group("backend")
+    names = "|".join(choices)
+    if multiple:
+        def backend_list(text: str) -> tuple[str, ...]:
+            items = tuple(t.strip() for t in text.split(",") if t.strip())
+            bad = [t for t in items if t not in choices]
+            if bad or not items:
+                raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(bad) or repr(text)}; choose from "
+                                                 f"{', '.join(choices)}")
+            return items
+
+        g.add_argument("--backend", type=backend_list, metavar="NAME,...",
+                       help=f"run each artifact on these backends ({names}; default: every installed backend "
+                            f"that runs its kind of file)")
+    else:
+        g.add_argument("--backend", choices=tuple(choices), metavar=names,
+                       help="the backend that runs the artifact (default: the one its file type calls for)")
+    g.add_argument("--backend-options", type=_backend_options_type, metavar="KEY=VALUE,...",
+                   help="options of that backend" + (f" ({options_help})" if options_help else ""))
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """``--backend-options`` as the dict engines.open takes."""
+    from cpnet.runtime.options import parse_backend_options
+
+    return parse_backend_options(getattr(args, "backend_options", None))

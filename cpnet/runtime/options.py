@@ -43,3 +43,30 @@ class CalibrationOptions:
     data_root: str | None = None
     num_images: int = 32
     seed: int = 0
+
+
+#: option values read as booleans (the rest: whole numbers as int, anything else as text)
+BOOLEAN_OPTIONS = ("channels_last", "profile")
+
+
+def parse_backend_options(text: str | None, what: str = "--backend-options") -> dict:
+    """``--backend-options`` and row keys' options, parsed one way:
+    'precision=bf16,threads=2,channels_last=1' -> {'precision': 'bf16', 'threads': 2, 'channels_last': True}."""
+    from .errors import UserError
+
+    out: dict = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise UserError(f"{what}: expected key=value, got {item!r}")
+        k, v = (s.strip() for s in item.split("=", 1))
+        low = v.lower()
+        if k in BOOLEAN_OPTIONS and low in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            out[k] = low in ("1", "true", "yes", "on")
+        elif v.isdigit():
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out

@@ -73,13 +73,15 @@ ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization", "QDQS8ToU8Transformer")
 
 
 def make_session(model, threads: int | None = None, providers=None, optimization: str = "all",
-                 what: str | None = None):
+                 what: str | None = None, profile_prefix: str | None = None):
     """An onnxruntime.InferenceSession for a file, serialized bytes or an in-memory ``onnx.ModelProto``.
 
     An unloadable model is one UserError line.
     ``optimization``: ``"all"`` (ORT's default, for inference), ``"basic"`` or
     ``"none"`` (to observe the graph's own tensors, e.g. when exposing them for
-    calibration). ``what`` names the model in errors when it is given as bytes.
+    calibration). ``what`` names the model in errors when it is given as bytes. ``profile_prefix``: ORT's
+    per-node profile is on and ``session.end_profiling()`` writes it to ``<prefix>_<date>.json`` (the
+    benchmark's --profile).
     """
     import onnxruntime as ort
 
@@ -95,6 +97,9 @@ def make_session(model, threads: int | None = None, providers=None, optimization
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
     so.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -8,6 +8,7 @@ in the runtime, below every stage), as Polygraphy keeps one runner per framework
 | ``torch`` | :mod:`.torch_backend` | a run directory or a ``.pt``/``.pth`` checkpoint |
 | ``onnxruntime`` | :mod:`.onnxruntime_backend` | any ONNX file cpnet made |
 | ``tensorrt`` | :mod:`.tensorrt_backend` | a ``.engine``/``.plan``/``.trt`` file |
+| ``openvino`` | :mod:`.openvino_backend` | any ONNX file cpnet made, on Intel's runtime (``backend="openvino"``) |
 
 The registry names each module relative to this package and imports it only when an artifact of its
 kind is opened, so a machine without TensorRT (or PyCUDA, or PyTorch) still opens the rest. Every
@@ -28,6 +29,7 @@ BACKENDS = {
     "torch": (".torch_backend", "TorchBackend"),
     "onnxruntime": (".onnxruntime_backend", "OnnxModel"),
     "tensorrt": (".tensorrt_backend", "TensorRTBackend"),
+    "openvino": (".openvino_backend", "OpenVinoModel"),
 }
 TORCH_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
@@ -53,6 +55,28 @@ def backend_for(path) -> str:
         return "tensorrt"
     raise UserError(f"{p}: cannot tell which backend runs this file (expected a run directory, .pt/.pth, "
                     f".onnx or .engine/.plan/.trt); pass backend={'|'.join(BACKENDS)}")
+
+
+def backends_for(path) -> list[str]:
+    """Every installed backend that runs this kind of file, its own first: an ONNX file runs on onnxruntime and,
+    where OpenVINO is installed, on openvino; checkpoints and engines on their one backend."""
+    own = backend_for(path)
+    if own != "onnxruntime":
+        return [own]
+    from .openvino_backend import installed
+
+    return [own, "openvino"] if installed() else [own]
+
+
+def row_options(backend: str) -> list[dict]:
+    """The option sets that make distinct rows for ``backend`` on this machine (the drift report runs each):
+    openvino: one per precision hint the CPU runs (f32; bf16 with AVX512_BF16 or AMX; f16 with AVX512_FP16);
+    the others: their defaults."""
+    if backend == "openvino":
+        from .openvino_backend import precisions_here
+
+        return [{"precision": p} for p in precisions_here("CPU")]
+    return [{}]
 
 
 def open_artifact(path, backend: str | None = None, **options) -> Backend:

@@ -23,6 +23,25 @@ from cpnet.runtime.manifest import read_manifest, verify_sha256
 from cpnet.runtime.ort import _ORT_TYPES, make_session
 
 
+def read_onnx_manifest(path: Path, verify: bool = True) -> dict:
+    """The manifest of an ONNX file cpnet made (required), the file checked against its sha256 with ``verify``;
+    every backend that runs ONNX files (onnxruntime, openvino) opens them through this."""
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX file not found")
+    try:
+        manifest = read_manifest(path, required=True)
+    except UserError as e:
+        if "not found" in str(e):
+            raise UserError(f"{path}: its manifest {path.name}.json is missing; make ONNX files with "
+                            f"cpnet export (FP32) or cpnet fp16|int8, which write it") from None
+        raise
+    if manifest.get("kind", "onnx") != "onnx":
+        raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an ONNX model")
+    if verify:
+        verify_sha256(path, manifest)
+    return manifest
+
+
 class OnnxModel(Backend):
     """An ONNX file + its manifest, run by ONNX Runtime: the ``onnxruntime`` backend.
 
@@ -43,21 +62,9 @@ class OnnxModel(Backend):
                  **unknown):
         self.refuse_unknown(unknown, ("providers", "threads"))
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: ONNX file not found")
-        try:
-            manifest = read_manifest(path, required=True)
-        except UserError as e:
-            if "not found" in str(e):
-                raise UserError(f"{path}: its manifest {path.name}.json is missing; make ONNX files with "
-                                f"cpnet export (FP32) or cpnet fp16|int8, which write it") from None
-            raise
-        if manifest.get("kind", "onnx") != "onnx":
-            raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an ONNX model")
+        manifest = read_onnx_manifest(path, verify=verify)
         super().__init__(str(path), manifest)
         self.session = None
-        if verify:
-            verify_sha256(path, manifest)
         self.session = make_session(path, threads=threads, providers=providers)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

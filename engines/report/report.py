@@ -30,10 +30,18 @@ be opened or run is a "not run" row with the reason. Exit codes: 1 when a varian
 fails the gate, else 3 when a variant was not run, else 0; the report is written in
 every case.
 
-The recommendation is the fastest artifact on this machine (median latency) within
-its limits; artifacts within 5% of the fastest count as ties, settled by the smaller
-drift. The reference qualifies too (drift 0). Every latency carries the machine line
-(:mod:`cpnet.runtime.machine`).
+Rows: one per variant x backend x option set that applies on this machine, keyed by all three
+(:class:`engines.backends.row_key.RowKey`, e.g. ``model.int8.onnx@openvino[precision=bf16]``): every
+ONNX file runs on ONNX Runtime and, where OpenVINO is installed, on OpenVINO once per precision hint
+the CPU runs (f32; bf16 with AVX512_BF16 or AMX, which needs no calibration; f16 with AVX512_FP16).
+``--backend`` picks the backends, ``--backend-options`` one option set. Each row says what it runs as
+(the precision read back from the backend) and is gated at the lower of its file's and that precision.
+
+The recommendation is the fastest row on this machine (median latency) within its limits; rows whose
+spread of repetitions overlaps the fastest's (interquartile ranges, :func:`within_noise`) count as
+ties, settled by the smaller drift; the line says the repetitions and the spread, and
+``report.json``'s ``recommendation.key`` names the row (the pipeline's demo runs it). The reference
+qualifies too (drift 0). Every latency carries the machine line (:mod:`cpnet.runtime.machine`).
 
 Outputs, each written atomically, in ``-o DIR`` (default: ``<run dir>/report``, or a
 ``report`` folder beside a reference file): ``report.html`` (self-contained, images
@@ -63,8 +71,6 @@ log = get_logger("report")
 #: mIoU drop allowed by default, in points, by precision (the targets benchmarks/quantize_drift.py had).
 DEFAULT_MIOU_DRIFT = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
 FALLBACK_MIOU_DRIFT = 0.5
-#: Latencies within this factor of the fastest count as ties for the recommendation.
-TIE_FACTOR = 1.05
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
 
@@ -87,6 +93,8 @@ class ReportOptions:
     seed: int = 0
     worst: int = 4
     warmup: int = 2
+    backends: tuple[str, ...] | None = None  # None: every installed backend that runs each variant's file
+    backend_options: str | None = None  # KEY=VALUE,...: these options only, instead of every set that applies here
 
     @property
     def eval_mode(self) -> str:
@@ -154,18 +162,61 @@ def open_dataset(options: ReportOptions, manifest: dict):
     return ds, f"{split} split of {cfg.data.dataset} at {cfg.data.root}"
 
 
-def open_options(path: "str | Path", runtime) -> dict:
-    """engines.open options for an artifact from the runtime flags."""
-    from engines.backends import backend_for
-
-    backend = backend_for(path)
+def open_options(backend: str, runtime) -> dict:
+    """engines.open options for a backend from the runtime flags."""
     if backend == "torch":
         return {"device": runtime.device, "threads": runtime.threads}
     if backend == "onnxruntime":
         return {"providers": list(runtime.providers) or None, "threads": runtime.threads}
     if backend == "tensorrt":
         return runtime.engine_options()
+    if backend == "openvino":
+        return {"threads": runtime.threads}
     return {}
+
+
+def variant_rows(paths: list[Path], names: list[str], options: ReportOptions) -> list[tuple[Path, "RowKey"]]:
+    """(path, row key) of every row to measure: each variant on each backend that runs it (``options.backends``,
+    or every installed one), with each option set that applies on this machine (or ``options.backend_options``).
+    A backend that cannot run a variant's kind of file gives no row; one that is asked for and not installed
+    gives a row that is reported as not run."""
+    from cpnet.runtime.options import parse_backend_options
+    from engines.backends import backend_for, backends_for, row_options
+    from engines.backends.row_key import RowKey
+
+    fixed = parse_backend_options(options.backend_options) if options.backend_options else None
+    out = []
+    for path, name in zip(paths, names):
+        own = backend_for(path)
+        runs = backends_for(path)
+        chosen = [b for b in options.backends if b == own or (own == "onnxruntime" and b == "openvino")] \
+            if options.backends else runs
+        for backend in chosen:
+            if fixed is not None and backend != own:
+                sets = [fixed]
+            else:
+                try:
+                    sets = row_options(backend)
+                except Exception:  # noqa: BLE001 - not installed (asked for by --backend): one not-run row says why
+                    sets = [{}]
+            out += [(path, RowKey(name, backend, o)) for o in sets]
+    return out
+
+
+def row_name(key, path: Path) -> str:
+    """A row's short name: the file's (as before) on the backend its file calls for, else the whole key."""
+    from engines.backends import backend_for
+
+    return key.artifact if key.backend == backend_for(path) and not key.options else str(key)
+
+
+def effective_precision(file_precision: str, runs_as: str | None) -> str:
+    """What a row is gated as: the file's precision, or the backend's when that is lower (an FP32 file run with
+    OpenVINO's bf16 hint is a bf16 row)."""
+    lower = {"bf16": "bf16", "f16": "fp16"}.get(str(runs_as or ""))
+    if lower and PRECISION_ORDER.get(lower, 0) > PRECISION_ORDER.get(file_precision, 9):
+        return lower
+    return file_precision
 
 
 # --------------------------------------------------------------------------- one pass
@@ -372,7 +423,8 @@ def describe_artifact(model, path: Path) -> dict:
         "file": str(model.path),
         "backend": model.name,
         "runs_as": model.describe(),
-        "precision": str(model.precision),
+        "precision": effective_precision(str(model.precision), getattr(model, "runs_as", None)),
+        "file_precision": str(model.precision),
         "flavour": man.get("flavour"),
         "calibration": calibration,
         "sha256": man.get("sha256"),
@@ -429,7 +481,9 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
 
         ref_name = f"{reference.name}/{resolve_checkpoint(reference).name}"
 
-    with open_artifact(reference, **open_options(reference, runtime)) as ref:
+    from engines.backends import backend_for
+
+    with open_artifact(reference, **open_options(backend_for(reference), runtime)) as ref:
         dataset, data_desc = open_dataset(options, ref.manifest)
         classes = list(dataset.classes)
         if ref.num_classes and ref.num_classes != len(classes):
@@ -442,8 +496,9 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
             raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
                             f"the dataset the model was trained for")
         n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
+        measured = variant_rows(variants, var_names, options)
         log.info(f"{n} image(s) from the {data_desc}; {ref_name} is the reference ({ref.describe()}), "
-                 f"{len(variants)} variant(s)")
+                 f"{len(variants)} variant(s) in {len(measured)} row(s) (artifact x backend x options)")
         bad: list[str] = []
         ref_pass, ref_preds = run_pass(ref, ref_name, dataset, list(range(len(dataset))), options, None,
                                        runtime.progress, keep_predictions=True, limit=options.limit, skipped=bad)
@@ -453,16 +508,23 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
     weights = resample_weights(len(indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
     ref_boot = bootstrap_stats(ref_pass.counts, weights) if weights is not None else None
     ref_metrics = _metrics(ref_pass, classes)
-    rows = [{"name": ref_name, "role": "reference", "status": "reference", **ref_info, **ref_metrics,
+    from engines.backends.row_key import RowKey
+
+    ref_key = RowKey(ref_name, backend_for(reference))
+    rows = [{"name": ref_name, "key": str(ref_key), "backend_options": {}, "role": "reference", "status": "reference",
+             **ref_info, **ref_metrics,
              "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if weights is not None else None,
              "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
                                                                  else None for c in classes},
              "class_drift_ci": {}, "worst": []}]
     passes = {ref_name: ref_pass}
-    for name, path in zip(var_names, variants):
-        row = {"name": name, "role": "variant", "path": str(path)}
+    for path, key in measured:
+        name = row_name(key, path)
+        row = {"name": name, "key": str(key), "backend": key.backend, "backend_options": key.open_options(),
+               "role": "variant", "path": str(path)}
         try:
-            model = open_artifact(path, **open_options(path, runtime))
+            model = open_artifact(path, backend=key.backend, **{**open_options(key.backend, runtime),
+                                                                 **key.open_options()})
         except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
             rows.append(_not_run(row, e, "cannot be opened"))
             continue
@@ -481,7 +543,7 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         for w in row["worst"]:
             w["file"] = str(dataset.sample_path(indices[w["index"]]))
         log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
-                 f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median")
+                 f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median ({row['runs_as']})")
         rows.append(row)
 
     offenders = gate(rows, options)
@@ -551,6 +613,10 @@ def _metrics(p: Pass, classes: list[str]) -> dict:
         "class_pixels": {c: res["per_class"][c]["pixels"] for c in classes},
         "latency_ms": float(np.median(lat)) if lat.size else None,
         "latency_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
+        # the spread of the repetitions (one per image): what "as fast" means for the recommendation
+        "latency_iqr_ms": float(np.percentile(lat, 75) - np.percentile(lat, 25)) if lat.size else None,
+        "latency_p25_ms": float(np.percentile(lat, 25)) if lat.size else None,
+        "latency_p75_ms": float(np.percentile(lat, 75)) if lat.size else None,
         "latency_images": int(lat.size),
         "confusion_matrix": p.matrix.tolist(),
         "pass_seconds": p.seconds,
@@ -611,13 +677,32 @@ def gate(rows: list[dict], options: ReportOptions) -> list[str]:
     return lines
 
 
+def within_noise(row: dict, fastest: dict) -> bool:
+    """Whether ``row`` is as fast as ``fastest`` within the measured spread of their repetitions: their
+    interquartile ranges overlap (its 25th percentile is at most the fastest's 75th). A slow row that is also
+    noisy does not tie with a fast, steady one (as "median within the larger IQR" would let it)."""
+    lo = row.get("latency_p25_ms", row["latency_ms"])
+    hi = fastest.get("latency_p75_ms", fastest["latency_ms"])
+    return lo <= hi
+
+
+def describe_row(row: dict) -> str:
+    """'model.int8.onnx on OpenVINO, bf16': the file, the runtime and, where it matters, the precision it runs as."""
+    runtime = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT",
+               "torch": "PyTorch"}.get(row.get("backend"), row.get("backend") or "?")
+    file = Path(row.get("path") or row["name"]).name
+    hint = (row.get("backend_options") or {}).get("precision")
+    return f"{file} on {runtime}" + (f", {hint}" if hint else "")
+
+
 def recommend(rows: list[dict], machine: str) -> dict:
-    """The fastest artifact within its limits on this machine (ties within 5% go to the smaller drift)."""
+    """The fastest row within its limits on this machine; rows as fast within the measured spread of the
+    repetitions (:func:`within_noise`) go to the smaller drift. Names the row key the demo runs."""
     ok = [r for r in rows if r["status"] in ("pass", "reference") and r.get("latency_ms") is not None]
     if not ok:
-        return {"name": None, "line": "No artifact could be measured; nothing to recommend."}
-    fastest = min(r["latency_ms"] for r in ok)
-    tied = [r for r in ok if r["latency_ms"] <= fastest * TIE_FACTOR]
+        return {"name": None, "key": None, "line": "No artifact could be measured; nothing to recommend."}
+    fastest = min(ok, key=lambda r: r["latency_ms"])
+    tied = [r for r in ok if within_noise(r, fastest)]
     best = min(tied, key=lambda r: (abs(r["miou_drift"]), r["latency_ms"]))
     ref = rows[0]
     speed = ref["latency_ms"] / best["latency_ms"] if best["latency_ms"] else float("nan")
@@ -625,14 +710,20 @@ def recommend(rows: list[dict], machine: str) -> dict:
     if best["role"] == "reference":
         what = f"the reference itself, {best['name']}: no variant within its limits is faster on this machine"
     else:
-        what = (f"{best['name']} ({best['precision']}{', ' + best['flavour'] + ' flavour' if best.get('flavour') else ''}"
-                f", {best['backend']}): mIoU drift {best['miou_drift']:+.3f} points (drop limit {best['limit']:g}), "
-                f"{speed:.2f}x the reference's speed")
-    line = (f"Recommended on this machine: {what}; {best['latency_ms']:.2f} ms median per image "
-            f"({machine}).")
+        what = (f"{describe_row(best)} ({best['precision']}"
+                f"{', ' + best['flavour'] + ' flavour' if best.get('flavour') else ''}): mIoU drift "
+                f"{best['miou_drift']:+.3f} points (drop limit {best['limit']:g}), {speed:.2f}x the reference's speed")
+    spread = fastest.get("latency_iqr_ms") or 0.0
+    line = (f"Recommended on this machine: {what}; {best['latency_ms']:.2f} ms median per image over "
+            f"{best.get('latency_images')} repetitions (interquartile range {best.get('latency_iqr_ms') or 0:.2f} ms"
+            f"{'; ' + str(len(tied) - 1) + ' other row(s) as fast (interquartile ranges overlapping the fastest row, ' + format(spread, '.2f') + ' ms), the smaller drift chosen' if len(tied) > 1 else ''}"
+            f") ({machine}).")
     if failing:
         line += f" Not eligible: {', '.join(failing)}."
-    return {"name": best["name"], "line": line, "speedup_vs_reference": speed}
+    return {"name": best["name"], "key": best.get("key"), "path": best.get("path"), "backend": best.get("backend"),
+            "backend_options": best.get("backend_options") or {}, "line": line, "speedup_vs_reference": speed,
+            "ties": [r["name"] for r in tied if r is not best], "spread_ms": spread,
+            "repetitions": best.get("latency_images")}
 
 
 def exit_code(report: dict) -> int:
@@ -734,6 +825,11 @@ def add_arguments(p) -> None:
     a.add_json(p, "the report (as report.json)")
     a.add_engine_trust(p)
     a.add_runtime(p, device=True, providers=True)
+    from engines.backends import BACKENDS
+
+    a.add_backend(p, tuple(BACKENDS), multiple=True,
+                  options_help="openvino: precision=f32|bf16|f16,performance=latency|throughput; default: one row "
+                               "per precision this CPU runs")
 
 
 def options_from_args(args) -> ReportOptions:
@@ -743,7 +839,8 @@ def options_from_args(args) -> ReportOptions:
     return ReportOptions(data=args.data, data_root=args.data_root, split=args.split, limit=args.limit, mode=args.mode,
                          scales=scales, flip=args.flip, max_miou_drift=args.max_miou_drift,
                          max_class_drift=args.max_class_drift, bootstrap=args.bootstrap, seed=args.seed,
-                         worst=args.worst, warmup=args.warmup)
+                         worst=args.worst, warmup=args.warmup, backends=args.backend,
+                         backend_options=args.backend_options)
 
 
 def command_line(args) -> str:
@@ -758,7 +855,8 @@ def command_line(args) -> str:
                                  ("--bootstrap", args.bootstrap, d.bootstrap), ("--seed", args.seed, d.seed),
                                  ("--worst", args.worst, d.worst), ("--threads", args.threads, None),
                                  ("--device", args.device, "auto"), ("--providers", args.providers, None),
-                                 ("-o", args.output, None)):
+                                 ("--backend", ",".join(args.backend or ()) or None, None),
+                                 ("--backend-options", args.backend_options, None), ("-o", args.output, None)):
         if value is not None and value != default:
             parts += [flag, str(value)]
     if args.flip:
