@@ -524,7 +524,7 @@ def test_host_code_flag_reaches_every_verb():
     both = {"trust_engine": True, "allow_host_code": True}
     assert rt.engine_options() == both and RuntimeOptions().engine_options() == {}
     assert backend_options("tensorrt", args) == both
-    assert open_options("m.engine", rt) == both
+    assert open_options("tensorrt", rt) == both
     assert benchmark.options_for("tensorrt", benchmark.BenchmarkOptions(cuda_graph=True), rt) == {
         "cuda_graph": True, **both}
     argv = benchmark._child_argv("m.engine", benchmark.BenchmarkOptions(), rt)
