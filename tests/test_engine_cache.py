@@ -233,3 +233,13 @@ def test_cpnet_demo_on_an_onnx_file_with_backend_tensorrt(fake_trt, onnx_file, t
     assert _builds(world) == 1 and onnx_file.with_name("model.engine").is_file()
     s = __import__("json").loads((tmp_path / "s.json").read_text())
     assert s["frames_shown"] == 3 and "tensorrt" in s["backend"]
+
+
+def test_report_asked_for_tensorrt_gives_onnx_files_a_tensorrt_row(tmp_path):
+    """cpnet report FILE.onnx --backend tensorrt: a row keyed on tensorrt for each ONNX file (opened through
+    engines.open(onnx, backend="tensorrt"), which builds into the engine cache), none for the checkpoint."""
+    from engines.report.report import ReportOptions, variant_rows
+
+    onnx, ckpt = tmp_path / "model.int8.onnx", tmp_path / "best.pt"
+    rows = variant_rows([onnx, ckpt], ["model.int8.onnx", "best.pt"], ReportOptions(backends=["tensorrt"]))
+    assert [(str(k.artifact), k.backend) for _, k in rows] == [("model.int8.onnx", "tensorrt")]

@@ -189,7 +189,8 @@ def variant_rows(paths: list[Path], names: list[str], options: ReportOptions) ->
     for path, name in zip(paths, names):
         own = backend_for(path)
         runs = backends_for(path)
-        chosen = [b for b in options.backends if b == own or (own == "onnxruntime" and b == "openvino")] \
+        # an ONNX file also runs on openvino and, when asked, on tensorrt (its engine built on first use and cached)
+        chosen = [b for b in options.backends if b == own or (own == "onnxruntime" and b in ("openvino", "tensorrt"))] \
             if options.backends else runs
         for backend in chosen:
             if fixed is not None and backend != own:
