@@ -12,7 +12,7 @@ at inference (quantize.calib_data):
    whose magnitude exceeds --range-limit (default 60000, FP16's largest finite
    value is 65504) would overflow, so its producer and all its consumers stay
    in FP32 and the tensor itself never passes through FP16.
-2. Drift: convert, run, and compare the logits with FP32's (quantize.drift:
+2. Drift: convert, run, and compare the logits with FP32's (quantize.logit_drift:
    the largest |difference| in percent of the largest FP32 |logit|, and the
    share of pixels whose argmax class differs). While that misses
    --max-logit-error or --max-disagreement, expose the FP16 model's tensors too,
@@ -22,7 +22,7 @@ at inference (quantize.calib_data):
 
 The round closest to the limits is written. When no round met them, the file is
 still written (its manifest says so, for inspection) and the command exits 1
-(:class:`quantize.drift.DriftLimitExceeded`).
+(:class:`quantize.logit_drift.DriftLimitExceeded`).
 
 Cast pairs left between two FP32 nodes are removed (so an FP32 edge never
 round-trips through FP16) and the graph is sorted topologically. The result is
@@ -56,7 +56,7 @@ from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
 
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
-from .drift import DriftLimitExceeded, reference
+from .logit_drift import DriftLimitExceeded, reference
 from .parent import check_output, derived_path, load_parent
 
 FP16_MAX = 65504.0
@@ -501,7 +501,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .drift import make_and_report
+    from .logit_drift import make_and_report
 
     options = Fp16Options(keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()),
                           max_disagreement=args.max_disagreement, max_logit_error=args.max_logit_error,

@@ -16,7 +16,7 @@ from cpnet.runtime import UserError, read_manifest, sha256_file, write_manifest
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from engines.backends.onnxruntime_backend import OnnxModel
 from quantize import calib_data
-from quantize.drift import DriftLimitExceeded
+from quantize.logit_drift import DriftLimitExceeded
 from quantize.fp16 import convert_fp16
 
 torch.set_num_threads(1)
