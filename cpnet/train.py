@@ -408,7 +408,8 @@ def validate(run: Run, it: int, val_set, val_setting: str) -> dict:
     """Validation at one scale without flip (cheap; it picks best.pt): every process evaluates its share, the
     main one logs, writes val_<it>.json and, on a new best mIoU, best.pt."""
     from .evaluate import evaluate_model, prior_row_heatmap
-    from .visualize import colorize, denormalize
+    from .runtime.draw import colorize
+    from .runtime.preprocess import denormalize
 
     cfg, d, model, writer = run.cfg, run.d, run.model, run.writer
     model.eval()
@@ -548,7 +549,8 @@ def _log_images(writer, model, val_set, cfg, device, it, colorize, denormalize, 
     pred = logits.argmax(1)[0].cpu()
     lab = F.interpolate(label[None, None].float(), size=S, mode="nearest")[0, 0].long()
     palette = val_set.palette
-    writer.add_image("val/input", denormalize(xin[0].cpu(), cfg.data.mean, cfg.data.std), it, dataformats="HWC")
+    picture = denormalize(xin[0].detach().float().cpu().numpy(), cfg.data.mean, cfg.data.std)
+    writer.add_image("val/input", picture, it, dataformats="HWC")
     writer.add_image("val/prediction", colorize(pred.numpy(), palette), it, dataformats="HWC")
     writer.add_image("val/ground_truth", colorize(lab.numpy(), palette), it, dataformats="HWC")
     heat = prior_row_heatmap(model, xin)
