@@ -225,7 +225,7 @@ def test_calibration_subset_is_deterministic_and_skips_masks(tmp_path, tiny_onnx
         calib_data.resolve_calibration_source(tmp_path / "missing", manifest)
 
 
-def test_quantize_dispatcher(capsys):
+def test_python_m_quantize_lists_verbs_and_suggests_the_close_one(capsys):
     from quantize.__main__ import main
 
     assert main([]) == 2 and "fp16" in capsys.readouterr().out
