@@ -125,7 +125,7 @@ def make_variants(config: str, work: Path, calib_dir: Path, num_calib: int, thre
     eager model."""
     from cpnet.export import export_checkpoint
     from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
-    from quantize.drift import DriftLimitExceeded
+    from quantize.logit_drift import DriftLimitExceeded
     from quantize.fp16 import convert_fp16
     from quantize.int8 import quantize_int8
 

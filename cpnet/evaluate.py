@@ -102,7 +102,7 @@ def prior_row_heatmap(model, x: torch.Tensor, pixel: tuple[int, int] | None = No
 
     Returns None for models without a Context Prior head.
     """
-    from .visualize import heatmap
+    from .runtime.draw import heatmap
 
     head = getattr(model, "decode_head", None)
     if head is None or not hasattr(head, "prior_conv"):

@@ -43,7 +43,7 @@ import torch
 
 from .checkpoint import load_model
 from .config import Config
-from .runtime import CheckFailed, UserError, sha256_file, versions, write_manifest
+from .runtime import SCHEMA, CheckFailed, UserError, sha256_file, versions, write_manifest
 from .runtime.files import artifact_sha256, check_output, scratch_dir
 from .runtime.graph import name_nodes
 from .runtime.log import get_logger
@@ -265,6 +265,73 @@ class ExportOptions:
     with_prior: bool = False
 
 
+def onnx_manifest(cfg: Config, ckpt: dict, size: tuple[int, int], classes, palette, opset: int,
+                  with_prior: bool) -> dict:
+    """The ONNX file's manifest before export (docs/architecture.md section 2): what the next stages read, and
+    the checkpoint it came from; export adds its sha256, the export record and the versions."""
+    c = cfg.model.num_classes
+    manifest = {
+        "kind": "onnx",
+        "model": cfg.name,
+        "config": cfg.to_dict(),
+        "classes": classes,
+        "palette": palette,
+        "input_size": list(size),
+        "mean": [float(v) for v in cfg.data.mean],
+        "std": [float(v) for v in cfg.data.std],
+        "channel_order": "RGB",
+        "input": {"name": "image", "shape": [1, 3, *size], "dtype": "float32", "layout": "NCHW"},
+        "output": {"name": "logits", "shape": [1, c, *size], "dtype": "float32", "layout": "NCHW"},
+        "precision": "fp32",
+        "opset": int(opset),
+        "parent": {"path": str(ckpt["path"]), "sha256": ckpt.get("sha256") or sha256_file(ckpt["path"])},
+    }
+    if with_prior:
+        n = cfg.model.prior_cells
+        manifest["prior"] = {"output": "prior", "shape": [1, n, n], "dtype": "float32", "grid": list(cfg.model.prior_size),
+                             "rows": "row i = pixel i of the prior grid (row-major); P[0, i, j] = sigmoid prior "
+                                     "that pixels i and j share a class"}
+    return manifest
+
+
+def parity_gate(stats: dict, source: str, atol: float, max_disagreement: float, out: Path) -> None:
+    """Refuse the export (:class:`ParityError`, nothing written) when ONNX Runtime and PyTorch part: a logit (or
+    prior) difference over ``atol``, or more than ``max_disagreement`` percent of pixels changing class."""
+    stats["source"] = source
+    if stats.get("prior_max_abs", 0.0) > atol:
+        raise ParityError(f"parity check failed on {stats['images']} image(s) ({source}): max |prior diff| "
+                          f"{stats['prior_max_abs']:.3g} (atol {atol:g}); {out} not written")
+    if stats["max_abs"] > atol or stats["agreement"] < 1.0 - max_disagreement / 100.0:
+        raise ParityError(
+            f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
+            f"{stats['max_abs']:.3g} (atol {atol:g}), argmax agreement {stats['agreement']:.5f} "
+            f"(at most {max_disagreement:g}% of pixels may change); {out} not written")
+
+
+def _make_graph(deploy, tmp_dir: Path, name: str, size, opset: int, simplify: bool, threads):
+    """Export ``deploy`` to ONNX in ``tmp_dir``, check, simplify (on request) and name its nodes; save it as
+    ``tmp_dir/name``. (graph, staged path, nodes before simplifying, simplified?, simplifier note)."""
+    import onnx
+
+    raw = tmp_dir / "raw.onnx"
+    try:
+        _torch_export(deploy, raw, size, opset)
+        onnx_model = onnx.load(str(raw))
+        onnx.checker.check_model(onnx_model)
+    except Exception as e:  # noqa: BLE001 - exporter errors are long; one line is enough here
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"ONNX export failed at opset {opset} ({first})") from None
+    nodes_raw = len(onnx_model.graph.node)
+    simplified, note = False, "disabled (--no-simplify)"
+    if simplify:
+        onnx_model, simplified, note = _simplify(onnx_model, size, threads)
+    name_nodes(onnx_model)
+    onnx_model.producer_name = "cpnet.export"
+    staged = tmp_dir / name
+    _save_onnx(onnx_model, staged)
+    return onnx_model, staged, nodes_raw, simplified, note
+
+
 def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = None,
                       options: ExportOptions = ExportOptions(), runtime: RuntimeOptions = RuntimeOptions(),
                       **overrides) -> tuple[Path, dict]:
@@ -277,8 +344,6 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
     Raises :class:`ParityError` when ONNX Runtime disagrees with PyTorch (nothing
     is written then) and :class:`UserError` for anything else the user can fix.
     """
-    import onnx
-
     from .deploy import DeployCPNet
 
     o = replace(options, **overrides) if overrides else options
@@ -307,60 +372,17 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         raise UserError(f"--with-prior: this model's head is {cfg.model.head!r}, which has no context prior "
                         f"(only the cpnet head has one)")
     deploy = DeployCPNet(model, input_size=size, inverse_n=inverse_n, with_prior=o.with_prior)
-    c = cfg.model.num_classes
-    manifest = {
-        "kind": "onnx",
-        "model": cfg.name,
-        "config": cfg.to_dict(),
-        "classes": classes,
-        "palette": palette,
-        "input_size": list(size),
-        "mean": [float(v) for v in cfg.data.mean],
-        "std": [float(v) for v in cfg.data.std],
-        "channel_order": "RGB",
-        "input": {"name": "image", "shape": [1, 3, *size], "dtype": "float32", "layout": "NCHW"},
-        "output": {"name": "logits", "shape": [1, c, *size], "dtype": "float32", "layout": "NCHW"},
-        "precision": "fp32",
-        "opset": int(opset),
-        "parent": {"path": str(ckpt["path"]), "sha256": ckpt.get("sha256") or sha256_file(ckpt["path"])},
-    }
-    if o.with_prior:
-        n = cfg.model.prior_cells
-        manifest["prior"] = {"output": "prior", "shape": [1, n, n], "dtype": "float32", "grid": list(cfg.model.prior_size),
-                             "rows": "row i = pixel i of the prior grid (row-major); P[0, i, j] = sigmoid prior "
-                                     "that pixels i and j share a class"}
+    manifest = onnx_manifest(cfg, ckpt, size, classes, palette, opset, o.with_prior)
     # Parity inputs first: a missing dataset should fail before minutes of export work.
     inputs, source = parity_inputs(cfg, manifest, num_parity_images, None, split, parity)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out.name, near=out) as tmp_dir:
-        raw = Path(tmp_dir) / "raw.onnx"
-        try:
-            _torch_export(deploy, raw, size, opset)
-            onnx_model = onnx.load(str(raw))
-            onnx.checker.check_model(onnx_model)
-        except Exception as e:  # noqa: BLE001 - exporter errors are long; one line is enough here
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise UserError(f"ONNX export failed at opset {opset} ({first})") from None
-        nodes_raw = len(onnx_model.graph.node)
-        simplified, note = False, "disabled (--no-simplify)"
-        if simplify:
-            onnx_model, simplified, note = _simplify(onnx_model, size, threads)
-        name_nodes(onnx_model)
-        onnx_model.producer_name = "cpnet.export"
-        staged = Path(tmp_dir) / out.name
-        _save_onnx(onnx_model, staged)
+        onnx_model, staged, nodes_raw, simplified, note = _make_graph(deploy, Path(tmp_dir), out.name, size, opset,
+                                                                     simplify, threads)
 
         stats = check_parity(model, staged, inputs, atol, min_agreement, threads, with_prior=o.with_prior)
-        stats["source"] = source
-        if stats.get("prior_max_abs", 0.0) > atol:
-            raise ParityError(f"parity check failed on {stats['images']} image(s) ({source}): max |prior diff| "
-                              f"{stats['prior_max_abs']:.3g} (atol {atol:g}); {out} not written")
-        if stats["max_abs"] > atol or stats["agreement"] < min_agreement:
-            raise ParityError(
-                f"parity check failed on {stats['images']} image(s) ({source}): max |logit diff| "
-                f"{stats['max_abs']:.3g} (atol {atol:g}), argmax agreement {stats['agreement']:.5f} "
-                f"(at most {o.max_disagreement:g}% of pixels may change); {out} not written")
+        parity_gate(stats, source, atol, o.max_disagreement, out)
         manifest["sha256"] = artifact_sha256(staged)
         manifest["export"] = {
             "rewrites": list(deploy.rewrites),
@@ -381,7 +403,7 @@ def export_checkpoint(ckpt_path: "str | Path", out_path: "str | Path | None" = N
         f"{note})")
     log.info(f"parity on {stats['images']} image(s) ({source}): max |logit diff| {stats['max_abs']:.2e}, "
         f"argmax agreement {100 * stats['agreement']:.3f}% [{time.perf_counter() - t0:.1f} s]")
-    return out, {"schema": 1, **manifest}
+    return out, {"schema": SCHEMA, **manifest}
 
 
 DESCRIPTION = """Export a checkpoint to ONNX (FP32), checked against PyTorch on validation images.

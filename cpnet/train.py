@@ -277,12 +277,213 @@ def prepare_run_dir(work_dir: Path, resume: bool, overwrite: bool, d: Dist) -> N
         dist.barrier()
 
 
+# ----------------------------------------------------------------------------- one run: resume / step / validate
+# Cut as torchvision's references/segmentation (train_one_epoch, evaluate): named phases that take what they use.
+
+
+@dataclasses.dataclass
+class Run:
+    """What the phases of one training run share: its objects, where it writes, and the best mIoU so far."""
+    cfg: Config
+    work_dir: Path
+    d: Dist
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    best_miou: float = -1.0
+    classes: list = dataclasses.field(default_factory=list)
+    palette: list = dataclasses.field(default_factory=list)
+    writer: object = None  # TensorBoard's SummaryWriter, on the main process only
+
+    def state(self, it: int) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}, "iter": it, "rng": rng_state(),
+            "best_miou": self.best_miou, "config": self.cfg.to_dict(), "classes": list(self.classes),
+            "palette": [list(map(int, c)) for c in self.palette],
+        }
+
+    def require_finite(self, it: int) -> None:
+        """Nothing non-finite is ever written as a checkpoint (best.pt included)."""
+        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise NonFiniteLoss(f"weights became non-finite by iteration {it} (first: {bad[0]}); "
+                                f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
+
+    def checkpoint(self, it: int) -> None:
+        if not self.d.main:
+            return
+        self.require_finite(it)
+        save_checkpoint(self.work_dir / "checkpoints" / f"iter_{it:07d}.pt", self.state(it), self.cfg, self.classes,
+                        self.palette)
+        for _, old in iter_checkpoints(self.work_dir)[:-self.cfg.train.keep_ckpts]:
+            old.unlink(missing_ok=True)
+            manifest_path(old).unlink(missing_ok=True)
+
+
+def resume_run(run: Run) -> int:
+    """Load the newest checkpoint of ``run.work_dir`` into the run (weights, optimizer, scheduler, scaler, RNG,
+    best mIoU); the iteration to go on from (0 when there is none)."""
+    cfg, d = run.cfg, run.d
+    ckpt_path = latest_checkpoint(run.work_dir)
+    if ckpt_path is None:
+        if d.main:
+            log.warning(f"--resume: no checkpoint in {run.work_dir / 'checkpoints'}, starting from iteration 0")
+        return 0
+    ckpt = load_checkpoint(ckpt_path)
+    lacking = [k for k in ("optimizer", "scheduler", "rng", "iter") if k not in ckpt]
+    if lacking:
+        raise UserError(f"{ckpt_path}: cannot resume from it: it holds no {', '.join(lacking)} (a weights-only "
+                        f"checkpoint); start a new run with -o elsewhere instead")
+    theirs = config_of(ckpt).to_dict()["model"]
+    if theirs != cfg.to_dict()["model"]:
+        differ = sorted(k for k, v in cfg.to_dict()["model"].items() if theirs.get(k) != v)
+        raise UserError(f"{ckpt_path}: was trained with another model config (model.{', model.'.join(differ)} "
+                        f"differ: {', '.join(f'{theirs.get(k)!r}' for k in differ)} in the checkpoint); "
+                        f"use another run directory (-o) or the same config")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if "scaler" in ckpt and ckpt["scaler"]:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    start_iter, run.best_miou = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
+    if d.main:
+        log.info(f"resumed from {ckpt_path} at iteration {start_iter}")
+        if start_iter >= cfg.train.iters:
+            log.warning(f"--resume: the run already did {start_iter} iterations and train.iters is "
+                        f"{cfg.train.iters}: nothing left to train (raise train.iters to go on)")
+    return start_iter
+
+
+def forward_backward(run: Run, ddp_model: nn.Module, criterion, images, labels, amp_dtype, sync: bool,
+                     it: int) -> dict:
+    """One micro-batch: forward, loss (refused when not finite on any process), backward scaled by 1/accum_steps;
+    ``sync`` False skips DDP's gradient all-reduce (not the last micro-batch of a step). The loss terms."""
+    d = run.d
+    sync_ctx = ddp_model.no_sync() if (d.enabled and not sync) else contextlib.nullcontext()
+    with sync_ctx:
+        with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = ddp_model(images)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        total, terms = criterion(outputs, labels)
+        finite = all_true(bool(torch.isfinite(total)), d)
+        if not finite:
+            raise NonFiniteLoss(f"loss is not finite at iteration {it + 1} "
+                                f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
+                                f"nothing was saved for this iteration. Lower train.lr, or try train.amp=bf16/off")
+        del outputs  # drop the logits and P here: backward keeps what it needs, nothing more
+        run.scaler.scale(total / run.cfg.train.accum_steps).backward()
+    return terms
+
+
+def optimizer_step(run: Run) -> None:
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+
+
+def log_training(run: Run, it: int, sums: dict, ips: float, bar) -> None:
+    """The mean loss terms since the last log, the learning rate and throughput: TensorBoard and the bar (or a
+    log line when there is no bar)."""
+    cfg, writer = run.cfg, run.writer
+    lr = run.optimizer.param_groups[0]["lr"]
+    n = cfg.train.log_interval if it % cfg.train.log_interval == 0 else it % cfg.train.log_interval
+    for k, v in sums.items():
+        writer.add_scalar(f"loss/{k}", v / n, it)
+    writer.add_scalar("train/lr", lr, it)
+    writer.add_scalar("train/images_per_s", ips, it)
+    post = {k: f"{v / n:.3f}" for k, v in sums.items()}
+    if bar is not None:
+        bar.set_postfix(lr=f"{lr:.2e}", img_s=f"{ips:.1f}", **post)
+    else:
+        log.info(f"iter {it}/{cfg.train.iters} lr {lr:.2e} {ips:.1f} img/s " +
+                 " ".join(f"{k} {v}" for k, v in post.items()))
+
+
+def validate(run: Run, it: int, val_set, val_setting: str) -> dict:
+    """Validation at one scale without flip (cheap; it picks best.pt): every process evaluates its share, the
+    main one logs, writes val_<it>.json and, on a new best mIoU, best.pt."""
+    from .evaluate import evaluate_model, prior_row_heatmap
+    from .runtime.draw import colorize
+    from .runtime.preprocess import denormalize
+
+    cfg, d, model, writer = run.cfg, run.d, run.model, run.writer
+    model.eval()
+    result = evaluate_model(model, val_set, cfg, d.device, rank=d.rank, world=d.world, scales=(1.0,), flip=False,
+                            progress=False)
+    if d.main:
+        miou = result["mIoU"]
+        writer.add_scalar("val/mIoU", miou, it)
+        writer.add_scalar("val/aAcc", result["aAcc"], it)
+        _log_images(writer, model, val_set, cfg, d.device, it, colorize, denormalize, prior_row_heatmap)
+        atomic_write_json(run.work_dir / f"val_{it:07d}.json", result)
+        improved = miou > run.best_miou
+        if improved:
+            run.require_finite(it)
+            run.best_miou = miou
+            save_checkpoint(run.work_dir / "best.pt", run.state(it), cfg, run.classes, run.palette)
+        msg = (f"val iter {it}/{cfg.train.iters} ({val_setting})  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
+               f"mAcc {result['mAcc']:.2f}  best {run.best_miou:.2f}{'  (new best, saved best.pt)' if improved else ''}")
+        log.info(msg)
+    model.train()
+    return result
+
+
+def train_loop(run: Run, ddp_model: nn.Module, criterion, loader, train_set, val_set, start_iter: int, amp_dtype,
+               val_setting: str, bar) -> dict:
+    """From ``start_iter`` to train.iters: accumulate micro-batches into steps, log, validate and checkpoint at
+    their intervals. What the run did: iterations, best and last validation, samples skipped."""
+    cfg, d = run.cfg, run.d
+    accum = cfg.train.accum_steps
+    skipped, it, micro = 0, start_iter, 0
+    t_last, imgs_since = time.perf_counter(), 0
+    sums, last_val = {}, None
+    empty_streak = 0  # consecutive batches with no usable sample, on any process
+    for images, labels, n_bad in loader:
+        skipped += n_bad
+        empty_streak = empty_streak + 1 if all_true(images is None, d) else 0
+        if empty_streak * cfg.train.batch_size >= max(len(train_set), cfg.train.batch_size):
+            raise UserError(f"no usable training sample in a whole epoch ({skipped} skipped as bad data under "
+                            f"{cfg.data.root}); fix the data or check data.root")
+        if images is not None:
+            images = images.to(d.device, non_blocking=True)
+            labels = labels.to(d.device, non_blocking=True)
+            terms = forward_backward(run, ddp_model, criterion, images, labels, amp_dtype,
+                                     sync=not (micro + 1) % accum, it=it)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accum
+            imgs_since += images.shape[0] * d.world
+        micro += 1
+        if micro % accum:
+            continue
+        optimizer_step(run)
+        it += 1
+        if bar is not None:
+            bar.update(1)
+        if it % cfg.train.log_interval == 0 or it == cfg.train.iters:
+            now = time.perf_counter()
+            if d.main:
+                log_training(run, it, sums, imgs_since / max(now - t_last, 1e-9), bar)
+            sums, t_last, imgs_since = {}, now, 0
+        if it % cfg.train.val_interval == 0 or it == cfg.train.iters:
+            last_val = validate(run, it, val_set, val_setting)
+        if it % cfg.train.ckpt_interval == 0 or it == cfg.train.iters:
+            run.checkpoint(it)
+        if it % cfg.train.val_interval == 0 or it % cfg.train.ckpt_interval == 0:
+            t_last = time.perf_counter()  # throughput counts training only, not validation or saving
+    return {"iter": it, "best_miou": run.best_miou, "last_val": last_val, "skipped": skipped,
+            "trained": it - start_iter}
+
+
 def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, d: Dist, progress: bool = True,
           claim: Callable[[], None] | None = None) -> dict:
     """Train into ``work_dir``. ``claim``: called once the model is built (a bad backbone file fails before the
     run directory is touched) to lock the run directory and clear it (--overwrite)."""
-    from .evaluate import describe, evaluate_model, prior_row_heatmap
-    from .visualize import colorize, denormalize
+    from .evaluate import describe
 
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -298,72 +499,18 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
     cuda = d.device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if cuda else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
-
-    start_iter, best_miou = 0, -1.0
-    if resume:
-        ckpt_path = latest_checkpoint(work_dir)
-        if ckpt_path is None:
-            if d.main:
-                log.warning(f"--resume: no checkpoint in {work_dir / 'checkpoints'}, starting from iteration 0")
-        else:
-            ckpt = load_checkpoint(ckpt_path)
-            lacking = [k for k in ("optimizer", "scheduler", "rng", "iter") if k not in ckpt]
-            if lacking:
-                raise UserError(f"{ckpt_path}: cannot resume from it: it holds no {', '.join(lacking)} (a weights-only "
-                                f"checkpoint); start a new run with -o elsewhere instead")
-            theirs = config_of(ckpt).to_dict()["model"]
-            if theirs != cfg.to_dict()["model"]:
-                differ = sorted(k for k, v in cfg.to_dict()["model"].items() if theirs.get(k) != v)
-                raise UserError(f"{ckpt_path}: was trained with another model config (model.{', model.'.join(differ)} "
-                                f"differ: {', '.join(f'{theirs.get(k)!r}' for k in differ)} in the checkpoint); "
-                                f"use another run directory (-o) or the same config")
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if "scaler" in ckpt and ckpt["scaler"]:
-                scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(ckpt["rng"])
-            start_iter, best_miou = int(ckpt["iter"]), float(ckpt.get("best_miou", -1.0))
-            if d.main:
-                log.info(f"resumed from {ckpt_path} at iteration {start_iter}")
-                if start_iter >= cfg.train.iters:
-                    log.warning(f"--resume: the run already did {start_iter} iterations and train.iters is "
-                                f"{cfg.train.iters}: nothing left to train (raise train.iters to go on)")
+    run = Run(cfg, work_dir, d, model, optimizer, scheduler, scaler)
+    start_iter = resume_run(run) if resume else 0
 
     train_set, val_set, loader = make_loaders(cfg, d, start_iter)
-    classes, palette = train_set.classes, train_set.palette
+    run.classes, run.palette = train_set.classes, train_set.palette
     if d.main:
         atomic_write_text(work_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None) if d.enabled else model
-    writer = None
     if d.main:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(work_dir / "tb"), purge_step=start_iter or None)
-
-    def state(it: int) -> dict:
-        return {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "iter": it, "rng": rng_state(),
-            "best_miou": best_miou, "config": cfg.to_dict(), "classes": list(classes),
-            "palette": [list(map(int, c)) for c in palette],
-        }
-
-    def checkpoint(it: int) -> None:
-        if not d.main:
-            return
-        require_finite(it)
-        save_checkpoint(work_dir / "checkpoints" / f"iter_{it:07d}.pt", state(it), cfg, classes, palette)
-        for _, old in iter_checkpoints(work_dir)[:-cfg.train.keep_ckpts]:
-            old.unlink(missing_ok=True)
-            manifest_path(old).unlink(missing_ok=True)
-
-    def require_finite(it: int) -> None:
-        """Nothing non-finite is ever written as a checkpoint (best.pt included)."""
-        bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-        if bad:
-            raise NonFiniteLoss(f"weights became non-finite by iteration {it} (first: {bad[0]}); "
-                                f"checkpoint not written. Lower train.lr or resume from the last good checkpoint")
+        run.writer = SummaryWriter(str(work_dir / "tb"), purge_step=start_iter or None)
 
     # Validation during training runs at one scale without flip (cheap; it picks best.pt); it says so, and
     # cpnet evaluate uses the config's test scales and flip.
@@ -373,107 +520,19 @@ def train(cfg: Config, work_dir: Path, resume: bool, init_backbone: str | None, 
         log.info(f"validation: {val_setting}" + ("" if test_setting == val_setting else
                                                  f" (the config's test setting, {test_setting}, is cpnet evaluate's)"))
 
-    def validate(it: int) -> dict:
-        nonlocal best_miou
-        model.eval()
-        result = evaluate_model(model, val_set, cfg, d.device, rank=d.rank, world=d.world, scales=(1.0,), flip=False,
-                                progress=False)
-        if d.main:
-            miou = result["mIoU"]
-            writer.add_scalar("val/mIoU", miou, it)
-            writer.add_scalar("val/aAcc", result["aAcc"], it)
-            _log_images(writer, model, val_set, cfg, d.device, it, colorize, denormalize, prior_row_heatmap)
-            atomic_write_json(work_dir / f"val_{it:07d}.json", result)
-            improved = miou > best_miou
-            if improved:
-                require_finite(it)
-                best_miou = miou
-                save_checkpoint(work_dir / "best.pt", state(it), cfg, classes, palette)
-            msg = (f"val iter {it}/{cfg.train.iters} ({val_setting})  mIoU {miou:.2f}  aAcc {result['aAcc']:.2f}  "
-                   f"mAcc {result['mAcc']:.2f}  best {best_miou:.2f}{'  (new best, saved best.pt)' if improved else ''}")
-            log.info(msg)
-        model.train()
-        return result
-
     model.train()
-    accum = cfg.train.accum_steps
     bar = None
     if d.main and progress:
         from .runtime.progress import progress as progress_bar
         bar = progress_bar(total=cfg.train.iters, initial=start_iter, desc="train", unit="it")
-    skipped = 0
-    it = start_iter
-    micro = 0
-    t_last, imgs_since = time.perf_counter(), 0
-    sums = {}
-    last_val = None
-    empty_streak = 0  # consecutive batches with no usable sample, on any process
-    for images, labels, n_bad in loader:
-        skipped += n_bad
-        empty_streak = empty_streak + 1 if all_true(images is None, d) else 0
-        if empty_streak * cfg.train.batch_size >= max(len(train_set), cfg.train.batch_size):
-            raise UserError(f"no usable training sample in a whole epoch ({skipped} skipped as bad data under "
-                            f"{cfg.data.root}); fix the data or check data.root")
-        if images is not None:
-            images = images.to(d.device, non_blocking=True)
-            labels = labels.to(d.device, non_blocking=True)
-            sync_ctx = ddp_model.no_sync() if (d.enabled and (micro + 1) % accum) else contextlib.nullcontext()
-            with sync_ctx:
-                with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = ddp_model(images)
-                outputs = {k: v.float() for k, v in outputs.items()}
-                total, terms = criterion(outputs, labels)
-                finite = all_true(bool(torch.isfinite(total)), d)
-                if not finite:
-                    raise NonFiniteLoss(f"loss is not finite at iteration {it + 1} "
-                                        f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
-                                        f"nothing was saved for this iteration. Lower train.lr, or try train.amp=bf16/off")
-                del outputs  # drop the logits and P here: backward keeps what it needs, nothing more
-                scaler.scale(total / accum).backward()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / accum
-            imgs_since += images.shape[0] * d.world
-        micro += 1
-        if micro % accum:
-            continue
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        it += 1
-        if bar is not None:
-            bar.update(1)
-        if it % cfg.train.log_interval == 0 or it == cfg.train.iters:
-            now = time.perf_counter()
-            ips = imgs_since / max(now - t_last, 1e-9)
-            if d.main:
-                lr = optimizer.param_groups[0]["lr"]
-                n = cfg.train.log_interval if it % cfg.train.log_interval == 0 else it % cfg.train.log_interval
-                for k, v in sums.items():
-                    writer.add_scalar(f"loss/{k}", v / n, it)
-                writer.add_scalar("train/lr", lr, it)
-                writer.add_scalar("train/images_per_s", ips, it)
-                post = {k: f"{v / n:.3f}" for k, v in sums.items()}
-                if bar is not None:
-                    bar.set_postfix(lr=f"{lr:.2e}", img_s=f"{ips:.1f}", **post)
-                else:
-                    log.info(f"iter {it}/{cfg.train.iters} lr {lr:.2e} {ips:.1f} img/s " +
-                             " ".join(f"{k} {v}" for k, v in post.items()))
-            sums, t_last, imgs_since = {}, now, 0
-        if it % cfg.train.val_interval == 0 or it == cfg.train.iters:
-            last_val = validate(it)
-        if it % cfg.train.ckpt_interval == 0 or it == cfg.train.iters:
-            checkpoint(it)
-        if it % cfg.train.val_interval == 0 or it % cfg.train.ckpt_interval == 0:
-            t_last = time.perf_counter()  # throughput counts training only, not validation or saving
+    result = train_loop(run, ddp_model, criterion, loader, train_set, val_set, start_iter, amp_dtype, val_setting, bar)
     if bar is not None:
         bar.close()
-    if writer is not None:
-        writer.close()
-    if skipped and d.main:
-        log.warning(f"skipped {skipped} bad training samples (--on-bad-data skip)")
-    return {"iter": it, "best_miou": best_miou, "last_val": last_val, "skipped": skipped,
-            "trained": it - start_iter}
+    if run.writer is not None:
+        run.writer.close()
+    if result["skipped"] and d.main:
+        log.warning(f"skipped {result['skipped']} bad training samples (--on-bad-data skip)")
+    return result
 
 
 @torch.no_grad()
@@ -490,7 +549,8 @@ def _log_images(writer, model, val_set, cfg, device, it, colorize, denormalize, 
     pred = logits.argmax(1)[0].cpu()
     lab = F.interpolate(label[None, None].float(), size=S, mode="nearest")[0, 0].long()
     palette = val_set.palette
-    writer.add_image("val/input", denormalize(xin[0].cpu(), cfg.data.mean, cfg.data.std), it, dataformats="HWC")
+    picture = denormalize(xin[0].detach().float().cpu().numpy(), cfg.data.mean, cfg.data.std)
+    writer.add_image("val/input", picture, it, dataformats="HWC")
     writer.add_image("val/prediction", colorize(pred.numpy(), palette), it, dataformats="HWC")
     writer.add_image("val/ground_truth", colorize(lab.numpy(), palette), it, dataformats="HWC")
     heat = prior_row_heatmap(model, xin)

@@ -11,9 +11,10 @@ The FP16/INT8 modules, each importing only those listed before it:
 - :mod:`.calib_data`: calibration images, preprocessed exactly as at inference;
 - :mod:`.calibrate`: activation statistics in one pass over the images, saved and reused;
 - :mod:`.qdq`: the Q/DQ core: flavours (tensorrt, cpu), ORT pre-processing, Q/DQ insertion, checks;
-- :mod:`.drift`: FP32 reference logits and how far a candidate moves them (``cpnet.runtime.compare``);
+- :mod:`.logit_drift`: label-free logit drift: FP32 reference logits and how far a candidate moves
+  them (``cpnet.runtime.compare``);
 - :mod:`.parent`: the FP32 parent, checked against its manifest, and the names of files made from it;
-- :mod:`.prepare`: a parent ready for INT8 (checked, pre-processed, calibrated), ``Int8Options``;
+- :mod:`.int8_parent`: ``Int8Parent``, a parent ready for INT8 (checked, pre-processed, calibrated), ``Int8Options``;
 - :mod:`.sensitivity`: per-node INT8 sensitivity ranking (``cpnet sensitivity``);
 - :mod:`.keep_float`: ``--keep-float auto``, the greedy search on that ranking;
 - :mod:`.int8`: ``cpnet int8``: prepare, Q/DQ, keep-float, drift, manifest;

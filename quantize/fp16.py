@@ -12,7 +12,7 @@ at inference (quantize.calib_data):
    whose magnitude exceeds --range-limit (default 60000, FP16's largest finite
    value is 65504) would overflow, so its producer and all its consumers stay
    in FP32 and the tensor itself never passes through FP16.
-2. Drift: convert, run, and compare the logits with FP32's (quantize.drift:
+2. Drift: convert, run, and compare the logits with FP32's (quantize.logit_drift:
    the largest |difference| in percent of the largest FP32 |logit|, and the
    share of pixels whose argmax class differs). While that misses
    --max-logit-error or --max-disagreement, expose the FP16 model's tensors too,
@@ -22,7 +22,7 @@ at inference (quantize.calib_data):
 
 The round closest to the limits is written. When no round met them, the file is
 still written (its manifest says so, for inspection) and the command exits 1
-(:class:`quantize.drift.DriftLimitExceeded`).
+(:class:`quantize.logit_drift.DriftLimitExceeded`).
 
 Cast pairs left between two FP32 nodes are removed (so an FP32 edge never
 round-trips through FP16) and the graph is sorted topologically. The result is
@@ -56,7 +56,7 @@ from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from cpnet.runtime.ort import make_session
 
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
-from .drift import DriftLimitExceeded, reference
+from .logit_drift import DriftLimitExceeded, reference
 from .parent import check_output, derived_path, load_parent
 
 FP16_MAX = 65504.0
@@ -315,50 +315,24 @@ def default_output(path: "str | Path") -> Path:
     return derived_path(path, ".fp16.onnx")
 
 
-def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None, options: Fp16Options = Fp16Options(),
-                 calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
-                 runtime: RuntimeOptions = RuntimeOptions(), **overrides) -> tuple[Path, dict]:
-    """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest).
-
-    ``overrides`` replace fields of ``options``. Raises :class:`DriftLimitExceeded` (after writing the
-    closest round) when no round keeps the limits.
-    """
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
-
-    from cpnet.runtime.graph import name_nodes
-
-    o = replace(options, **overrides) if overrides else options
-    o.check()
-    threads = runtime.threads
-    t0 = time.perf_counter()
-    parent = load_parent(model_path)
-    src, model = parent.path, parent.model
-    out = Path(out_path) if out_path else default_output(src)
-    check_output(out, src)
-    name_nodes(model)
+def _keep_float_nodes(model, keep_float, src: Path) -> list[str]:
+    """--keep-float's node names, each once, every one in the graph (else a UserError with the closest name)."""
     node_names = [n.name for n in model.graph.node]
-    keep = list(dict.fromkeys(o.keep_float))
+    keep = list(dict.fromkeys(keep_float))
     unknown = [k for k in keep if k not in node_names]
     if unknown:
         hint = difflib.get_close_matches(unknown[0], node_names, n=1)
         raise UserError(f"--keep-float: no node named {unknown[0]!r} in {src.name}"
                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return keep
 
-    c = calibration
-    calib = resolve_calibration_source(c.data, parent.manifest, c.data_root)
-    inputs = list(iter_calibration_images(calib, parent.manifest, c.num_images, seed=c.seed))
-    n_calib, n_tried = len(inputs), count_calibration_images(calib, parent.manifest, c.num_images)
-    log.info(f"calibration: {n_calib} image(s) from {calib.description}"
-             + (f" (of {n_tried} tried)" if n_calib < n_tried else ""))
 
-    info32 = tensor_info(model)
-    reasons: dict[str, str] = {k: "user (--keep-float)" for k in keep}
-    for n in model.graph.node:  # op types the converter leaves in FP32 by default (none occur in a CPNet)
-        if n.op_type in DEFAULT_OP_BLOCK_LIST:
-            reasons.setdefault(n.name, f"op type {n.op_type} (onnxruntime float16 default block list)")
-    # 1. range
-    range_limit = o.range_limit
+def keep_for_range(model, info32, inputs, threads, range_limit: float, reasons: dict[str, str], n_user: int) -> None:
+    """Phase 1, range: every node touching a tensor (activation on the calibration images, or weight) whose
+    magnitude exceeds ``range_limit`` joins ``reasons`` (node -> why it stays FP32); ``n_user`` of them the user
+    named."""
+    import onnx
+
     ranges = tensor_ranges(model, info32, inputs, threads)
     over = {t: v for t, v in ranges.items() if v > range_limit}
     for n in model.graph.node:
@@ -373,13 +347,18 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
                     if t.name in n.input:
                         reasons.setdefault(n.name, f"range: weight {t.name} reaches {float(np.abs(w).max()):.4g}")
     if over:
-        log.info(f"range: {len(over)} tensor(s) exceed {range_limit:g}; {len(reasons) - len(keep)} node(s) kept "
+        log.info(f"range: {len(over)} tensor(s) exceed {range_limit:g}; {len(reasons) - n_user} node(s) kept "
                  f"in FP32")
 
-    # 2. drift
+
+def drift_rounds(model, info32, inputs, threads, reasons: dict[str, str], o: Fp16Options, what: str):
+    """Phase 2, drift: convert with ``reasons`` kept FP32, measure the logits against FP32 and, round by round
+    until the limits hold (or o.max_rounds), keep FP32 the nodes that add the most error. The round closest to
+    the target: (rounds, its index, its model, its reasons, whether it met the limits)."""
+    reasons = dict(reasons)
     rounds = []
     with scratch_dir("fp16") as tmp:
-        ref = reference(model, inputs, threads, spill_dir=tmp, what=calib.description)
+        ref = reference(model, inputs, threads, spill_dir=tmp, what=what)
         best = None  # (score, round, model, reasons): the round closest to the target
         for r in range(o.max_rounds + 1):
             fp16 = convert(model, reasons)
@@ -403,7 +382,49 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
             for e, n in ranked[:max(1, o.nodes_per_round)]:
                 reasons[n] = f"drift: adds {e:.3g} relative error (round {r})"
     _, chosen, fp16, reasons = best
-    met = bool(best[0][0])
+    return rounds, chosen, fp16, reasons, bool(best[0][0])
+
+
+def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None, options: Fp16Options = Fp16Options(),
+                 calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
+                 runtime: RuntimeOptions = RuntimeOptions(), **overrides) -> tuple[Path, dict]:
+    """Convert an FP32 cpnet ONNX file to FP16 (see the module docstring); return (path, manifest).
+
+    ``overrides`` replace fields of ``options``. Raises :class:`DriftLimitExceeded` (after writing the
+    closest round) when no round keeps the limits.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    from cpnet.runtime.graph import name_nodes
+
+    o = replace(options, **overrides) if overrides else options
+    o.check()
+    threads = runtime.threads
+    t0 = time.perf_counter()
+    parent = load_parent(model_path)
+    src, model = parent.path, parent.model
+    out = Path(out_path) if out_path else default_output(src)
+    check_output(out, src)
+    name_nodes(model)
+    keep = _keep_float_nodes(model, o.keep_float, src)
+
+    c = calibration
+    calib = resolve_calibration_source(c.data, parent.manifest, c.data_root)
+    inputs = list(iter_calibration_images(calib, parent.manifest, c.num_images, seed=c.seed))
+    n_calib, n_tried = len(inputs), count_calibration_images(calib, parent.manifest, c.num_images)
+    log.info(f"calibration: {n_calib} image(s) from {calib.description}"
+             + (f" (of {n_tried} tried)" if n_calib < n_tried else ""))
+
+    info32 = tensor_info(model)
+    reasons: dict[str, str] = {k: "user (--keep-float)" for k in keep}
+    for n in model.graph.node:  # op types the converter leaves in FP32 by default (none occur in a CPNet)
+        if n.op_type in DEFAULT_OP_BLOCK_LIST:
+            reasons.setdefault(n.name, f"op type {n.op_type} (onnxruntime float16 default block list)")
+    # 1. range, 2. drift
+    range_limit = o.range_limit
+    keep_for_range(model, info32, inputs, threads, range_limit, reasons, n_user=len(keep))
+    rounds, chosen, fp16, reasons, met = drift_rounds(model, info32, inputs, threads, reasons, o, calib.description)
 
     inits = [t for t in fp16.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     n16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in inits)
@@ -480,7 +501,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .drift import make_and_report
+    from .logit_drift import make_and_report
 
     options = Fp16Options(keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()),
                           max_disagreement=args.max_disagreement, max_logit_error=args.max_logit_error,

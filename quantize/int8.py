@@ -4,7 +4,7 @@
     cpnet int8 runs/q/model.onnx --calib-data quickstart --data-root data/synthetic \\
         --flavour cpu --method percentile --keep-float auto
 
-Quantizing a model is: prepare the parent (:mod:`quantize.prepare`: checked,
+Quantizing a model is: prepare the parent (:mod:`quantize.int8_parent`: checked,
 pre-processed, activation statistics collected in one pass over the calibration
 images, or reused from ``model.calib.npz``), choose ranges (``--method``), insert
 Q/DQ in the ``--flavour``'s format (:mod:`quantize.qdq`: ``tensorrt`` symmetric
@@ -13,7 +13,7 @@ Runtime -> ``model.int8-cpu.onnx``), optionally keep nodes in float
 (``--keep-float NAMES``, or ``auto``: :mod:`quantize.keep_float`), put the
 tensorrt flavour's unquantized layers in FP16 (``--high-precision fp16``, its
 default: :mod:`quantize.high_precision`, opset 19), measure the drift against FP32
-(:mod:`quantize.drift`) and write the file with its manifest.
+(:mod:`quantize.logit_drift`) and write the file with its manifest.
 
 Ranges (:mod:`quantize.calibrate`): ``minmax``; ``percentile`` (of |x| for the
 symmetric flavour, two-sided otherwise); ``entropy``, TensorRT's KL-divergence
@@ -43,9 +43,9 @@ from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
 from . import calibrate as cal
 from . import keep_float, qdq
-from .drift import DriftLimitExceeded
+from .logit_drift import DriftLimitExceeded
 from .parent import check_output, derived_path
-from .prepare import DEFAULT_NUM_IMAGES, HIGH_PRECISIONS, Int8Options, Prepared, prepare
+from .int8_parent import DEFAULT_NUM_IMAGES, HIGH_PRECISIONS, Int8Options, Int8Parent, prepare
 
 log = get_logger("int8")
 
@@ -55,7 +55,7 @@ def default_output(parent: "str | Path", flavour: str) -> Path:
     return derived_path(parent, ".int8.onnx" if flavour == "tensorrt" else ".int8-cpu.onnx")
 
 
-def _calibration_record(prep: Prepared, excluded: list[str], out: Path) -> dict:
+def _calibration_record(prep: Int8Parent, excluded: list[str], out: Path) -> dict:
     o, c = prep.options, prep.calibration
     return {
         "method": o.method,
@@ -170,7 +170,7 @@ cpnet int8 model.onnx --calib-data data/synthetic --keep-float auto --max-disagr
 def add_arguments(p) -> None:
     from cpnet.cli import args as a
 
-    from .prepare import DEFAULT_AUTO_TARGET, add_int8_arguments
+    from .int8_parent import DEFAULT_AUTO_TARGET, add_int8_arguments
 
     add_int8_arguments(p)
     a.add_output(p, "output file (default <stem>.int8.onnx, or <stem>.int8-cpu.onnx for --flavour cpu, "
@@ -192,8 +192,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .drift import make_and_report
-    from .prepare import int8_options
+    from .logit_drift import make_and_report
+    from .int8_parent import int8_options
 
     tokens = [t.strip() for t in args.keep_float.split(",") if t.strip()]
     options = int8_options(args, keep_float=tuple(t for t in tokens if t != "auto"), auto_keep_float="auto" in tokens,

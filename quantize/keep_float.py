@@ -24,8 +24,8 @@ from typing import Sequence
 from cpnet.runtime.compare import Comparison
 from cpnet.runtime.log import get_logger
 
-from .drift import Reference
-from .prepare import Prepared
+from .logit_drift import Reference
+from .int8_parent import Int8Parent
 from .sensitivity import rank_nodes
 
 log = get_logger("int8")
@@ -43,7 +43,7 @@ def _step(tried: str | None, kept: bool, result: Comparison) -> dict:
             "disagreement_percent": result.disagreement_percent}
 
 
-def search(prep: Prepared, ref: Reference, candidate: Path, excluded: Sequence[str], current: Comparison,
+def search(prep: Int8Parent, ref: Reference, candidate: Path, excluded: Sequence[str], current: Comparison,
            target: float, max_keep_float: int, progress: bool = True) -> tuple[list[str], Comparison, dict]:
     """Greedy keep-float search from ``candidate`` (built with ``excluded`` in float, measuring ``current``).
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpnet.runtime import UserError, files, read_manifest
-from cpnet.runtime.files import artifact_sha256
+from cpnet.runtime.manifest import verify_sha256
 from cpnet.runtime.graph import load_onnx as read_onnx
 
 
@@ -53,10 +53,7 @@ def load_parent(path: "str | Path") -> Parent:
     precision = str(manifest.get("precision", "fp32"))
     if precision != "fp32":
         raise UserError(f"{path}: is a {precision} model; convert the FP32 export (model.onnx) instead")
-    sha = artifact_sha256(path)
-    if manifest.get("sha256") and manifest["sha256"] != sha:
-        raise UserError(f"{path}: file does not match its manifest (sha256 differs; changed after export); "
-                        f"re-export it")
+    sha = verify_sha256(path, manifest)  # before the bytes are parsed
     model = load_onnx(path)
     disagreement = manifest_against_graph(model, manifest)
     if disagreement:

@@ -7,7 +7,7 @@ with only that node quantized (its inputs, weights and output get Q/DQ, with the
 flavour's settings and the saved calibration ranges -- no new calibration pass
 when ``cpnet int8`` already ran on the same images), run on the first
 ``--eval-images`` calibration images, and compared with the FP32 model by
-:mod:`quantize.drift` (:func:`cpnet.runtime.compare.compare`'s figures):
+:mod:`quantize.logit_drift` (:func:`cpnet.runtime.compare.compare`'s figures):
 
 - ``mean_abs``: mean absolute difference of the logits (``mean |dlogit|``);
 - ``disagreement_percent``: pixels whose argmax class differs from FP32's (``disagree %``).
@@ -28,13 +28,13 @@ from cpnet.runtime.log import get_logger
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 
 from . import qdq
-from .drift import Reference
-from .prepare import DEFAULT_NUM_IMAGES, Int8Options, Prepared, prepare
+from .logit_drift import Reference
+from .int8_parent import DEFAULT_NUM_IMAGES, Int8Options, Int8Parent, prepare
 
 log = get_logger("sensitivity")
 
 
-def rank_nodes(prep: Prepared, ref: Reference, exclude: Sequence[str] = (),
+def rank_nodes(prep: Int8Parent, ref: Reference, exclude: Sequence[str] = (),
                nodes: Sequence[tuple[str, str]] | None = None, progress: bool = True) -> list[dict]:
     """Sensitivity of each quantizable node (see the module docstring), worst first."""
     import onnx
@@ -108,7 +108,7 @@ cpnet sensitivity model.onnx --calib-data data/calib --flavour cpu --method perc
 def add_arguments(p) -> None:
     from cpnet.cli import args as a
 
-    from .prepare import add_int8_arguments
+    from .int8_parent import add_int8_arguments
 
     add_int8_arguments(p)
     p.add_argument("--top", type=a.non_negative_int, default=20, metavar="N",
@@ -121,7 +121,7 @@ def run(args) -> int:
     from cpnet.runtime import atomic_write_json
     from cpnet.runtime.files import check_output
 
-    from .prepare import int8_options
+    from .int8_parent import int8_options
 
     if args.json:
         check_output(args.json, what="--json file")  # before any work

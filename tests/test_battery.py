@@ -213,7 +213,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("verb,kind,argv,code,named", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_mistake(verb, kind, argv, code, named, places, capsys):
+def test_each_mistake_is_one_line_with_its_exit_code_and_changes_no_file(verb, kind, argv, code, named, places, capsys):
     argv = [a.format(**places) for a in argv]
     work = Path(places["w"])
     before = _snapshot(work)

@@ -108,7 +108,7 @@ def test_the_old_edge_setting_fails_the_scale_check():
     assert all(r > 1.5 for r in ratios), ratios
 
 
-def test_overrides_and_types():
+def test_overrides_parse_into_the_field_types():
     cfg = load_config("quickstart", ["train.lr=0.1", "model.aux=false", "data.scale_range=0.5,1.0",
                                      "eval.scales=[0.5, 1, 1.5]", "train.iters=7"])
     assert cfg.train.lr == 0.1 and cfg.model.aux is False

@@ -88,7 +88,7 @@ def make_folder(root: Path, masks: dict[str, np.ndarray], split: str = "train", 
 # --------------------------------------------------------------------------- label mapping
 
 
-def test_cityscapes_mapping(tmp_path):
+def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path):
     root = make_cityscapes(tmp_path / "cs", {"aachen_000000_000019": _label([7, 26, 0, 1, 8, 24])})
     ds = CityscapesDataset(root, "train")
     assert ds.num_classes == 19 and ds.classes[0] == "road" and ds.classes[13] == "car"
@@ -106,7 +106,7 @@ def test_cityscapes_unknown_id_is_bad(tmp_path):
         CityscapesDataset(root, "train").load(0)
 
 
-def test_ade20k_mapping(tmp_path):
+def test_ade20k_labels_shift_down_one_with_0_ignored(tmp_path):
     root = make_ade(tmp_path / "ADEChallengeData2016", {"ADE_train_00000001": _label([0, 1, 150, 21, 255])})
     ds = ADE20KDataset(root, "train")  # 'train' -> images/training
     assert ds.num_classes == 150 and ds.classes[0] == "wall" and ds.classes[149] == "flag"
@@ -121,7 +121,7 @@ def test_ade20k_out_of_range(tmp_path):
     assert "151" in str(e.value) and str(root / "annotations" / "training" / "a.png") in str(e.value)
 
 
-def test_pascal_context_mapping(tmp_path):
+def test_pascal_context_labels_shift_down_one_and_60_is_refused(tmp_path):
     root = make_context(tmp_path / "VOC2010", {"2008_000002": _label([0, 1, 59, 255])}, "val")
     ds = PascalContextDataset(root, "val")
     assert ds.num_classes == 59 and ds.classes[0] == "aeroplane" and ds.classes[58] == "wood"
@@ -152,7 +152,7 @@ def test_folder_palette_png_mask_reads_indices(tmp_path):
     np.testing.assert_array_equal(lab[0, :3], [0, 1, 2])
 
 
-def test_folder_errors(tmp_path):
+def test_folder_dataset_names_the_missing_classes_file_or_images(tmp_path):
     root = tmp_path / "mine"
     (root / "images" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="classes.yaml"):
@@ -178,7 +178,7 @@ def test_build_dataset_root_errors(tmp_path):
         build_dataset(DataConfig(dataset="folder", root=str(root)), "train", 64, True, num_classes=8)
 
 
-def test_build_dataset_items(tmp_path):
+def test_build_dataset_yields_normalised_tensors_and_int64_labels(tmp_path):
     root = make_folder(tmp_path / "mine", {"a": _label([0, 1, 2, 255]), "b": _label([1, 2])})
     cfg = DataConfig(dataset="folder", root=str(root))
     train = build_dataset(cfg, "train", 48, True, num_classes=3)

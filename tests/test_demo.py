@@ -67,7 +67,7 @@ def test_file_source_no_drop_saves_every_frame(tiny_onnx, clip, tmp_path, capsys
     assert not list(tmp_path.glob(".*"))  # no temporary video left
 
 
-def test_image_folder(tiny_onnx, folder, tmp_path, capsys):
+def test_image_folder_source_plays_every_image_into_the_saved_video(tiny_onnx, folder, tmp_path, capsys):
     out = tmp_path / "f.avi"
     rc, stdout, err = run_cli([tiny_onnx, "-s", folder, "--headless", "--no-drop", "--save", out, "--mode",
                                "side-by-side", "--threads", "1"], capsys)
@@ -138,7 +138,7 @@ def test_show_prior_without_a_prior_output_says_so(tiny_onnx, clip, capsys):
     assert "has no prior output" in lines[0] and "cpnet export RUN_DIR --with-prior" in lines[0]
 
 
-def test_keys_and_snapshot(tiny_onnx, clip, tmp_path):
+def test_keys_switch_mode_alpha_pause_and_save_a_snapshot(tiny_onnx, clip, tmp_path):
     import engines
 
     with engines.open(tiny_onnx, threads=1) as m:

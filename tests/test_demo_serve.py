@@ -75,7 +75,7 @@ class Running:
         return out
 
 
-def test_parse_serve():
+def test_serve_address_defaults_to_loopback_and_refuses_bad_ones():
     assert parse_serve("8080") == ("127.0.0.1", 8080)
     assert parse_serve("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_serve("[::1]:0") == ("::1", 0)

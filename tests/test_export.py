@@ -166,7 +166,7 @@ def test_deploy_model_matches_eval_model(head):
 # ---------------------------------------------------------------- export
 
 
-def test_export_round_trip(tiny_onnx, tiny_checkpoint):
+def test_exported_manifest_holds_every_field_and_the_lineage(tiny_onnx, tiny_checkpoint):
     m = read_manifest(tiny_onnx)
     for key in ("kind", "model", "config", "classes", "palette", "input_size", "mean", "std", "channel_order",
                 "input", "output", "precision", "opset", "parent", "sha256", "export", "versions", "schema"):
@@ -310,7 +310,7 @@ def test_onnx_model_refuses_truncated_corrupt_and_manifestless_files(tiny_onnx, 
 # ---------------------------------------------------------------- pre/post-processing
 
 
-def test_preprocess_postprocess(tiny_onnx):
+def test_preprocess_resizes_and_normalises_and_postprocess_resizes_logits_back(tiny_onnx):
     manifest = read_manifest(tiny_onnx)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (45, 60, 3), dtype=np.uint8)

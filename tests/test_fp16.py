@@ -16,7 +16,7 @@ from cpnet.runtime import UserError, read_manifest, sha256_file, write_manifest
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from engines.backends.onnxruntime_backend import OnnxModel
 from quantize import calib_data
-from quantize.drift import DriftLimitExceeded
+from quantize.logit_drift import DriftLimitExceeded
 from quantize.fp16 import convert_fp16
 
 torch.set_num_threads(1)
@@ -225,7 +225,7 @@ def test_calibration_subset_is_deterministic_and_skips_masks(tmp_path, tiny_onnx
         calib_data.resolve_calibration_source(tmp_path / "missing", manifest)
 
 
-def test_quantize_dispatcher(capsys):
+def test_python_m_quantize_lists_verbs_and_suggests_the_close_one(capsys):
     from quantize.__main__ import main
 
     assert main([]) == 2 and "fp16" in capsys.readouterr().out

@@ -142,7 +142,7 @@ def test_opset_types_and_scales(converted):
     assert record["scales"]["weight"]["scales"] == 3 and record["scales"]["activation"]["scales"] == 5
 
 
-def test_weight_requantization(base, converted):
+def test_int8_weight_scales_round_up_to_fp16_and_never_reach_0(base, converted):
     fp16, record = converted
     for name, axis in (("c1", 0), ("c2", 0), ("mm", 1)):
         q, s32 = _arr(base, f"{name}_w"), _arr(base, f"{name}_ws")
@@ -174,7 +174,7 @@ def test_fp16_up_and_requantize_edges():
     assert np.abs(q16.astype(int)).max() <= 127
 
 
-def test_keep_float(base):
+def test_keep_float_node_computes_in_fp32_with_its_qdq_in_fp32(base):
     fp16, record = hp.to_fp16(base, keep_float=["conv2"])
     onnx.checker.check_model(fp16, full_check=True)
     types = _types(fp16)

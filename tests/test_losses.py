@@ -215,7 +215,7 @@ def test_rectangular_grid_equals_the_loop_formula(mode):
 
 @pytest.mark.parametrize("mode", ["class", "mask"])
 @pytest.mark.parametrize("N,transposed", [(9, False), (16, True)])
-def test_gradcheck(mode, N, transposed):
+def test_affinity_loss_gradient_passes_gradcheck(mode, N, transposed):
     s = int(math.isqrt(N))
     y = rand_labels(2, s, s, classes=2, seed=N)
     z = rand_logits(2, N, torch.float64, seed=N, transposed=transposed).requires_grad_()
@@ -243,7 +243,7 @@ def test_gradient_matches_reference(mode, B):
     assert torch.allclose(g32.double(), g_ref, rtol=1e-4, atol=1e-7)
 
 
-def test_grad_output_scaling():
+def test_affinity_loss_gradient_scales_with_the_upstream_gradient():
     y = rand_labels(2, 3, 3, seed=4)
     z = rand_logits(2, 9, torch.float64, seed=4).requires_grad_()
     (g1,) = torch.autograd.grad(affinity_loss(z, y), z)
@@ -338,7 +338,7 @@ def test_extreme_logits_are_finite():
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
 
-def test_bad_inputs():
+def test_affinity_loss_refuses_a_pixel_mismatch_and_an_unknown_ignore_mode():
     with pytest.raises(ValueError, match="pixels"):
         affinity_loss(torch.zeros(1, 9, 9), torch.zeros(1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="ignore_mode"):

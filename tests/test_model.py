@@ -113,7 +113,7 @@ def test_gradients_reach_first_conv(stem, first):
         assert dict(model.decode_head.named_parameters())[name].grad.abs().sum() > 0, name
 
 
-def test_batch_one_train():
+def test_a_batch_of_one_runs_in_train_mode():
     cfg = ModelConfig(depth=18, base_width=16, num_classes=5, prior_size=2,
                       head_channels=16, aux_channels=8, agg_kernel=3)
     out = build(cfg).train()(torch.randn(1, 3, 16, 16))
@@ -122,7 +122,7 @@ def test_batch_one_train():
 
 @pytest.mark.parametrize("head", ["agg", "fcn"])
 @pytest.mark.parametrize("aux", [True, False])
-def test_ablation_heads(head, aux):
+def test_ablation_heads_build_with_and_without_the_aux_head(head, aux):
     cfg = ModelConfig(head=head, depth=18, base_width=16, num_classes=7, prior_size=4,
                       head_channels=16, aux_channels=8, agg_kernel=3, aux=aux)
     model = build(cfg).train()
@@ -179,7 +179,7 @@ def test_out_channels_standard_width():
     assert ResNet(18).out_channels == (256, 512)
 
 
-def test_contract_dilation():
+def test_dilated_resnet_contracts_the_first_block_dilation():
     net = ResNet(50, base_width=8)
     assert net.layer3[0].conv2.dilation == (1, 1) and net.layer3[1].conv2.dilation == (2, 2)
     assert net.layer4[0].conv2.dilation == (2, 2) and net.layer4[2].conv2.dilation == (4, 4)
@@ -258,7 +258,7 @@ def test_v1c_stem_naming_equals_mmcv():
     assert sorted(ours) == sorted(mmcv_stem_keys())
 
 
-def test_load_torchvision_dict(tmp_path):
+def test_torchvision_v1b_backbone_weights_load_and_fc_is_dropped(tmp_path):
     src = ResNet(50, stem="v1b", base_width=16).state_dict()
     sd = randomised(src, 1)
     sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, 128), torch.randn(1000)
@@ -343,7 +343,7 @@ def test_depth_and_width_mismatch_refused(tmp_path):
         load_backbone_weights(ResNet(50, base_width=8), path101)
 
 
-def test_unreadable_files(tmp_path):
+def test_corrupt_missing_or_unsafe_backbone_files_are_user_errors(tmp_path):
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(UserError, match="corrupt.pth"):

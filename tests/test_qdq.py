@@ -10,7 +10,7 @@ import torch
 
 from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from quantize import qdq
-from quantize.prepare import Int8Options, prepare
+from quantize.int8_parent import Int8Options, prepare
 
 torch.set_num_threads(1)
 RUNTIME = RuntimeOptions(threads=1, progress=False)

@@ -17,7 +17,7 @@ from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from engines import check
 from quantize import qdq
 from quantize.int8 import quantize_int8
-from quantize.prepare import Int8Options
+from quantize.int8_parent import Int8Options
 
 SIZE, CLASSES = 16, 4
 RUNTIME = RuntimeOptions(threads=1, progress=False)

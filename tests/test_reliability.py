@@ -265,7 +265,7 @@ def test_a_changed_ranges_file_is_not_reused(tmp_path):
 
 
 def test_sensitivity_leaves_the_ranges_file_an_int8_manifest_names(tmp_path):
-    from quantize.prepare import manifests_naming
+    from quantize.int8_parent import manifests_naming
 
     ranges = tmp_path / "model.calib.npz"
     ranges.write_bytes(b"ranges")

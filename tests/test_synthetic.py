@@ -26,13 +26,13 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_classes_and_pairs():
+def test_synthetic_classes_hold_the_lookalike_pairs():
     assert len(SYNTHETIC_CLASSES) == 8
     assert set(n for pair in LOOKALIKE_PAIRS for n in pair) <= set(SYNTHETIC_NAMES)
     assert ("car", "boat") in LOOKALIKE_PAIRS and ("sand", "water") in LOOKALIKE_PAIRS
 
 
-def test_deterministic_bytes(tmp_path, synth):
+def test_synthetic_images_are_byte_identical_per_seed_and_index(tmp_path, synth):
     again = generate(tmp_path / "again", n_train=96, n_val=8, size=64, seed=0)
     assert _tree_bytes(again) == _tree_bytes(synth)
     other = generate(tmp_path / "other", n_train=4, n_val=1, size=64, seed=1)
@@ -118,7 +118,7 @@ def test_lookalikes_differ_only_by_context():
     assert (shaded_ctx == sand).mean() > 0.9
 
 
-def test_cli(tmp_path):
+def test_synthetic_cli_writes_the_dataset_and_refuses_a_bad_size(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "cpnet.data.synthetic", "-o", str(out), "--train", "3",
                         "--val", "2", "--size", "32", "--seed", "5"], cwd=REPO, capture_output=True, text=True)

@@ -48,11 +48,11 @@ What decides the random stream
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import cv2
 import numpy as np
 import torch
+
+from ..runtime.preprocess import normalize  # the one normalisation, shared with deployment
 
 IGNORE = 255
 
@@ -183,14 +183,6 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightne
     if mode == 0 and rng.integers(2):
         img = _convert(img, alpha=rng.uniform(*contrast_range))
     return img
-
-
-def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (3, H, W), (x - mean) / std per channel (RGB, 0-255 units)."""
-    mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    return (chw - mean) / std
 
 
 def pad_to(image_chw: np.ndarray, label: np.ndarray, size, ignore_index: int = IGNORE):

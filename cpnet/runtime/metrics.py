@@ -46,9 +46,8 @@ class ConfusionMatrix:
         tp = np.diag(m)
         gt = m.sum(1)
         pred = m.sum(0)
-        union = gt + pred - tp
+        iou = iou_from_counts(tp, gt, pred)
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
             acc = np.where(gt > 0, tp / gt, np.nan)
         total = m.sum()
         names = class_names or [str(i) for i in range(self.num_classes)]

@@ -73,10 +73,23 @@ def preprocess(image_rgb: np.ndarray, manifest: Mapping) -> np.ndarray:
         image = image[:, :, ::-1]
     elif order != "RGB":
         raise ValueError(f"manifest channel_order must be RGB or BGR, got {order!r}")
-    mean = np.asarray(manifest.get("mean", (0.0, 0.0, 0.0)), dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(manifest.get("std", (1.0, 1.0, 1.0)), dtype=np.float32).reshape(3, 1, 1)
+    return normalize(image, manifest.get("mean", (0.0, 0.0, 0.0)), manifest.get("std", (1.0, 1.0, 1.0)))[None]
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, H, W), (x - mean) / std per channel (0-255 units): the one
+    normalisation, shared by deployment (:func:`preprocess`) and training (``cpnet.data.transforms``)."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    return ((chw - mean) / std)[None].astype(np.float32, copy=False)
+    return (chw - mean) / std
+
+
+def denormalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """:func:`normalize` undone: float (3, H, W) -> uint8 (H, W, 3), clipped to 0-255 (a picture of a model input)."""
+    x = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
+    x = x * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def preprocess_bgr(image_bgr: np.ndarray, manifest: Mapping) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""An FP32 model prepared for INT8: checked, pre-processed, calibrated (statistics cached), ready to build from.
+"""The FP32 parent made ready for INT8 (:class:`Int8Parent`): checked, pre-processed, calibrated (statistics
+cached), ready to build INT8 candidates from.
 
     with prepare("runs/q/export/model.onnx", Int8Options(method="percentile"),
                  CalibrationOptions(data="data/synthetic", num_images=200)) as prep:
@@ -40,7 +41,7 @@ from cpnet.runtime.options import CalibrationOptions, RuntimeOptions
 from . import calibrate as cal
 from . import high_precision, qdq
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source, select_paths
-from .drift import Reference, reference
+from .logit_drift import Reference, reference
 from .parent import derived_path, load_parent
 
 DEFAULT_NUM_IMAGES = 200
@@ -200,7 +201,7 @@ def manifests_naming(rfile: Path) -> list[Path]:
 # --- the prepared parent ---------------------------------------------------------------------
 
 @dataclass
-class Prepared:
+class Int8Parent:
     """A parent model ready to quantize: pre-processed copy, calibration statistics, what they came from."""
 
     parent: Path
@@ -224,7 +225,7 @@ class Prepared:
             self._scratch.close()
             self._scratch = None
 
-    def __enter__(self) -> "Prepared":
+    def __enter__(self) -> "Int8Parent":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -294,7 +295,7 @@ def _check_keep_float(pre, names: Sequence[str], parent: Path) -> None:
 def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
             runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None,
-            replace_named: bool = True) -> Prepared:
+            replace_named: bool = True) -> Int8Parent:
     """Check the parent, pre-process it, check ``options.keep_float`` names, and get calibration statistics
     (cached or collected); ``out_dir`` is where the statistics file goes by default (default: beside the parent).
     ``replace_named=False`` (cpnet sensitivity): a ranges file that an INT8 model's manifest names is never
@@ -339,7 +340,7 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
                 log.warning(f"{rfile} is the ranges file of {named[0]}: left as it is (these ranges are not saved)")
                 rfile = workdir / rfile.name
             stats.save(rfile)
-        return Prepared(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,
+        return Int8Parent(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,
                         pre_path=pre_path, stats=stats, ranges_file=rfile, reused=reused, description=key["source"],
                         num_images=int(stats.meta.get("images", calibration.num_images)), options=options,
                         calibration=calibration, threads=runtime.threads, _scratch=scratch)

@@ -1,4 +1,5 @@
-"""Drift: how far a reduced-precision model's logits move from the FP32 model's, on calibration images.
+"""Label-free logit drift: how far a reduced-precision model's logits move from the FP32 model's, on calibration
+images (no labels needed; the mIoU drift against labels is ``cpnet report``'s).
 
     ref = reference(fp32_path, images, threads=2)        # FP32 logits, kept once
     result = ref.measure(candidate_path)                 # a cpnet.runtime.compare.Comparison
