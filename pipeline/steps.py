@@ -454,8 +454,9 @@ def make_step(name: str, plan: Plan, mode: list[str] | None = None) -> Step:
         argv += ["-v"] if plan.verbose else []
         how = f" on {flags[1]}" + (f" ({flags[3]})" if len(flags) > 2 else "") if flags else ""
         if plan.synthetic:  # a slow pan and zoom over one scene: motion without scene cuts, for the flicker figures
+            # the clip lives in the pipeline's own demo folder, which the run's ownership check already covers
             clip = ["--clip", str(plan.clip), "--size", str(plan.image_size), "--clip-side",
-                    str(clip_side(plan.image_size))]
+                    str(clip_side(plan.image_size)), "--overwrite"]
             return Step(name, f"the live demo on a motion clip of a synthetic scene, with {model.name}{how}",
                         [("data", clip), ("demo", argv)], [_as_file(model), plan.data_marker],
                         [plan.clip, out, summary])

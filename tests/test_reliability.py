@@ -292,3 +292,15 @@ def test_sha256_covers_external_data(tmp_path):
     data[100] ^= 1
     (tmp_path / "big.onnx.data").write_bytes(bytes(data))
     assert artifact_sha256(path) != before
+
+
+def test_data_clip_refuses_an_existing_file_unless_overwrite(tmp_path):
+    """cpnet data --clip FILE over a file that exists (perhaps the user's own video) is refused, unchanged."""
+    from cpnet import cli
+
+    video = tmp_path / "holiday.mp4"
+    video.write_bytes(b"the user's video")
+    assert cli.main(["data", "--clip", str(video), "--clip-frames", "2", "--clip-side", "64"]) == 2
+    assert video.read_bytes() == b"the user's video"
+    assert cli.main(["data", "--clip", str(video), "--clip-frames", "2", "--clip-side", "64", "--overwrite"]) == 0
+    assert video.read_bytes() != b"the user's video"

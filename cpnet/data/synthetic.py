@@ -547,6 +547,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.clip:
         clip = check_output(args.clip, what="clip")
+        if clip.exists() and not args.overwrite:  # it may be the user's own video: never replaced unasked
+            raise UserError(f"{clip}: exists; pass --overwrite to replace it with the motion clip, or name another file")
         write_motion_clip(clip, args.seed, args.size, args.clip_side, args.clip_frames)
         print(f"wrote {clip}: {args.clip_frames} frames of {args.clip_side}x{args.clip_side} at {CLIP_FPS:g} fps, "
               f"a slow pan and zoom over one scene")
