@@ -215,18 +215,9 @@ def _float_activations(model, info) -> list[str]:
 
 
 def _groups(names: Sequence[str], info, budget: int, copies: int = 1) -> list[list[str]]:
-    groups, cur, size = [], [], 0
-    for name in names:
-        shape = info[name][1]
-        nbytes = 4 * int(np.prod([max(d, 1) for d in shape])) * copies
-        if cur and size + nbytes > budget:
-            groups.append(cur)
-            cur, size = [], 0
-        cur.append(name)
-        size += nbytes
-    if cur:
-        groups.append(cur)
-    return groups
+    from cpnet.runtime.graph import tensor_bytes, within_budget
+
+    return within_budget(names, lambda name: tensor_bytes(info[name][1], 4 * copies), budget)
 
 
 def _exposed(model, names: Sequence[str], info):

@@ -54,3 +54,26 @@ def with_outputs(model, names, types: dict):
             m.graph.output.append(helper.make_tensor_value_info(name, elem, shape if shape else None))
             have.add(name)
     return m
+
+
+def tensor_bytes(shape, itemsize: int = 4) -> int:
+    """Bytes of a tensor of ``shape`` (symbolic or unknown dimensions counted as 1)."""
+    import numpy as np
+
+    return itemsize * int(np.prod([max(int(d), 1) if isinstance(d, (int, np.integer)) else 1 for d in (shape or [1])]))
+
+
+def within_budget(items, nbytes, budget: int) -> list[list]:
+    """``items`` in order, cut into consecutive groups whose ``nbytes(item)`` sum stays within ``budget`` (a single
+    item over it is a group of its own): how many exposed tensors one run may hold in memory."""
+    groups, cur, size = [], [], 0
+    for item in items:
+        n = nbytes(item)
+        if cur and size + n > budget:
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += n
+    if cur:
+        groups.append(cur)
+    return groups

@@ -89,18 +89,10 @@ def as_nchw(x) -> np.ndarray:
 
 
 def _chunks(matches: Sequence[Match], info: dict, budget: int) -> list[list[Match]]:
-    chunks, cur, size = [], [], 0
-    for m in matches:
-        shape = info.get(m.reference, (None, []))[1] or [1]
-        nbytes = 8 * int(np.prod([max(int(d), 1) for d in shape]))  # float32, both files
-        if cur and size + nbytes > budget:
-            chunks.append(cur)
-            cur, size = [], 0
-        cur.append(m)
-        size += nbytes
-    if cur:
-        chunks.append(cur)
-    return chunks
+    from cpnet.runtime.graph import tensor_bytes, within_budget
+
+    # float32 in both files: 8 bytes per element
+    return within_budget(matches, lambda m: tensor_bytes(info.get(m.reference, (None, []))[1] or [1], 8), budget)
 
 
 def _added(reference, layers: list[LayerError]) -> None:
