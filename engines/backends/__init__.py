@@ -57,6 +57,16 @@ def backend_for(path) -> str:
                     f".onnx or .engine/.plan/.trt); pass backend={'|'.join(BACKENDS)}")
 
 
+#: backends that run an ONNX file besides onnxruntime (tensorrt builds its engine on first use)
+ONNX_ALSO = ("openvino", "tensorrt")
+
+
+def can_run(backend: str, path) -> bool:
+    """Whether ``backend`` runs the artifact at ``path``: its own backend, or for an ONNX file one of ONNX_ALSO."""
+    own = backend_for(path)
+    return backend == own or (own == "onnxruntime" and backend in ONNX_ALSO)
+
+
 def backends_for(path) -> list[str]:
     """Every installed backend that runs this kind of file, its own first: an ONNX file runs on onnxruntime and,
     where OpenVINO is installed, on openvino; checkpoints and engines on their one backend."""

@@ -185,7 +185,7 @@ def variant_rows(paths: list[Path], names: list[str], options: ReportOptions) ->
     A backend that cannot run a variant's kind of file gives no row; one that is asked for and not installed
     gives a row that is reported as not run."""
     from cpnet.runtime.options import parse_backend_options
-    from engines.backends import backend_for, backends_for, row_options
+    from engines.backends import backend_for, backends_for, can_run, row_options
     from engines.backends.row_key import RowKey
 
     fixed = parse_backend_options(options.backend_options) if options.backend_options else None
@@ -193,9 +193,7 @@ def variant_rows(paths: list[Path], names: list[str], options: ReportOptions) ->
     for path, name in zip(paths, names):
         own = backend_for(path)
         runs = backends_for(path)
-        # an ONNX file also runs on openvino and, when asked, on tensorrt (its engine built on first use and cached)
-        chosen = [b for b in options.backends if b == own or (own == "onnxruntime" and b in ("openvino", "tensorrt"))] \
-            if options.backends else runs
+        chosen = [b for b in options.backends if can_run(b, path)] if options.backends else runs
         for backend in chosen:
             if fixed is not None and backend != own:
                 sets = [fixed]
