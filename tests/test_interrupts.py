@@ -107,3 +107,28 @@ def test_interrupted_and_killed_commands_leave_whole_outputs_and_no_leftovers(co
     for path in outputs:
         _whole(path)
     assert _leftovers(out, tmp) == []
+
+
+def test_ctrl_c_that_a_native_library_turns_into_its_own_error_still_exits_130_with_one_line(tmp_path):
+    """Ctrl-C landing inside an extension module's initialisation (``import torch`` under load) reaches Python as
+    that module's ImportError, not as KeyboardInterrupt; the front door still reports the user's interrupt."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from cpnet import cli\n"
+        "cli._terminate_like_interrupt()\n"
+        "def work():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "    except KeyboardInterrupt:  # what a C extension's init does with the pending interrupt\n"
+        "        raise ImportError('initialization failed') from None\n"
+        "sys.exit(cli.guarded(work))\n")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stderr) == (130, "interrupted\n")
+    # Without a Ctrl-C the same error is a real failure and keeps its traceback.
+    plain = script.replace("os.kill(os.getpid(), signal.SIGINT)", "raise KeyboardInterrupt")
+    plain = plain.replace("cli._terminate_like_interrupt()\n", "")
+    r = subprocess.run([sys.executable, "-c", plain], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "ImportError: initialization failed" in r.stderr

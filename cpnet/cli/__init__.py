@@ -96,6 +96,10 @@ def build_parser(module, prog: str) -> Parser:
     return p
 
 
+#: Set by the front door's signal handlers when Ctrl-C or SIGTERM arrives (see _terminate_like_interrupt).
+_stop_requested = False
+
+
 def guarded(fn, *args) -> int:
     """Run ``fn(*args)`` under the error policy: one line on stderr and the exit code from the table."""
     try:
@@ -103,18 +107,25 @@ def guarded(fn, *args) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
-    except CpnetError as e:
-        sys.stderr.write(f"error: {first_line(e, 2000)}\n")
-        return e.exit_code
-    except BrokenPipeError:  # `cpnet summary | head`
-        return EXIT_OK
-    except OSError as e:  # a full disk (or ulimit -f) met by a writer that is not ours (TensorBoard, a library)
-        from cpnet.runtime.files import disk_full_error, is_disk_full
+    except Exception as e:
+        if _stop_requested:
+            # Ctrl-C inside a native library (an extension module's initialisation, most often while
+            # `import torch` runs) comes back as that library's own error ("ImportError: initialization
+            # failed"): it is still the user's interrupt, and gets the interrupt's line and code.
+            sys.stderr.write("interrupted\n")
+            return EXIT_INTERRUPTED
+        if isinstance(e, CpnetError):
+            sys.stderr.write(f"error: {first_line(e, 2000)}\n")
+            return e.exit_code
+        if isinstance(e, BrokenPipeError):  # `cpnet summary | head`
+            return EXIT_OK
+        if isinstance(e, OSError):  # a full disk (or ulimit -f) met by a writer that is not ours (TensorBoard)
+            from cpnet.runtime.files import disk_full_error, is_disk_full
 
-        if not is_disk_full(e):
-            raise
-        sys.stderr.write(f"error: {first_line(disk_full_error(e.filename or 'a file', e), 2000)}\n")
-        return EXIT_USER_ERROR
+            if is_disk_full(e):
+                sys.stderr.write(f"error: {first_line(disk_full_error(e.filename or 'a file', e), 2000)}\n")
+                return EXIT_USER_ERROR
+        raise
 
 
 def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -219,10 +230,19 @@ def _terminate_like_interrupt() -> None:
     from cpnet.runtime.errors import Terminated
 
     def handler(signum, frame):
+        global _stop_requested
+        _stop_requested = True
         raise Terminated("SIGTERM")
+
+    def interrupt(signum, frame):  # Python's own Ctrl-C handler, remembering that it ran
+        global _stop_requested
+        _stop_requested = True
+        raise KeyboardInterrupt
 
     try:
         signal.signal(signal.SIGTERM, handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores it
+            signal.signal(signal.SIGINT, interrupt)
     except ValueError:  # not the main thread
         pass
 
