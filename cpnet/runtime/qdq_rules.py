@@ -1,5 +1,6 @@
 """TensorRT's rules for explicit (Q/DQ) quantization, written once: ``cpnet int8`` places and self-checks its
-tensorrt flavour by them (``quantize/qdq.py``) and ``cpnet check`` lints any file against them (``engines/check.py``).
+tensorrt flavour by them (``quantize/qdq.py``) and ``cpnet check`` lints any file against them (``engines/check.py``:
+each Q/DQ node in ``engines/onnx_check/qdq_nodes.py``, the placement in ``engines/onnx_check/qdq_placement.py``).
 
 Where each rule comes from, by section of NVIDIA's TensorRT developer guide ("Working with INT8" in 8.x, "Working
 with Quantized Types" in 10.x and 11.x):
