@@ -17,7 +17,7 @@ What it measures (one pass per artifact over the same images, reference first):
 - drift = variant minus reference, in mIoU (or IoU) points. Its 95% interval is a
   paired bootstrap over images: the same resampled image sets for the reference and
   every variant (``--bootstrap`` resamples, ``--seed``), mIoU recomputed from the
-  summed counts of each resample (:func:`cpnet.runtime.metrics.iou_from_counts`), the
+  summed counts of each resample (:func:`cpnet.runtime.metrics.miou_from_counts`), the
   2.5th and 97.5th percentiles of the differences. A variant that predicts exactly
   what the reference predicts has the interval [0, 0];
 - worst images: the ``--worst`` images where the variant disagrees most with the reference.
@@ -337,7 +337,7 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
         one = ConfusionMatrix(C, dataset.ignore_index)
         one.update(pred, label)
         total.mat += one.mat
-        counts.append((np.diag(one.mat), one.mat.sum(1), one.mat.sum(0)))
+        counts.append(one.counts())
         pixels.append(pred.size)
         used.append(i)
         if keep_predictions:
@@ -369,16 +369,6 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
 # --------------------------------------------------------------------------- statistics
 
 
-def miou_of(tp, gt, pred) -> np.ndarray:
-    """mIoU in points over the last (class) axis from summed counts; NaN where no class is present."""
-    from cpnet.runtime.metrics import iou_from_counts
-
-    iou = iou_from_counts(tp, gt, pred)
-    present = ~np.isnan(iou)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present.any(-1), np.nansum(np.nan_to_num(iou), -1) / present.sum(-1), np.nan) * 100
-
-
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) float64: how often each image is drawn in each bootstrap resample (n draws with replacement)."""
     rng = np.random.default_rng(seed)
@@ -391,12 +381,12 @@ def bootstrap_stats(counts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
     Sums of integer counts times integer weights are exact in float64, so the
     same counts give bit-identical statistics whatever the summation order.
     """
-    from cpnet.runtime.metrics import iou_from_counts
+    from cpnet.runtime.metrics import iou_from_counts, miou_from_counts
 
     n, three, c = counts.shape
     summed = (weights @ counts.reshape(n, three * c).astype(np.float64)).reshape(-1, three, c)
     tp, gt, pred = summed[:, 0], summed[:, 1], summed[:, 2]
-    return miou_of(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
+    return miou_from_counts(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
 
 
 def interval(samples: np.ndarray, confidence: float) -> list[float] | None:
