@@ -447,16 +447,53 @@ def default_output(reference: "str | Path") -> Path:
     return ref / "report" if ref.is_dir() else ref.parent / "report"
 
 
+@dataclass
+class Reference:
+    """The reference's pass and what every variant's pass is measured against (the images it used, its row)."""
+
+    name: str
+    row: dict
+    pass_: Pass
+    predictions: list  # packed, one per image in pass_.indices
+    dataset: object
+    data_desc: str
+    classes: list[str]
+    skipped: list[str]  # the bad samples passed over
+
+    @property
+    def indices(self) -> list[int]:
+        return self.pass_.indices
+
+
 def build_report(reference: "str | Path", variants: list["str | Path"], options: ReportOptions,
                  runtime=None) -> dict:
     """Measure the reference and every variant; return the report as a dict (see :func:`write_report`)."""
-    from engines.backends import open_artifact
-    from cpnet.runtime.machine import machine_info, machine_line
-    from cpnet.runtime.manifest import SCHEMA, versions
     from cpnet.runtime.options import RuntimeOptions
 
     runtime = runtime or RuntimeOptions()
     t_start = time.perf_counter()
+    reference, variants, ref_name, var_names = resolve_inputs(reference, variants)
+    ref, measured = measure_reference(reference, ref_name, variants, var_names, options, runtime)
+    weights = resample_weights(len(ref.indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
+    ref_boot = bootstrap_stats(ref.pass_.counts, weights) if weights is not None else None
+    rows = [ref.row]
+    passes = {ref.name: ref.pass_}
+    for path, key in measured:
+        row, p = measure_variant(path, key, ref, weights, ref_boot, options, runtime)
+        if p is not None:
+            passes[row["name"]] = p
+        rows.append(row)
+    report = assemble_report(ref, rows, options, runtime)
+    report["seconds_measuring"] = time.perf_counter() - t_start
+    report["_passes"] = passes  # for the pictures; not written to JSON
+    report["_dataset"] = ref.dataset
+    report["_indices"] = ref.indices
+    report["_reference_predictions"] = ref.predictions
+    return report
+
+
+def resolve_inputs(reference: "str | Path", variants: list["str | Path"]) -> tuple[Path, list[Path], str, list[str]]:
+    """The reference and variant paths (a run directory's exported files when none are named) and their row names."""
     reference = Path(reference)
     if not reference.exists():
         raise UserError(f"{reference}: no such file or directory (the reference: a checkpoint, run directory or "
@@ -473,21 +510,19 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         from cpnet.checkpoint import resolve_checkpoint
 
         ref_name = f"{reference.name}/{resolve_checkpoint(reference).name}"
+    return reference, variants, ref_name, var_names
 
-    from engines.backends import backend_for
+
+def measure_reference(reference: Path, ref_name: str, variants: list[Path], var_names: list[str],
+                      options: ReportOptions, runtime) -> tuple[Reference, list[tuple[Path, "RowKey"]]]:
+    """Open the reference and its dataset, check they agree, run its pass; also the variant rows to measure."""
+    from engines.backends import backend_for, open_artifact
+    from engines.backends.row_key import RowKey
 
     with open_artifact(reference, **open_options(backend_for(reference), runtime)) as ref:
         dataset, data_desc = open_dataset(options, ref.manifest)
         classes = list(dataset.classes)
-        if ref.num_classes and ref.num_classes != len(classes):
-            raise UserError(f"{reference}: the model has {ref.num_classes} classes, the dataset ({data_desc}) "
-                            f"{len(classes)}; pass the dataset the model was trained for")
-        from cpnet.runtime.manifest import class_names_differ  # tolerant of mmseg's 'bed ' and of case
-
-        differ = ref.manifest.get("classes") and class_names_differ(ref.manifest["classes"], classes)
-        if differ:
-            raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
-                            f"the dataset the model was trained for")
+        check_classes(reference, ref, classes, data_desc)
         n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
         measured = variant_rows(variants, var_names, options)
         log.info(f"{n} image(s) from the {data_desc}; {ref_name} is the reference ({ref.describe()}), "
@@ -495,53 +530,69 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         bad: list[str] = []
         ref_pass, ref_preds = run_pass(ref, ref_name, dataset, list(range(len(dataset))), options, None,
                                        runtime.progress, keep_predictions=True, limit=options.limit, skipped=bad)
-        indices = ref_pass.indices
         ref_info = describe_artifact(ref, reference)
 
-    weights = resample_weights(len(indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
-    ref_boot = bootstrap_stats(ref_pass.counts, weights) if weights is not None else None
     ref_metrics = _metrics(ref_pass, classes)
-    from engines.backends.row_key import RowKey
+    row = {"name": ref_name, "key": str(RowKey(ref_name, backend_for(reference))), "backend_options": {},
+           "role": "reference", "status": "reference", **ref_info, **ref_metrics,
+           "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if options.bootstrap > 0 else None,
+           "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
+                                                               else None for c in classes},
+           "class_drift_ci": {}, "worst": []}
+    return Reference(ref_name, row, ref_pass, ref_preds, dataset, data_desc, classes, bad), measured
 
-    ref_key = RowKey(ref_name, backend_for(reference))
-    rows = [{"name": ref_name, "key": str(ref_key), "backend_options": {}, "role": "reference", "status": "reference",
-             **ref_info, **ref_metrics,
-             "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if weights is not None else None,
-             "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
-                                                                 else None for c in classes},
-             "class_drift_ci": {}, "worst": []}]
-    passes = {ref_name: ref_pass}
-    for path, key in measured:
-        name = row_name(key, path)
-        # gated: the file on the backend it calls for, or on one the user asked for (--backend); a row the report
-        # adds on its own (another installed runtime) is measured and shown, never recommended when it fails, and
-        # does not change the exit code: the file is not at fault for a runtime nobody chose
-        row = {"name": name, "key": str(key), "backend": key.backend, "backend_options": key.open_options(),
-               "role": "variant", "path": str(path),
-               "gated": bool(options.backends) or key.backend == backend_for(path)}
-        try:
-            model = open_artifact(path, backend=key.backend, **{**open_options(key.backend, runtime),
-                                                                 **key.open_options()})
-        except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
-            rows.append(_not_run(row, e, "cannot be opened"))
-            continue
-        try:
-            with model:
-                if model.num_classes and model.num_classes != len(classes):
-                    raise UserError(f"it has {model.num_classes} classes, the reference {len(classes)}")
-                row.update(describe_artifact(model, path))
-                p, _ = run_pass(model, name, dataset, indices, options, ref_preds, runtime.progress)
-        except Exception as e:  # noqa: BLE001 - nor one that fails while running
-            rows.append(_not_run(row, e, "failed while running"))
-            continue
-        passes[name] = p
-        row.update(_metrics(p, classes))
-        row.update(_drift(row, rows[0], p, ref_pass, classes, weights, ref_boot, options))
-        for w in row["worst"]:
-            w["file"] = str(dataset.sample_path(indices[w["index"]]))
-        log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
-                 f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median ({row['runs_as']})")
-        rows.append(row)
+
+def check_classes(reference: Path, model, classes: list[str], data_desc: str) -> None:
+    """UserError unless the reference model was trained for the dataset's classes (their number, then names)."""
+    from cpnet.runtime.manifest import class_names_differ  # tolerant of mmseg's 'bed ' and of case
+
+    if model.num_classes and model.num_classes != len(classes):
+        raise UserError(f"{reference}: the model has {model.num_classes} classes, the dataset ({data_desc}) "
+                        f"{len(classes)}; pass the dataset the model was trained for")
+    differ = model.manifest.get("classes") and class_names_differ(model.manifest["classes"], classes)
+    if differ:
+        raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
+                        f"the dataset the model was trained for")
+
+
+def measure_variant(path: Path, key: "RowKey", ref: Reference, weights, ref_boot, options: ReportOptions,
+                    runtime) -> tuple[dict, Pass | None]:
+    """One row: ``path`` on ``key`'s backend and options against the reference; "not run" (no pass) if it fails."""
+    from engines.backends import backend_for, open_artifact
+
+    name = row_name(key, path)
+    # gated: the file on the backend it calls for, or on one the user asked for (--backend); a row the report
+    # adds on its own (another installed runtime) is measured and shown, never recommended when it fails, and
+    # does not change the exit code: the file is not at fault for a runtime nobody chose
+    row = {"name": name, "key": str(key), "backend": key.backend, "backend_options": key.open_options(),
+           "role": "variant", "path": str(path),
+           "gated": bool(options.backends) or key.backend == backend_for(path)}
+    try:
+        model = open_artifact(path, backend=key.backend, **{**open_options(key.backend, runtime),
+                                                             **key.open_options()})
+    except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
+        return _not_run(row, e, "cannot be opened"), None
+    try:
+        with model:
+            if model.num_classes and model.num_classes != len(ref.classes):
+                raise UserError(f"it has {model.num_classes} classes, the reference {len(ref.classes)}")
+            row.update(describe_artifact(model, path))
+            p, _ = run_pass(model, name, ref.dataset, ref.indices, options, ref.predictions, runtime.progress)
+    except Exception as e:  # noqa: BLE001 - nor one that fails while running
+        return _not_run(row, e, "failed while running"), None
+    row.update(_metrics(p, ref.classes))
+    row.update(_drift(row, ref.row, p, ref.pass_, ref.classes, weights, ref_boot, options))
+    for w in row["worst"]:
+        w["file"] = str(ref.dataset.sample_path(ref.indices[w["index"]]))
+    log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
+             f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median ({row['runs_as']})")
+    return row, p
+
+
+def assemble_report(ref: Reference, rows: list[dict], options: ReportOptions, runtime) -> dict:
+    """The report's record: the rows gated, the data, how it was measured, the machine and the recommendation."""
+    from cpnet.runtime.machine import machine_info, machine_line
+    from cpnet.runtime.manifest import SCHEMA, versions
 
     offenders = gate(rows, options)
     info = machine_info(gemm=True, threads=getattr(runtime, "threads", None))
@@ -549,12 +600,12 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         "schema": SCHEMA,
         "kind": "report",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "reference": ref_name,
+        "reference": ref.name,
         "rows": rows,
-        "classes": classes,
-        "palette": [list(map(int, c)) for c in dataset.palette],
-        "data": {"description": data_desc, "images": len(indices), "skipped": bad,
-                 "files": [str(dataset.sample_path(i)) for i in indices]},
+        "classes": ref.classes,
+        "palette": [list(map(int, c)) for c in ref.dataset.palette],
+        "data": {"description": ref.data_desc, "images": len(ref.indices), "skipped": ref.skipped,
+                 "files": [str(ref.dataset.sample_path(i)) for i in ref.indices]},
         "evaluation": {"mode": options.eval_mode, "scales": list(options.scales), "flip": options.flip,
                        "latency": f"median over images of the model's wall time per image (infer: one call in "
                                   f"deploy mode, every window, scale and flip otherwise), after {options.warmup} "
@@ -574,11 +625,6 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         "versions": versions(),
     }
     report["recommendation"] = recommend(rows, report["machine_line"])
-    report["seconds_measuring"] = time.perf_counter() - t_start
-    report["_passes"] = passes  # for the pictures; not written to JSON
-    report["_dataset"] = dataset
-    report["_indices"] = indices
-    report["_reference_predictions"] = ref_preds
     return report
 
 
