@@ -300,7 +300,7 @@ def add_arguments(p) -> None:
     p.add_argument("--config", required=True, metavar="NAME|YAML",
                    help="the model the file holds: a named config (ade20k_r50, ...) or a YAML file")
     a.add_output(p, "run directory to write best.pt (+ manifest) and config.yaml into (default runs/<file stem>)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine, kept in the config (data.root)")
+    a.add_data_root(p, "on this machine, kept in the config (data.root)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt in the run directory")
     a.add_json(p, "the conversion report")
 

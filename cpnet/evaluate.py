@@ -165,7 +165,7 @@ def add_arguments(p) -> None:
     from .cli import args as a
 
     a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint, or a run directory (its best.pt, else the newest checkpoint)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (default: the one in the checkpoint's config)")
+    a.add_data_root(p, "on this machine (default: the one in the checkpoint's config)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
     p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: the config's eval.mode)")
     p.add_argument("--scales", metavar="S,S,...",

@@ -429,7 +429,7 @@ def add_arguments(p) -> None:
     p.add_argument("--input-size", type=a.positive_int, nargs="+", metavar=("H", "W"),
                    help="model input (default: 8 x the prior grid from the config; the cpnet head accepts no other)")
     g = p.add_argument_group("parity check")
-    g.add_argument("--data-root", metavar="DIR", help="dataset root for the parity images (default: the config's data.root)")
+    a.add_data_root(g, "for the parity images (default: the config's data.root)")
     g.add_argument("--split", help="split for the parity images (default: the config's val split)")
     g.add_argument("--parity", choices=["data", "random"], default=d.parity,
                    help="check on validation images (default) or on random inputs")

@@ -192,13 +192,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from cpnet.cli import args as a
+
     from .logit_drift import make_and_report
     from .int8_parent import int8_options
 
-    tokens = [t.strip() for t in args.keep_float.split(",") if t.strip()]
-    options = int8_options(args, keep_float=tuple(t for t in tokens if t != "auto"), auto_keep_float="auto" in tokens,
-                           max_disagreement=args.max_disagreement, max_keep_float=args.max_keep_float,
-                           high_precision=args.high_precision)
+    options = int8_options(args, **a.keep_float_options(args, auto=True), max_disagreement=args.max_disagreement,
+                           max_keep_float=args.max_keep_float, high_precision=args.high_precision)
     return make_and_report(quantize_int8, options, args)
 
 

@@ -42,7 +42,7 @@ from . import calibrate as cal
 from . import high_precision, qdq
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source, select_paths
 from .logit_drift import Reference, reference
-from .parent import derived_path, load_parent
+from .parent import check_keep_float, derived_path, load_parent
 
 DEFAULT_NUM_IMAGES = 200
 DEFAULT_EVAL_IMAGES = 16
@@ -282,16 +282,6 @@ class Int8Parent:
                          what=self.description)
 
 
-def _check_keep_float(pre, names: Sequence[str], parent: Path) -> None:
-    known = {n.name for n in pre.graph.node}
-    unknown = [k for k in names if k not in known]
-    if unknown:
-        cands = [n for n, _ in qdq.quantizable_nodes(pre)]
-        raise UserError(f"--keep-float: no node named {unknown[0]!r} in {parent.name}; quantizable nodes include "
-                        f"{', '.join(cands[:5])}{', ...' if len(cands) > 5 else ''} "
-                        f"(cpnet sensitivity lists them all)")
-
-
 def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
             runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None,
@@ -315,7 +305,7 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
         workdir = scratch.enter_context(scratch_dir("int8"))
         pre_path = qdq.preprocess_model(path, workdir / "pre.onnx")
         pre = onnx.load(str(pre_path))
-        _check_keep_float(pre, options.keep_float, path)
+        check_keep_float(pre, options.keep_float, path, listed=[n for n, _ in qdq.quantizable_nodes(pre)])
         wanted = {n for n, _ in cal.calibration_tensors(pre)}
         del pre
         explicit = options.ranges_file is not None

@@ -848,7 +848,7 @@ def add_arguments(p) -> None:
     g.add_argument("--data", metavar="DIR|CONFIG",
                    help="a dataset folder (images/SPLIT, masks/SPLIT, classes.yaml) or a config name/YAML "
                         "(default: the config in the reference's manifest)")
-    g.add_argument("--data-root", metavar="DIR", help="dataset root on this machine when the images come from a config")
+    a.add_data_root(g)
     g.add_argument("--split", help="split to use (default: the config's val split, or val for a folder)")
     g.add_argument("--limit", type=a.positive_int, metavar="N", help="the first N images only (default: all)")
     g = p.add_argument_group("evaluation (default: the manifest's deploy preprocessing, one call per image)")
