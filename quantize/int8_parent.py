@@ -343,25 +343,25 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
 
 def add_int8_arguments(p) -> None:
     """The input, calibration, range and flavour flags, the drift images and the runtime flags."""
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     d = Int8Options()
-    a.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
-    a.add_calibration(p, DEFAULT_NUM_IMAGES)
+    cli_args.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
+    cli_args.add_calibration(p, DEFAULT_NUM_IMAGES)
     g = p.add_argument_group("quantization")
     g.add_argument("--flavour", choices=qdq.FLAVOURS, default=d.flavour,
                    help="tensorrt: symmetric INT8 for TensorRT; cpu: U8S8 for ONNX Runtime on x86 (default tensorrt)")
     g.add_argument("--method", choices=cal.METHODS, default=d.method,
                    help="range method: entropy (KL, TensorRT's), percentile, minmax (default entropy)")
-    g.add_argument("--percentile", type=a.percent, default=d.percentile, metavar="PERCENT",
+    g.add_argument("--percentile", type=cli_args.percent, default=d.percentile, metavar="PERCENT",
                    help=f"for --method percentile (default {d.percentile})")
     g.add_argument("--ranges", metavar="FILE", default=None,
                    help="calibration ranges file to reuse (or to write, if missing); default <stem>.calib.npz beside "
                         "the output, reused automatically when model and image set match")
     g.add_argument("--recalibrate", action="store_true", help="collect ranges again even if a matching file exists")
-    g.add_argument("--eval-images", type=a.positive_int, default=d.eval_images, metavar="N",
+    g.add_argument("--eval-images", type=cli_args.positive_int, default=d.eval_images, metavar="N",
                    help=f"calibration images the drift against FP32 is measured on (default {d.eval_images})")
-    a.add_runtime(p)
+    cli_args.add_runtime(p)
 
 
 def int8_options(args, **more) -> Int8Options:

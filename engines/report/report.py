@@ -836,21 +836,21 @@ cpnet report model.onnx model.fp16.onnx model.int8.onnx --data cityscapes --data
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     d = ReportOptions()
-    a.add_input(p, "REFERENCE", "the float model: a checkpoint (.pt), a run directory (its best.pt) or an ONNX file")
+    cli_args.add_input(p, "REFERENCE", "the float model: a checkpoint (.pt), a run directory (its best.pt) or an ONNX file")
     p.add_argument("variants", metavar="VARIANT", nargs="*",
                    help="artifacts to compare (ONNX files, engines, checkpoints); default with a run directory: "
                         "every file in RUN/export with a manifest")
-    a.add_output(p, "report folder (default: RUN_DIR/report, or a report folder beside a reference file)")
+    cli_args.add_output(p, "report folder (default: RUN_DIR/report, or a report folder beside a reference file)")
     g = p.add_argument_group("images (labelled)")
     g.add_argument("--data", metavar="DIR|CONFIG",
                    help="a dataset folder (images/SPLIT, masks/SPLIT, classes.yaml) or a config name/YAML "
                         "(default: the config in the reference's manifest)")
-    a.add_data_root(g)
+    cli_args.add_data_root(g)
     g.add_argument("--split", help="split to use (default: the config's val split, or val for a folder)")
-    g.add_argument("--limit", type=a.positive_int, metavar="N", help="the first N images only (default: all)")
+    g.add_argument("--limit", type=cli_args.positive_int, metavar="N", help="the first N images only (default: all)")
     g = p.add_argument_group("evaluation (default: the manifest's deploy preprocessing, one call per image)")
     g.add_argument("--mode", choices=["deploy", "whole", "slide"], default=d.mode,
                    help="deploy (the whole frame resized to the model input, as deployed; default), whole or slide "
@@ -858,24 +858,24 @@ def add_arguments(p) -> None:
     g.add_argument("--scales", metavar="LIST", help="comma-separated test scales, e.g. 0.75,1,1.25 (default 1)")
     g.add_argument("--flip", action="store_true", help="also average horizontally flipped inputs")
     g = p.add_argument_group("gate (on point estimates; gains never fail)")
-    a.add_max_miou_drift(g, None, "by precision: 0.01 FP32, 0.1 FP16/BF16, 0.5 INT8")
-    g.add_argument("--max-class-drift", type=a.non_negative_float, metavar="POINTS",
+    cli_args.add_max_miou_drift(g, None, "by precision: 0.01 FP32, 0.1 FP16/BF16, 0.5 INT8")
+    g.add_argument("--max-class-drift", type=cli_args.non_negative_float, metavar="POINTS",
                    help="largest IoU drop of any class against the reference, in IoU points (default: off)")
     g = p.add_argument_group("statistics and pictures")
-    g.add_argument("--bootstrap", type=a.int_in(0, MAX_BOOTSTRAP), default=d.bootstrap, metavar="N",
+    g.add_argument("--bootstrap", type=cli_args.int_in(0, MAX_BOOTSTRAP), default=d.bootstrap, metavar="N",
                    help=f"bootstrap resamples over images for the 95%% intervals (default {d.bootstrap}; 0: none)")
-    g.add_argument("--seed", type=a.non_negative_int, default=d.seed, metavar="N",
+    g.add_argument("--seed", type=cli_args.non_negative_int, default=d.seed, metavar="N",
                    help=f"seed of the bootstrap resamples (default {d.seed})")
-    g.add_argument("--worst", type=a.non_negative_int, default=d.worst, metavar="K",
+    g.add_argument("--worst", type=cli_args.non_negative_int, default=d.worst, metavar="K",
                    help=f"worst images shown per variant, by disagreement with the reference (default {d.worst})")
-    g.add_argument("--warmup", type=a.non_negative_int, default=d.warmup, metavar="N",
+    g.add_argument("--warmup", type=cli_args.non_negative_int, default=d.warmup, metavar="N",
                    help=f"untimed model calls before each pass (default {d.warmup})")
-    a.add_json(p, "the report (as report.json)")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_json(p, "the report (as report.json)")
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), multiple=True,
+    cli_args.add_backend(p, tuple(BACKENDS), multiple=True,
                   options_help="openvino: precision=f32|bf16|f16,performance=latency|throughput; default: one row "
                                "per precision this CPU runs")
 
