@@ -20,7 +20,7 @@ from cpnet import cli
 from cpnet.runtime.draw import heatmap
 from cpnet.runtime.preprocess import preprocess_bgr
 from demo import webcam
-from demo.pipeline import View
+from demo.live_loop import View
 from demo.render import prior_row
 from demo.sources import FrameSource, SourceSpec, opencv_build, parse_source
 from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel, video_info, write_clip
