@@ -94,7 +94,7 @@ def test_unknown_verb_and_flag_get_close_match_suggestions(capsys):
     assert rc == 2 and "did you mean --keep-float?" in err and len(err.splitlines()) == 1
 
 
-def test_exit_code_table():
+def test_each_error_kind_maps_to_its_documented_exit_code():
     assert errors.UserError("x").exit_code == 2
     assert errors.CheckFailed("x").exit_code == 1
     assert errors.MissingDependency("x").exit_code == 3
