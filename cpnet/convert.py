@@ -293,16 +293,16 @@ cpnet convert my.pth --config ade20k_r50 model.prior_size=64 -o runs/ade64   # k
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CHECKPOINT", "a .pth file from the authors' code or mmsegmentation (EncoderDecoder naming)")
+    cli_args.add_input(p, "CHECKPOINT", "a .pth file from the authors' code or mmsegmentation (EncoderDecoder naming)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. model.prior_size=64")
     p.add_argument("--config", required=True, metavar="NAME|YAML",
                    help="the model the file holds: a named config (ade20k_r50, ...) or a YAML file")
-    a.add_output(p, "run directory to write best.pt (+ manifest) and config.yaml into (default runs/<file stem>)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine, kept in the config (data.root)")
+    cli_args.add_output(p, "run directory to write best.pt (+ manifest) and config.yaml into (default runs/<file stem>)")
+    cli_args.add_data_root(p, "on this machine, kept in the config (data.root)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt in the run directory")
-    a.add_json(p, "the conversion report")
+    cli_args.add_json(p, "the conversion report")
 
 
 def run(args) -> int:

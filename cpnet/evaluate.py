@@ -162,10 +162,10 @@ cpnet evaluate runs/ade/best.pt --scales 1 --no-flip                       # sin
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint, or a run directory (its best.pt, else the newest checkpoint)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (default: the one in the checkpoint's config)")
+    cli_args.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint, or a run directory (its best.pt, else the newest checkpoint)")
+    cli_args.add_data_root(p, "on this machine (default: the one in the checkpoint's config)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the config's val split)")
     p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: the config's eval.mode)")
     p.add_argument("--scales", metavar="S,S,...",
@@ -177,8 +177,8 @@ def add_arguments(p) -> None:
                       help="no flipped inputs, whatever the config says")
     p.add_argument("--on-bad-data", choices=["stop", "skip"],
                    help="what an unreadable image or mask does: stop with its name (default) or skip it")
-    a.add_json(p, "the metrics")
-    a.add_runtime(p, device=True)
+    cli_args.add_json(p, "the metrics")
+    cli_args.add_runtime(p, device=True)
 
 
 def run(args) -> int:

@@ -419,25 +419,25 @@ cpnet export runs/quickstart --with-prior -o prior.onnx  # + the prior map P, fo
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint (.pt) or a run directory (its best.pt)")
-    a.add_output(p, "output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx beside a checkpoint file)")
+    cli_args.add_input(p, "CHECKPOINT|RUN_DIR", "a checkpoint (.pt) or a run directory (its best.pt)")
+    cli_args.add_output(p, "output .onnx (default: RUN_DIR/export/model.onnx, or <checkpoint>.onnx beside a checkpoint file)")
     d = ExportOptions()
-    p.add_argument("--opset", type=a.int_in(*OPSETS), default=d.opset,
+    p.add_argument("--opset", type=cli_args.int_in(*OPSETS), default=d.opset,
                    help=f"ONNX opset, {OPSETS[0]} to {OPSETS[1]} (default {d.opset})")
-    p.add_argument("--input-size", type=a.positive_int, nargs="+", metavar=("H", "W"),
+    p.add_argument("--input-size", type=cli_args.positive_int, nargs="+", metavar=("H", "W"),
                    help="model input (default: 8 x the prior grid from the config; the cpnet head accepts no other)")
     g = p.add_argument_group("parity check")
-    g.add_argument("--data-root", metavar="DIR", help="dataset root for the parity images (default: the config's data.root)")
+    cli_args.add_data_root(g, "for the parity images (default: the config's data.root)")
     g.add_argument("--split", help="split for the parity images (default: the config's val split)")
     g.add_argument("--parity", choices=["data", "random"], default=d.parity,
                    help="check on validation images (default) or on random inputs")
-    g.add_argument("--num-parity-images", type=a.positive_int, default=d.num_parity_images, metavar="N",
+    g.add_argument("--num-parity-images", type=cli_args.positive_int, default=d.num_parity_images, metavar="N",
                    help=f"images for the parity check (default {d.num_parity_images})")
-    g.add_argument("--atol", type=a.non_negative_float, default=d.atol,
+    g.add_argument("--atol", type=cli_args.non_negative_float, default=d.atol,
                    help=f"largest |logit difference| allowed, in logit units (default {d.atol:g})")
-    a.add_max_disagreement(g, d.max_disagreement)
+    cli_args.add_max_disagreement(g, d.max_disagreement)
     p.add_argument("--no-simplify", action="store_true", help="keep the exporter's graph (no onnxslim)")
     p.add_argument("--inverse-n", choices=["conv", "prior"], default=d.inverse_n,
                    help="where the context's 1/N goes: applied to the prior map before the matmul (default; keeps "
@@ -445,8 +445,8 @@ def add_arguments(p) -> None:
     p.add_argument("--with-prior", action="store_true",
                    help="also output the context prior map P as 'prior' (1, N, N), for cpnet demo --show-prior "
                         "(cpnet head only)")
-    a.add_json(p, "the manifest of the exported file")
-    a.add_runtime(p)
+    cli_args.add_json(p, "the manifest of the exported file")
+    cli_args.add_runtime(p)
 
 
 def run(args) -> int:

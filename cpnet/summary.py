@@ -85,13 +85,13 @@ cpnet summary ade20k_r50 cityscapes_r101 --forward full --json sizes.json"""
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CONFIG", "named configs or YAML files (default: every named config)", nargs="*")
+    cli_args.add_input(p, "CONFIG", "named configs or YAML files (default: every named config)", nargs="*")
     p.add_argument("--forward", choices=["reduced", "full"], default="reduced",
                    help="run the check forward at the full input or at a small one, 8 prior cells on the short "
                         "side (default)")
-    a.add_json(p, "the rows")
+    cli_args.add_json(p, "the rows")
 
 
 def run(args) -> int:

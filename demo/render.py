@@ -24,7 +24,7 @@ import numpy as np
 
 from cpnet.runtime.draw import heatmap
 
-from .pipeline import MODES, View
+from .live_loop import MODES, View
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output, sweep  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
 from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
-from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
+from demo.live_loop import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
 from demo.sources import (DEFAULT_BACKOFF, FrameSource, check_source, opencv_build, parse_source,  # noqa: E402
                           quiet_opencv)

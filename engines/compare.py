@@ -185,20 +185,20 @@ def compare_artifacts(a_path: str, b_path: str, images_from=None, data_root=None
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     p.add_argument("input", metavar="A", help="the candidate: an ONNX file, an engine, a run dir or checkpoint")
     p.add_argument("reference", metavar="B", help="the reference it is compared against (e.g. model.onnx)")
     p.add_argument("--layers", action="store_true",
                    help="also every intermediate tensor both ONNX files have, and the first layer where they part")
-    p.add_argument("--max-layer-error", type=a.non_negative_float, default=DEFAULT_MAX_LAYER_ERROR, metavar="PERCENT",
+    p.add_argument("--max-layer-error", type=cli_args.non_negative_float, default=DEFAULT_MAX_LAYER_ERROR, metavar="PERCENT",
                    help="a layer parts when its mean |difference| passes this share of the mean |value| in B, "
                         f"in percent (default {DEFAULT_MAX_LAYER_ERROR:g})")
     p.add_argument("--backend-a", choices=list(BACKENDS), help="run A with this backend (default: by its file)")
     p.add_argument("--backend-b", choices=list(BACKENDS), help="run B with this backend (default: by its file)")
-    a.add_calibration(p, DEFAULT_NUM_IMAGES, what="comparison")
-    a.add_runtime(p)
-    a.add_json(p, "the figures (and the layer table)")
+    cli_args.add_calibration(p, DEFAULT_NUM_IMAGES, what="comparison")
+    cli_args.add_runtime(p)
+    cli_args.add_json(p, "the figures (and the layer table)")
 
 
 def run(args) -> int:

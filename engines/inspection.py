@@ -107,11 +107,11 @@ def inspect_artifact(path: "str | Path", all_nodes: bool = False) -> tuple[list[
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ARTIFACT", "an ONNX file or a TensorRT engine (.engine/.plan/.trt) with its recorded layer table")
+    cli_args.add_input(p, "ARTIFACT", "an ONNX file or a TensorRT engine (.engine/.plan/.trt) with its recorded layer table")
     p.add_argument("--all-nodes", action="store_true", help="ONNX: list QuantizeLinear/DequantizeLinear nodes too")
-    a.add_json(p, "the table and the counts")
+    cli_args.add_json(p, "the table and the counts")
 
 
 def run(args) -> int:

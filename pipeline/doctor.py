@@ -403,11 +403,11 @@ cpnet doctor export/*.onnx --json doctor.json"""
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ARTIFACT", "ONNX files, engines, checkpoints or run dirs to check against this machine",
+    cli_args.add_input(p, "ARTIFACT", "ONNX files, engines, checkpoints or run dirs to check against this machine",
                 nargs="*")
-    a.add_json(p, "the whole report (docs/doctor.md has its fields)")
+    cli_args.add_json(p, "the whole report (docs/doctor.md has its fields)")
 
 
 def run(args) -> int:

@@ -18,7 +18,7 @@ from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, C
 from cpnet.runtime.files import check_output, lock_run_dir
 from cpnet.runtime.log import get_logger
 
-from . import steps as S
+from . import steps
 
 log = get_logger("pipeline")
 
@@ -141,7 +141,7 @@ def redirected(log_path: Path):
                 os.close(copy)
 
 
-def run_commands(step: S.Step, log_path: Path, verbose: bool, quiet: bool) -> tuple[int, str]:
+def run_commands(step: steps.Step, log_path: Path, verbose: bool, quiet: bool) -> tuple[int, str]:
     """Run the step's work with everything it writes in ``log_path``; (exit code, the last error line)."""
     from cpnet.cli import VERBS, run_verb
     from cpnet.runtime import log as cpnet_log
@@ -214,36 +214,36 @@ cpnet pipeline train.iters=3000 -o runs/longer"""
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for training")
     p.add_argument("--config", default="quickstart", metavar="NAME|YAML",
                    help="the config to train (default quickstart)")
-    a.add_output(p, "run directory (default runs/<config name>)")
+    cli_args.add_output(p, "run directory (default runs/<config name>)")
     p.add_argument("--data", metavar="DIR",
                    help="dataset folder (default: the config's data.root); the synthetic dataset is generated there")
     g = p.add_argument_group("synthetic data (configs with data.dataset=synthetic)")
-    g.add_argument("--train-images", type=a.positive_int, default=400, metavar="N", help="training images (default 400)")
-    g.add_argument("--val-images", type=a.positive_int, default=100, metavar="N", help="validation images (default 100)")
-    g.add_argument("--image-size", type=a.positive_int, metavar="PIXELS",
+    g.add_argument("--train-images", type=cli_args.positive_int, default=400, metavar="N", help="training images (default 400)")
+    g.add_argument("--val-images", type=cli_args.positive_int, default=100, metavar="N", help="validation images (default 100)")
+    g.add_argument("--image-size", type=cli_args.positive_int, metavar="PIXELS",
                    help="image side (default: the model input's longer side)")
-    p.add_argument("--calib-images", type=a.positive_int, metavar="N",
+    p.add_argument("--calib-images", type=cli_args.positive_int, metavar="N",
                    help="calibration images for fp16 and int8 (default: each command's own)")
     g = p.add_argument_group("which steps")
     which = g.add_mutually_exclusive_group()
-    which.add_argument("--from", dest="start", choices=S.STEP_NAMES, metavar="STEP",
-                       help=f"rerun this step and every one after it ({', '.join(S.STEP_NAMES)})")
-    which.add_argument("--only", choices=S.STEP_NAMES, metavar="STEP", help="rerun this step only")
+    which.add_argument("--from", dest="start", choices=steps.STEP_NAMES, metavar="STEP",
+                       help=f"rerun this step and every one after it ({', '.join(steps.STEP_NAMES)})")
+    which.add_argument("--only", choices=steps.STEP_NAMES, metavar="STEP", help="rerun this step only")
     g.add_argument("--force", action="store_true", help="run every step, fresh or not")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a run (in -o) or a synthetic dataset (in --data) that the pipeline did not make; "
                         "without it they are refused, and only what the pipeline made is replaced")
     g.add_argument("--list", action="store_true", help="say for each step whether it is fresh, or why it would run; "
                                                        "run nothing")
-    a.add_runtime(p)
+    cli_args.add_runtime(p)
 
 
-def make_plan(args) -> S.Plan:
+def make_plan(args) -> steps.Plan:
     from cpnet.config import load_config
 
     bad = [o for o in args.overrides if "=" not in o]
@@ -258,7 +258,7 @@ def make_plan(args) -> S.Plan:
     size = args.image_size or max(cfg.crop_size)
     if size < 32:
         raise UserError(f"--image-size must be at least 32 (got {size})")
-    return S.Plan(config=args.config, name=cfg.name, overrides=tuple(args.overrides),
+    return steps.Plan(config=args.config, name=cfg.name, overrides=tuple(args.overrides),
                   run=Path(args.output or Path("runs") / cfg.name), data=data, synthetic=synthetic,
                   train_images=args.train_images, val_images=args.val_images, image_size=size,
                   calib_images=args.calib_images, threads=args.threads, progress=not args.no_progress,
@@ -269,24 +269,24 @@ def selected(args) -> list[str]:
     if args.only:
         return [args.only]
     if args.start:
-        return list(S.STEP_NAMES[S.STEP_NAMES.index(args.start):])
-    return list(S.STEP_NAMES)
+        return list(steps.STEP_NAMES[steps.STEP_NAMES.index(args.start):])
+    return list(steps.STEP_NAMES)
 
 
-def _producer(path: Path, plan: S.Plan, before: str) -> str | None:
+def _producer(path: Path, plan: steps.Plan, before: str) -> str | None:
     """The step before ``before`` that writes ``path`` (None when none does)."""
-    for name in S.STEP_NAMES[:S.STEP_NAMES.index(before)]:
+    for name in steps.STEP_NAMES[:steps.STEP_NAMES.index(before)]:
         try:
-            if path in S.make_step(name, plan).outputs:
+            if path in steps.make_step(name, plan).outputs:
                 return name
         except Exception:  # noqa: BLE001
             continue
     return None
 
 
-def check_inputs_exist(first: str, plan: S.Plan) -> None:
+def check_inputs_exist(first: str, plan: steps.Plan) -> None:
     """With --from/--only, the first step's inputs must be there already: say which step makes a missing one."""
-    step = S.make_step(first, plan)
+    step = steps.make_step(first, plan)
     if step.unavailable:
         return
     for inp in step.inputs:
@@ -301,14 +301,14 @@ def run(args) -> int:
     names = selected(args)
     forced = bool(args.only or args.start or args.force)
     if args.list:
-        for name in S.STEP_NAMES:
-            step = S.make_step(name, plan)
-            why = step.unavailable and f"skipped: {step.unavailable}" or S.stale_reason(step, plan)
+        for name in steps.STEP_NAMES:
+            step = steps.make_step(name, plan)
+            why = step.unavailable and f"skipped: {step.unavailable}" or steps.stale_reason(step, plan)
             state = ("would run (chosen)" if name in names and forced else
                      f"would run: {why}" if why and name in names else "fresh" if not why else f"stale: {why}")
             print(f"{name:<12} {state}")
         return EXIT_OK
-    if names != list(S.STEP_NAMES):
+    if names != list(steps.STEP_NAMES):
         check_inputs_exist(names[0], plan)
     check_output(plan.run, kind="dir", what="run directory")
     check_owned(plan, names, forced)  # before the lock file is made: a refusal leaves nothing behind
@@ -317,19 +317,19 @@ def run(args) -> int:
         return run_steps(args, plan, names, forced)
 
 
-def check_owned(plan: S.Plan, names: list[str], forced: bool) -> None:
+def check_owned(plan: steps.Plan, names: list[str], forced: bool) -> None:
     """Before any work: what the steps would replace is the pipeline's own, or the user said --overwrite."""
     if "train" in names:
-        S.train_mode(plan)  # refuses a run the pipeline did not make
+        steps.train_mode(plan)  # refuses a run the pipeline did not make
     if "data" in names and plan.synthetic:
-        step = S.make_step("data", plan)
-        if forced or S.stale_reason(step, plan):
+        step = steps.make_step("data", plan)
+        if forced or steps.stale_reason(step, plan):
             from cpnet.data.synthetic import check_target
 
             check_target(plan.data, overwrite="--overwrite" in step.commands[0][1])
 
 
-def run_steps(args, plan: S.Plan, names: list[str], forced: bool) -> int:
+def run_steps(args, plan: steps.Plan, names: list[str], forced: bool) -> int:
     from . import screen
 
     t_start = time.perf_counter()
@@ -342,15 +342,15 @@ def run_steps(args, plan: S.Plan, names: list[str], forced: bool) -> int:
     code = EXIT_OK
     total = len(names)
     for i, name in enumerate(names, 1):
-        step = S.make_step(name, plan)
+        step = steps.make_step(name, plan)
         tag = f"{i:>2}/{total} {name}"
         if step.unavailable:
             log.info(f"{tag}: skipped: {step.unavailable}")
             results[name] = {"state": "unavailable", "why": step.unavailable}
             continue
-        why = "chosen" if forced else S.stale_reason(step, plan)
+        why = "chosen" if forced else steps.stale_reason(step, plan)
         if why is None:
-            stamp = S.read_stamp(plan, name) or {}
+            stamp = steps.read_stamp(plan, name) or {}
             rc = int(stamp.get("rc", 0))
             gate = " (its gate failed then: exit 1 at the end)" if rc else ""
             log.info(f"{tag}: fresh, skipped (took {stamp.get('seconds', 0):.1f} s on {stamp.get('finished', '?')})"
@@ -361,7 +361,7 @@ def run_steps(args, plan: S.Plan, names: list[str], forced: bool) -> int:
             continue
         log_path = plan.log_of(name)
         log.info(f"{tag}: {step.what} ({why}; log {log_path})")
-        S.write_stamp(step, plan, None, 0.0)  # running: what a kill -9 leaves says the pipeline made it
+        steps.write_stamp(step, plan, None, 0.0)  # running: what a kill -9 leaves says the pipeline made it
         stream, tty = _terminal_stream()
         ticker = _Ticker(log_path, stream, "        ", tty) if stream else None
         t0 = time.perf_counter()
@@ -379,12 +379,12 @@ def run_steps(args, plan: S.Plan, names: list[str], forced: bool) -> int:
         results[name] = {"state": "ran", "seconds": seconds, "rc": rc, "log": str(log_path)}
         passed = rc == EXIT_OK or (step.gate and rc == EXIT_CHECK_FAILED and all(o.exists() for o in step.outputs))
         if not passed:
-            S.write_stamp(step, plan, rc, seconds)  # not fresh (its rc), but still the pipeline's own outputs
+            steps.write_stamp(step, plan, rc, seconds)  # not fresh (its rc), but still the pipeline's own outputs
         if rc == EXIT_INTERRUPTED:
             log.warning(f"{tag}: interrupted after {seconds:.1f} s (log {log_path}); rerun cpnet pipeline to go on")
             raise KeyboardInterrupt
         if passed:
-            S.write_stamp(step, plan, rc, seconds)
+            steps.write_stamp(step, plan, rc, seconds)
             if rc:
                 code = EXIT_CHECK_FAILED
                 log.warning(f"{tag}: gate failed in {seconds:.1f} s: {error} (log {log_path}); going on, "

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import steps as S
+from . import steps
 
 
 def _read(path: Path) -> dict | None:
@@ -34,7 +34,7 @@ def _open_command(path: Path) -> str:
     return f"{opener} {shlex.quote(str(path))}"
 
 
-def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int, stopped_at: str | None = None
+def lines(plan: steps.Plan, results: dict, machine: dict, seconds: float, code: int, stopped_at: str | None = None
           ) -> list[str]:
     out: list[str] = []
     if stopped_at:
@@ -60,7 +60,7 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
         rows.append((f"check {target}", f"{plan.check_json(target)}{verdict}" if check else None))
     engines = [plan.engine_of(p) for p in (plan.onnx, plan.fp16, plan.int8)]
     built = [e for e in engines if e.exists()]
-    unavailable = (results.get("engines") or {}).get("why") or (None if built else S.tensorrt_missing())
+    unavailable = (results.get("engines") or {}).get("why") or (None if built else steps.tensorrt_missing())
     rows.append(("engines", ", ".join(map(str, built)) if built else
                  f"skipped: {unavailable.split(';')[0]}" if unavailable else None))
     rows.append(("drift report", plan.report_dir / "report.html"))
@@ -107,23 +107,23 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
         out.append(f"  demo: {demo.get('mean_fps', 0):.1f} FPS, {demo.get('frames_shown', '?')} frames "
                    f"({Path(str(demo.get('backend', '')).split(' ')[0]).name or demo.get('backend')})")
 
-    ckpt = S._mtime(plan.checkpoint)
+    ckpt = steps._mtime(plan.checkpoint)
     older = [what for what, path in (("evaluation", plan.eval_json), ("drift report", plan.report_dir / "report.json"),
                                      ("demo", plan.demo_dir / "demo.json"))
-             if ckpt is not None and (S._mtime(path) or ckpt) < ckpt]
+             if ckpt is not None and (steps._mtime(path) or ckpt) < ckpt]
     if older:
         out.append(f"  note: the {', '.join(older)} figures are from an earlier checkpoint; cpnet pipeline updates them")
     out.append("")
     out.append("next")
     out.append(f"  open the report      {_open_command(plan.report_dir / 'report.html')}")
-    model, flags = S.demo_model(plan)
+    model, flags = steps.demo_model(plan)
     out.append(f"  demo on a camera     cpnet demo {shlex.join([str(model), *flags])}")
-    out.append(f"  rerun from a step    cpnet pipeline --from STEP   ({', '.join(S.STEP_NAMES)})")
+    out.append(f"  rerun from a step    cpnet pipeline --from STEP   ({', '.join(steps.STEP_NAMES)})")
 
     out.append("")
     out.append("step times")
     parts = []
-    for name in S.STEP_NAMES:
+    for name in steps.STEP_NAMES:
         r = results.get(name)
         if r is None:
             continue
@@ -144,7 +144,7 @@ def lines(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
     return out
 
 
-def print_screen(plan: S.Plan, results: dict, machine: dict, seconds: float, code: int,
+def print_screen(plan: steps.Plan, results: dict, machine: dict, seconds: float, code: int,
                  stopped_at: str | None = None) -> None:
     text = "\n".join(lines(plan, results, machine, seconds, code, stopped_at))
     print(text, flush=True)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import io
 import sys
 import time
@@ -57,7 +56,7 @@ from cpnet.runtime.ort import make_session
 
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source
 from .logit_drift import DriftLimitExceeded, reference
-from .parent import check_output, derived_path, load_parent
+from .parent import check_keep_float, check_output, derived_path, load_parent
 
 FP16_MAX = 65504.0
 DEFAULT_NUM_IMAGES = 8
@@ -306,18 +305,6 @@ def default_output(path: "str | Path") -> Path:
     return derived_path(path, ".fp16.onnx")
 
 
-def _keep_float_nodes(model, keep_float, src: Path) -> list[str]:
-    """--keep-float's node names, each once, every one in the graph (else a UserError with the closest name)."""
-    node_names = [n.name for n in model.graph.node]
-    keep = list(dict.fromkeys(keep_float))
-    unknown = [k for k in keep if k not in node_names]
-    if unknown:
-        hint = difflib.get_close_matches(unknown[0], node_names, n=1)
-        raise UserError(f"--keep-float: no node named {unknown[0]!r} in {src.name}"
-                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return keep
-
-
 def keep_for_range(model, info32, inputs, threads, range_limit: float, reasons: dict[str, str], n_user: int) -> None:
     """Phase 1, range: every node touching a tensor (activation on the calibration images, or weight) whose
     magnitude exceeds ``range_limit`` joins ``reasons`` (node -> why it stays FP32); ``n_user`` of them the user
@@ -398,7 +385,7 @@ def convert_fp16(model_path: "str | Path", out_path: "str | Path | None" = None,
     out = Path(out_path) if out_path else default_output(src)
     check_output(out, src)
     name_nodes(model)
-    keep = _keep_float_nodes(model, o.keep_float, src)
+    keep = check_keep_float(model, o.keep_float, src)
 
     c = calibration
     calib = resolve_calibration_source(c.data, parent.manifest, c.data_root)
@@ -468,33 +455,35 @@ cpnet fp16 model.onnx --max-disagreement 0.05 --max-logit-error 1 --json fp16.js
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     d = Fp16Options()
-    a.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
-    a.add_output(p, "output file (default: <stem>.fp16.onnx beside the input)")
-    a.add_calibration(p, DEFAULT_NUM_IMAGES)
+    cli_args.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
+    cli_args.add_output(p, "output file (default: <stem>.fp16.onnx beside the input)")
+    cli_args.add_calibration(p, DEFAULT_NUM_IMAGES)
     g = p.add_argument_group("float nodes and drift limits")
-    a.add_keep_float(g, "FP16")
-    a.add_max_disagreement(g, d.max_disagreement)
-    g.add_argument("--max-logit-error", type=a.percent, default=d.max_logit_error, metavar="PERCENT",
+    cli_args.add_keep_float(g, "FP16")
+    cli_args.add_max_disagreement(g, d.max_disagreement)
+    g.add_argument("--max-logit-error", type=cli_args.percent, default=d.max_logit_error, metavar="PERCENT",
                    help=f"largest |logit difference| from FP32, in percent of the largest FP32 |logit| "
                         f"(default {d.max_logit_error:g})")
-    g.add_argument("--max-rounds", type=a.non_negative_int, default=d.max_rounds, metavar="N",
+    g.add_argument("--max-rounds", type=cli_args.non_negative_int, default=d.max_rounds, metavar="N",
                    help=f"drift rounds at most (default {d.max_rounds})")
-    g.add_argument("--nodes-per-round", type=a.positive_int, default=d.nodes_per_round, metavar="N",
+    g.add_argument("--nodes-per-round", type=cli_args.positive_int, default=d.nodes_per_round, metavar="N",
                    help=f"nodes moved to FP32 per round (default {d.nodes_per_round})")
-    g.add_argument("--range-limit", type=a.non_negative_float, default=d.range_limit, metavar="VALUE",
+    g.add_argument("--range-limit", type=cli_args.non_negative_float, default=d.range_limit, metavar="VALUE",
                    help=f"activations beyond this magnitude stay FP32 (default {d.range_limit:g}; FP16's largest "
                         f"finite value is {FP16_MAX:g})")
-    a.add_json(p, "the manifest of the FP16 file")
-    a.add_runtime(p)
+    cli_args.add_json(p, "the manifest of the FP16 file")
+    cli_args.add_runtime(p)
 
 
 def run(args) -> int:
+    from cpnet.cli import args as cli_args
+
     from .logit_drift import make_and_report
 
-    options = Fp16Options(keep_float=tuple(k.strip() for k in args.keep_float.split(",") if k.strip()),
+    options = Fp16Options(**cli_args.keep_float_options(args),
                           max_disagreement=args.max_disagreement, max_logit_error=args.max_logit_error,
                           max_rounds=args.max_rounds, nodes_per_round=args.nodes_per_round,
                           range_limit=args.range_limit)

@@ -168,37 +168,37 @@ cpnet int8 model.onnx --calib-data data/synthetic --keep-float auto --max-disagr
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     from .int8_parent import DEFAULT_AUTO_TARGET, add_int8_arguments
 
     add_int8_arguments(p)
-    a.add_output(p, "output file (default <stem>.int8.onnx, or <stem>.int8-cpu.onnx for --flavour cpu, "
+    cli_args.add_output(p, "output file (default <stem>.int8.onnx, or <stem>.int8-cpu.onnx for --flavour cpu, "
                     "beside the input)")
     p.add_argument("--high-precision", choices=HIGH_PRECISIONS, default=None,
                    help="what the layers left unquantized run in: fp16 (default for the tensorrt flavour: INT8 Q/DQ "
                         "in an FP16 graph at opset 19, NVIDIA's recipe) or fp32 (the cpu flavour's only choice)")
     g = p.add_argument_group("float nodes and drift limits")
-    a.add_keep_float(g, "INT8", auto=True)
+    cli_args.add_keep_float(g, "INT8", auto=True)
     # Not cli.args.add_max_disagreement: here the default is "no limit" (the share is measured and recorded).
-    g.add_argument("--max-disagreement", type=a.percent, default=None, metavar="PERCENT",
+    g.add_argument("--max-disagreement", type=cli_args.percent, default=None, metavar="PERCENT",
                    help="largest share of pixels whose class may differ from the FP32 model's on the --eval-images "
                         "images, in percent; exit 1 beyond it (no labels needed; default: no limit, the share is "
                         f"measured and recorded; --keep-float auto aims at {DEFAULT_AUTO_TARGET:g} then)")
-    g.add_argument("--max-keep-float", type=a.non_negative_int, default=Int8Options().max_keep_float, metavar="N",
+    g.add_argument("--max-keep-float", type=cli_args.non_negative_int, default=Int8Options().max_keep_float, metavar="N",
                    help=f"--keep-float auto: at most this many nodes left in float "
                         f"(default {Int8Options().max_keep_float})")
-    a.add_json(p, "the manifest of the INT8 file")
+    cli_args.add_json(p, "the manifest of the INT8 file")
 
 
 def run(args) -> int:
+    from cpnet.cli import args as cli_args
+
     from .logit_drift import make_and_report
     from .int8_parent import int8_options
 
-    tokens = [t.strip() for t in args.keep_float.split(",") if t.strip()]
-    options = int8_options(args, keep_float=tuple(t for t in tokens if t != "auto"), auto_keep_float="auto" in tokens,
-                           max_disagreement=args.max_disagreement, max_keep_float=args.max_keep_float,
-                           high_precision=args.high_precision)
+    options = int8_options(args, **cli_args.keep_float_options(args, auto=True), max_disagreement=args.max_disagreement,
+                           max_keep_float=args.max_keep_float, high_precision=args.high_precision)
     return make_and_report(quantize_int8, options, args)
 
 

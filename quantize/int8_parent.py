@@ -42,7 +42,7 @@ from . import calibrate as cal
 from . import high_precision, qdq
 from .calib_data import count_calibration_images, iter_calibration_images, resolve_calibration_source, select_paths
 from .logit_drift import Reference, reference
-from .parent import derived_path, load_parent
+from .parent import check_keep_float, derived_path, load_parent
 
 DEFAULT_NUM_IMAGES = 200
 DEFAULT_EVAL_IMAGES = 16
@@ -282,16 +282,6 @@ class Int8Parent:
                          what=self.description)
 
 
-def _check_keep_float(pre, names: Sequence[str], parent: Path) -> None:
-    known = {n.name for n in pre.graph.node}
-    unknown = [k for k in names if k not in known]
-    if unknown:
-        cands = [n for n, _ in qdq.quantizable_nodes(pre)]
-        raise UserError(f"--keep-float: no node named {unknown[0]!r} in {parent.name}; quantizable nodes include "
-                        f"{', '.join(cands[:5])}{', ...' if len(cands) > 5 else ''} "
-                        f"(cpnet sensitivity lists them all)")
-
-
 def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             calibration: CalibrationOptions = CalibrationOptions(num_images=DEFAULT_NUM_IMAGES),
             runtime: RuntimeOptions = RuntimeOptions(), out_dir: "str | Path | None" = None,
@@ -315,7 +305,7 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
         workdir = scratch.enter_context(scratch_dir("int8"))
         pre_path = qdq.preprocess_model(path, workdir / "pre.onnx")
         pre = onnx.load(str(pre_path))
-        _check_keep_float(pre, options.keep_float, path)
+        check_keep_float(pre, options.keep_float, path, listed=[n for n, _ in qdq.quantizable_nodes(pre)])
         wanted = {n for n, _ in cal.calibration_tensors(pre)}
         del pre
         explicit = options.ranges_file is not None
@@ -353,25 +343,25 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
 
 def add_int8_arguments(p) -> None:
     """The input, calibration, range and flavour flags, the drift images and the runtime flags."""
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     d = Int8Options()
-    a.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
-    a.add_calibration(p, DEFAULT_NUM_IMAGES)
+    cli_args.add_input(p, "MODEL.onnx", "the FP32 model made by cpnet export (its manifest beside it)")
+    cli_args.add_calibration(p, DEFAULT_NUM_IMAGES)
     g = p.add_argument_group("quantization")
     g.add_argument("--flavour", choices=qdq.FLAVOURS, default=d.flavour,
                    help="tensorrt: symmetric INT8 for TensorRT; cpu: U8S8 for ONNX Runtime on x86 (default tensorrt)")
     g.add_argument("--method", choices=cal.METHODS, default=d.method,
                    help="range method: entropy (KL, TensorRT's), percentile, minmax (default entropy)")
-    g.add_argument("--percentile", type=a.percent, default=d.percentile, metavar="PERCENT",
+    g.add_argument("--percentile", type=cli_args.percent, default=d.percentile, metavar="PERCENT",
                    help=f"for --method percentile (default {d.percentile})")
     g.add_argument("--ranges", metavar="FILE", default=None,
                    help="calibration ranges file to reuse (or to write, if missing); default <stem>.calib.npz beside "
                         "the output, reused automatically when model and image set match")
     g.add_argument("--recalibrate", action="store_true", help="collect ranges again even if a matching file exists")
-    g.add_argument("--eval-images", type=a.positive_int, default=d.eval_images, metavar="N",
+    g.add_argument("--eval-images", type=cli_args.positive_int, default=d.eval_images, metavar="N",
                    help=f"calibration images the drift against FP32 is measured on (default {d.eval_images})")
-    a.add_runtime(p)
+    cli_args.add_runtime(p)
 
 
 def int8_options(args, **more) -> Int8Options:

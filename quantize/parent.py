@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from cpnet.runtime import UserError, files, read_manifest
 from cpnet.runtime.manifest import verify_sha256
@@ -93,3 +94,24 @@ def check_output(out: "str | Path", parent: "str | Path") -> Path:
     if Path(out).resolve() == Path(parent).resolve():
         raise UserError(f"-o {out}: would overwrite the FP32 model it is made from")
     return files.check_output(out)
+
+
+def check_keep_float(model, names: Sequence[str], src: "str | Path", listed: Sequence[str] | None = None) -> list[str]:
+    """``--keep-float``'s node names, each once, in order, if every one is a node of ``model``; else a UserError
+    naming the first unknown one, the closest node name and, with ``listed``, the first nodes that may be named."""
+    import difflib
+
+    node_names = [n.name for n in model.graph.node]
+    known = set(node_names)
+    keep = list(dict.fromkeys(names))
+    unknown = [k for k in keep if k not in known]
+    if not unknown:
+        return keep
+    hint = difflib.get_close_matches(unknown[0], node_names, n=1)
+    message = f"--keep-float: no node named {unknown[0]!r} in {Path(src).name}"
+    if hint:
+        message += f" (did you mean {hint[0]!r}?)"
+    if listed is not None:
+        message += (f"; quantizable nodes include {', '.join(listed[:5])}{', ...' if len(listed) > 5 else ''} "
+                    f"(cpnet sensitivity lists them all)")
+    raise UserError(message)

@@ -106,14 +106,14 @@ cpnet sensitivity model.onnx --calib-data data/calib --flavour cpu --method perc
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     from .int8_parent import add_int8_arguments
 
     add_int8_arguments(p)
-    p.add_argument("--top", type=a.non_negative_int, default=20, metavar="N",
+    p.add_argument("--top", type=cli_args.non_negative_int, default=20, metavar="N",
                    help="rows to print (default 20; 0 = all)")
-    a.add_json(p, "the full ranking")
+    cli_args.add_json(p, "the full ranking")
 
 
 def run(args) -> int:

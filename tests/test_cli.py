@@ -94,7 +94,7 @@ def test_unknown_verb_and_flag_get_close_match_suggestions(capsys):
     assert rc == 2 and "did you mean --keep-float?" in err and len(err.splitlines()) == 1
 
 
-def test_exit_code_table():
+def test_each_error_kind_maps_to_its_documented_exit_code():
     assert errors.UserError("x").exit_code == 2
     assert errors.CheckFailed("x").exit_code == 1
     assert errors.MissingDependency("x").exit_code == 3
@@ -154,3 +154,17 @@ def test_a_training_verb_on_a_deploy_install_names_the_extra():
     assert r.returncode == errors.EXIT_MISSING_DEPENDENCY, r.stderr
     assert r.stderr.strip().splitlines() == ["error: cpnet train needs torch, which this installation lacks: "
                                              "pip install -e '.[train]'"]
+
+
+def test_keep_float_is_split_once_and_auto_is_the_search_only_where_the_verb_offers_it():
+    from cpnet.cli import args as cli_args
+
+    for auto in (False, True):
+        p = argparse.ArgumentParser()
+        cli_args.add_keep_float(p, "INT8", auto=auto)
+        assert cli_args.keep_float_options(p.parse_args([]), auto=auto)["keep_float"] == ()
+        parsed = cli_args.keep_float_options(p.parse_args(["--keep-float", " /a/Conv, auto,,/b/MatMul "]), auto=auto)
+        if auto:
+            assert parsed == {"keep_float": ("/a/Conv", "/b/MatMul"), "auto_keep_float": True}
+        else:  # cpnet fp16 has no search: 'auto' is a node name, refused as unknown by the graph check
+            assert parsed == {"keep_float": ("/a/Conv", "auto", "/b/MatMul")}

@@ -371,7 +371,7 @@ def test_transform_stream_follows_torch_seed():
     assert not torch.equal(a[0][0], a[1][0])
 
 
-def test_dataloader_workers_reproducible(tmp_path):
+def test_a_seeded_loader_with_workers_yields_the_same_batches_twice(tmp_path):
     root = make_folder(tmp_path / "mine", {f"s{i}": _label([0, 1, 2]) for i in range(4)})
     ds = build_dataset(DataConfig(dataset="folder", root=str(root)), "train", 24, True)
 

@@ -20,7 +20,7 @@ from cpnet import cli
 from cpnet.runtime.draw import heatmap
 from cpnet.runtime.preprocess import preprocess_bgr
 from demo import webcam
-from demo.pipeline import View
+from demo.live_loop import View
 from demo.render import prior_row
 from demo.sources import FrameSource, SourceSpec, opencv_build, parse_source
 from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel, video_info, write_clip
@@ -239,7 +239,7 @@ def _screenshot(display: str, path: Path) -> np.ndarray:
 
 
 @pytest.mark.skipif(_xvfb_reason() is not None, reason=str(_xvfb_reason()))
-def test_window_under_xvfb(tiny_onnx, tmp_path):
+def test_the_window_shows_frames_switches_mode_and_snapshots_under_xvfb(tiny_onnx, tmp_path):
     if shutil.which("xwd") is None:
         pytest.skip("xwd is not installed (Debian: apt-get install x11-apps)")
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"],

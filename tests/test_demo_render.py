@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cpnet.runtime.draw import colorize, heatmap
-from demo.pipeline import View
+from demo.live_loop import View
 from demo.render import (Renderer, bgr_lut, cell_of, classes_present, colorize_bgr, draw_prior, prior_grid,
                          prior_row)
 

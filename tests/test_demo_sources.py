@@ -73,7 +73,7 @@ def test_build_refusals_say_what_is_needed(monkeypatch):
     assert "system build" in OpenCVBuild("4.8.0", "GTK3", True, True).describe()
 
 
-def test_parse_source_kinds(tmp_path):
+def test_each_source_text_parses_to_its_kind_with_credentials_masked(tmp_path):
     assert parse_source("0") == SourceSpec("camera", 0, "0")
     assert parse_source(2, width=640).target == 2
     csi = parse_source("csi")

@@ -41,7 +41,7 @@ def _batch(m, n=2, seed=0):
 @pytest.mark.parametrize("name,expected", [("best.pt", "torch"), ("w.PTH", "torch"), ("model.onnx", "onnxruntime"),
                                            ("model.int8.onnx", "onnxruntime"), ("m.engine", "tensorrt"),
                                            ("m.plan", "tensorrt"), ("m.trt", "tensorrt")])
-def test_backend_for_suffix(name, expected):
+def test_the_file_suffix_picks_the_backend(name, expected):
     assert engines.backend_for(name) == expected
 
 
@@ -89,7 +89,7 @@ def test_torch_and_onnxruntime_agree(exported):
         assert isinstance(out, torch.Tensor) and out.shape == (2, 8, 32, 32)
 
 
-def test_torch_backend_options(exported):
+def test_torch_backend_options_apply_and_impossible_ones_are_one_line_errors(exported):
     ckpt, _ = exported
     with engines.open(ckpt, channels_last=True, threads=1) as m:
         assert m.infer(_batch(m, 1)).shape == (1, 8, 32, 32)

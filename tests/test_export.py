@@ -381,7 +381,7 @@ def test_deploy_model_with_prior_returns_the_heads_prior():
         DeployCPNet(fcn, with_prior=True)
 
 
-def test_export_with_prior(tiny_prior_onnx, tiny_onnx, tiny_checkpoint):
+def test_export_with_prior_adds_a_prior_output_at_parity_and_keeps_the_logits_first(tiny_prior_onnx, tiny_onnx, tiny_checkpoint):
     m = read_manifest(tiny_prior_onnx)
     assert m["output"]["name"] == "logits"  # the logits stay the first output, as every stage expects
     assert m["prior"]["output"] == "prior" and m["prior"]["shape"] == [1, 16, 16] and m["prior"]["grid"] == [4, 4]

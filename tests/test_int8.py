@@ -176,7 +176,7 @@ def test_second_run_reuses_saved_ranges_without_a_pass(tiny_onnx, calib_dir, tmp
     assert read_manifest(tmp_path / "c.onnx")["calibration"]["images"] == 4
 
 
-def test_explicit_ranges_file(tiny_onnx, calib_dir, tmp_path, monkeypatch, caplog):
+def test_an_explicit_ranges_file_is_written_there_and_reused_without_calibrating(tiny_onnx, calib_dir, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="cpnet")
     model = copy_model(tiny_onnx, tmp_path)
     ranges = tmp_path / "my.npz"

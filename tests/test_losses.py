@@ -228,7 +228,7 @@ def test_affinity_loss_gradient_passes_gradcheck(mode, N, transposed):
 
 @pytest.mark.parametrize("mode", ["class", "mask"])
 @pytest.mark.parametrize("B", [1, 2])
-def test_gradient_matches_reference(mode, B):
+def test_chunked_affinity_gradient_matches_the_reference_in_float64_and_float32(mode, B):
     y = rand_labels(B, 5, 5, classes=4, seed=20 + B)
     z = rand_logits(B, 25, torch.float64, seed=20 + B, transposed=True).requires_grad_()
     (g_ref,) = torch.autograd.grad(affinity_loss_reference(z, y, 6, ignore_mode=mode), z)
@@ -252,7 +252,7 @@ def test_affinity_loss_gradient_scales_with_the_upstream_gradient():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_logits(dtype):
+def test_half_precision_logits_give_a_float32_loss_close_to_the_float_one(dtype):
     y = rand_labels(2, 4, 4, seed=9)
     z = rand_logits(2, 16, torch.float32, seed=9)
     zh = z.to(dtype).requires_grad_()

@@ -32,7 +32,7 @@ def build(cfg: ModelConfig, seed: int = 0) -> CPNet:
 
 
 @pytest.mark.parametrize("name", named_configs())
-def test_named_config_shapes(name):
+def test_every_named_config_builds_with_the_output_shapes_it_promises(name):
     ph, pw = load_config(name).model.prior_size
     prior = (4, 4 * pw // ph) if pw >= ph else (4 * ph // pw, 4)  # small, with the config's aspect
     cfg = small(load_config(name).model, prior=prior)
@@ -79,7 +79,7 @@ def test_wrong_input_size_raises():
         head(torch.randn(1, 32, 5, 5))
 
 
-def test_rectangular_prior_grid():
+def test_a_rectangular_prior_grid_takes_8h_by_8w_inputs_with_row_major_prior_rows():
     """prior_size [h, w]: input 8h x 8w, P is (N, N) with N = h*w, rows = pixels in row-major order."""
     cfg = ModelConfig(depth=18, base_width=16, num_classes=5, prior_size=(3, 5), head_channels=16, aux_channels=8,
                       agg_kernel=3)
@@ -135,7 +135,7 @@ def test_ablation_heads_build_with_and_without_the_aux_head(head, aux):
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7, 32, 32)
 
 
-def test_head_module_names():
+def test_the_head_has_the_authors_module_names_and_kernel_shapes():
     cfg = ModelConfig(depth=18, base_width=16, num_classes=5, prior_size=4, head_channels=16,
                       aux_channels=8, agg_kernel=5)
     names = set(dict(build(cfg).decode_head.named_modules()))
@@ -164,7 +164,7 @@ def test_prior_rows_are_pixels():
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101])
 @pytest.mark.parametrize("stem", ["v1c", "v1b"])
-def test_output_stride_8(depth, stem):
+def test_every_resnet_depth_and_stem_has_output_stride_8(depth, stem):
     net = ResNet(depth, stem=stem, base_width=8).eval()
     with torch.no_grad():
         c3, c4 = net(torch.randn(1, 3, 64, 64))

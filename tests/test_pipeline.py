@@ -15,7 +15,7 @@ import pytest
 
 from cpnet import cli
 from cpnet.data.synthetic import CLIP_FRAMES
-from pipeline import steps as S
+from pipeline import steps
 
 # A ResNet-18 at base width 16 with a 16-channel head on a 4x4 prior grid: 32x32 inputs (tests/conftest.py).
 TINY = ["model.prior_size=4", "model.base_width=16", "model.head_channels=16", "model.aux_channels=8",
@@ -60,8 +60,8 @@ def test_every_step_runs_end_to_end_and_the_end_screen_says_where_everything_is(
     run = root / "run"
     assert rc == 0, err
     lines = step_lines(err)
-    assert list(lines) == list(S.STEP_NAMES)
-    for name in S.STEP_NAMES:
+    assert list(lines) == list(steps.STEP_NAMES)
+    for name in steps.STEP_NAMES:
         if name == "engines":
             assert lines[name].startswith("skipped: ") or lines[name].startswith("done"), lines[name]
         else:
@@ -118,7 +118,7 @@ def test_a_second_run_skips_every_step(first):
 def test_list_only_and_from(first):
     root = first[0]
     rc, out, _ = pipeline(root, "--list")
-    assert rc == 0 and [ln.split()[0] for ln in out.splitlines()] == list(S.STEP_NAMES)
+    assert rc == 0 and [ln.split()[0] for ln in out.splitlines()] == list(steps.STEP_NAMES)
     assert "fresh" in out.splitlines()[0]
 
     before = mtimes(root / "run")

@@ -321,7 +321,7 @@ def test_the_demo_pipeline_runs_a_tensorrt_engine_for_200_frames(fake_trt, tmp_p
     asked for while paused (the drawing thread runs the model then), a snapshot."""
     import cv2
 
-    from demo.pipeline import CLOSED, TIMEOUT
+    from demo.live_loop import CLOSED, TIMEOUT
     from demo.sources import FrameSource, SourceSpec
     from demo.webcam import Demo
     from demo_doubles import FlakyCamera, ScriptedOpener

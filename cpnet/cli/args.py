@@ -7,11 +7,13 @@ into the option record the library takes:
 - :func:`add_input`: the input artifact, positional everywhere (run dir, checkpoint, ONNX file, engine);
 - :func:`add_output`: ``-o/--output``;
 - :func:`add_calibration` / :func:`calibration_options`: ``--calib-data``, ``--data-root``, ``--num-images``, ``--seed``;
+- :func:`add_data_root`: ``--data-root`` alone, for the commands that read a config's dataset;
 - :func:`add_runtime` / :func:`runtime_options`: ``--device``, ``--threads``, ``--providers``, ``--no-progress``;
 - :func:`add_backend` / :func:`backend_options`: ``--backend`` and ``--backend-options KEY=VALUE,...`` (the
   choices are the registry's, passed in by the command: this stage names no backend);
 - :func:`add_json`: ``--json FILE`` on every command that prints figures;
-- :func:`add_keep_float`, :func:`add_max_disagreement`, :func:`add_max_miou_drift`: the precision gates.
+- :func:`add_keep_float` / :func:`keep_float_options`, :func:`add_max_disagreement`, :func:`add_max_miou_drift`:
+  the precision gates.
 """
 
 from __future__ import annotations
@@ -85,11 +87,17 @@ def add_calibration(p: argparse.ArgumentParser, num_images: int, what: str = "ca
     g.add_argument("--calib-data", metavar="DIR|CONFIG",
                    help="a folder of images, or a config name/YAML whose training split is used "
                         "(default: the dataset of the config in the model's manifest)")
-    g.add_argument("--data-root", metavar="DIR", help="dataset root on this machine when the images come from a config")
+    add_data_root(g)
     g.add_argument("--num-images", type=positive_int, default=num_images, metavar="N",
                    help=f"how many images (default {num_images})")
     g.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                    help="seed that picks the subset when there are more images (default 0)")
+
+
+def add_data_root(p, purpose: str = "on this machine when the images come from a config") -> None:
+    """``--data-root DIR``: where a config's dataset lies on this machine (``args.data_root``; None: the config's
+    ``data.root``); ``purpose`` ends the help text, what the root is for in this command."""
+    p.add_argument("--data-root", metavar="DIR", help=f"dataset root {purpose}")
 
 
 def calibration_options(args: argparse.Namespace) -> CalibrationOptions:
@@ -137,6 +145,15 @@ def add_keep_float(p: argparse.ArgumentParser, precision: str, auto: bool = Fals
     extra = ", or 'auto' (greedy, most sensitive first, until the drift limit holds)" if auto else ""
     p.add_argument("--keep-float", default="", metavar="NODE,..." + ("|auto" if auto else ""),
                    help=f"node names to leave in float instead of {precision}{extra}")
+
+
+def keep_float_options(args: argparse.Namespace, auto: bool = False) -> dict:
+    """``--keep-float`` as option fields: ``keep_float``, the node names in order; with ``auto`` (the flag was added
+    with ``auto=True``) also ``auto_keep_float``, whether 'auto' is among them (then not a node name)."""
+    names = tuple(k.strip() for k in args.keep_float.split(",") if k.strip())
+    if not auto:
+        return {"keep_float": names}
+    return {"keep_float": tuple(n for n in names if n != "auto"), "auto_keep_float": "auto" in names}
 
 
 def add_max_disagreement(p: argparse.ArgumentParser, default: float) -> None:

@@ -523,14 +523,14 @@ cpnet data --clip clip.mp4                   # a 6-second pan and zoom over one 
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_output(p, "output folder (default data/synthetic)")
-    p.add_argument("--train", type=a.non_negative_int, default=400, metavar="N", help="training images (default 400)")
-    p.add_argument("--val", type=a.non_negative_int, default=100, metavar="N", help="validation images (default 100)")
-    p.add_argument("--size", type=a.int_in(32, 4096), default=128, metavar="PIXELS",
+    cli_args.add_output(p, "output folder (default data/synthetic)")
+    p.add_argument("--train", type=cli_args.non_negative_int, default=400, metavar="N", help="training images (default 400)")
+    p.add_argument("--val", type=cli_args.non_negative_int, default=100, metavar="N", help="validation images (default 100)")
+    p.add_argument("--size", type=cli_args.int_in(32, 4096), default=128, metavar="PIXELS",
                    help="image side in pixels, 32 to 4096 (default 128)")
-    p.add_argument("--seed", type=a.non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--seed", type=cli_args.non_negative_int, default=0, metavar="N", help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the synthetic dataset already in the folder (a folder holding anything else is "
                         "always refused)")
@@ -538,9 +538,9 @@ def add_arguments(p) -> None:
     c.add_argument("--clip", metavar="FILE.mp4",
                    help="write only a video with a slow pan and zoom over one scene (--size: the scene's scale, as "
                         "the training images'), not the dataset")
-    c.add_argument("--clip-side", type=a.positive_int, default=512, metavar="PIXELS",
+    c.add_argument("--clip-side", type=cli_args.positive_int, default=512, metavar="PIXELS",
                    help="the clip's frame side (default 512)")
-    c.add_argument("--clip-frames", type=a.positive_int, default=CLIP_FRAMES, metavar="N",
+    c.add_argument("--clip-frames", type=cli_args.positive_int, default=CLIP_FRAMES, metavar="N",
                    help=f"frames in the clip (default {CLIP_FRAMES}, at {CLIP_FPS:g} fps)")
 
 

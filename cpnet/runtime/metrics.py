@@ -40,20 +40,20 @@ class ConfusionMatrix:
             torch.distributed.all_reduce(mat)
             self.mat = mat.cpu().numpy()
 
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(true positives, ground-truth pixels, predicted pixels) per class: what IoU is computed from."""
+        return np.diag(self.mat), self.mat.sum(1), self.mat.sum(0)
+
     def compute(self, class_names: list[str] | None = None) -> dict:
         """mIoU etc. Classes absent from both ground truth and prediction get IoU NaN and are left out of means."""
-        m = self.mat.astype(np.float64)
-        tp = np.diag(m)
-        gt = m.sum(1)
-        pred = m.sum(0)
+        tp, gt, pred = (c.astype(np.float64) for c in self.counts())
         iou = iou_from_counts(tp, gt, pred)
         with np.errstate(divide="ignore", invalid="ignore"):
             acc = np.where(gt > 0, tp / gt, np.nan)
-        total = m.sum()
+        total = gt.sum()
         names = class_names or [str(i) for i in range(self.num_classes)]
-        present = ~np.isnan(iou)
         return {
-            "mIoU": float(np.nanmean(iou) * 100) if present.any() else float("nan"),
+            "mIoU": float(miou_from_counts(tp, gt, pred)),
             "aAcc": float(tp.sum() / total * 100) if total > 0 else float("nan"),
             "mAcc": float(np.nanmean(acc) * 100) if (~np.isnan(acc)).any() else float("nan"),
             "per_class": {
@@ -76,6 +76,18 @@ def iou_from_counts(tp, gt, pred) -> np.ndarray:
     union = gt + pred - tp
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, tp / union, np.nan)
+
+
+def miou_from_counts(tp, gt, pred) -> np.ndarray:
+    """mIoU in points over the last (class) axis of :func:`iou_from_counts`'s arguments; NaN where no class is present.
+
+    The mean is over the classes present (IoU not NaN), as :meth:`ConfusionMatrix.compute`
+    reports it; (..., C) in, (...) out, so the report's bootstrap gets one mIoU per resample.
+    """
+    iou = iou_from_counts(tp, gt, pred)
+    present = ~np.isnan(iou)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present.any(-1), np.nansum(iou, -1) / present.sum(-1), np.nan) * 100
 
 
 def _int64(x) -> np.ndarray:

@@ -17,7 +17,7 @@ What it measures (one pass per artifact over the same images, reference first):
 - drift = variant minus reference, in mIoU (or IoU) points. Its 95% interval is a
   paired bootstrap over images: the same resampled image sets for the reference and
   every variant (``--bootstrap`` resamples, ``--seed``), mIoU recomputed from the
-  summed counts of each resample (:func:`cpnet.runtime.metrics.iou_from_counts`), the
+  summed counts of each resample (:func:`cpnet.runtime.metrics.miou_from_counts`), the
   2.5th and 97.5th percentiles of the differences. A variant that predicts exactly
   what the reference predicts has the interval [0, 0];
 - worst images: the ``--worst`` images where the variant disagrees most with the reference.
@@ -337,7 +337,7 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
         one = ConfusionMatrix(C, dataset.ignore_index)
         one.update(pred, label)
         total.mat += one.mat
-        counts.append((np.diag(one.mat), one.mat.sum(1), one.mat.sum(0)))
+        counts.append(one.counts())
         pixels.append(pred.size)
         used.append(i)
         if keep_predictions:
@@ -369,16 +369,6 @@ def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptio
 # --------------------------------------------------------------------------- statistics
 
 
-def miou_of(tp, gt, pred) -> np.ndarray:
-    """mIoU in points over the last (class) axis from summed counts; NaN where no class is present."""
-    from cpnet.runtime.metrics import iou_from_counts
-
-    iou = iou_from_counts(tp, gt, pred)
-    present = ~np.isnan(iou)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present.any(-1), np.nansum(np.nan_to_num(iou), -1) / present.sum(-1), np.nan) * 100
-
-
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) float64: how often each image is drawn in each bootstrap resample (n draws with replacement)."""
     rng = np.random.default_rng(seed)
@@ -391,12 +381,12 @@ def bootstrap_stats(counts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
     Sums of integer counts times integer weights are exact in float64, so the
     same counts give bit-identical statistics whatever the summation order.
     """
-    from cpnet.runtime.metrics import iou_from_counts
+    from cpnet.runtime.metrics import iou_from_counts, miou_from_counts
 
     n, three, c = counts.shape
     summed = (weights @ counts.reshape(n, three * c).astype(np.float64)).reshape(-1, three, c)
     tp, gt, pred = summed[:, 0], summed[:, 1], summed[:, 2]
-    return miou_of(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
+    return miou_from_counts(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
 
 
 def interval(samples: np.ndarray, confidence: float) -> list[float] | None:
@@ -457,16 +447,53 @@ def default_output(reference: "str | Path") -> Path:
     return ref / "report" if ref.is_dir() else ref.parent / "report"
 
 
+@dataclass
+class Reference:
+    """The reference's pass and what every variant's pass is measured against (the images it used, its row)."""
+
+    name: str
+    row: dict
+    pass_: Pass
+    predictions: list  # packed, one per image in pass_.indices
+    dataset: object
+    data_desc: str
+    classes: list[str]
+    skipped: list[str]  # the bad samples passed over
+
+    @property
+    def indices(self) -> list[int]:
+        return self.pass_.indices
+
+
 def build_report(reference: "str | Path", variants: list["str | Path"], options: ReportOptions,
                  runtime=None) -> dict:
     """Measure the reference and every variant; return the report as a dict (see :func:`write_report`)."""
-    from engines.backends import open_artifact
-    from cpnet.runtime.machine import machine_info, machine_line
-    from cpnet.runtime.manifest import SCHEMA, versions
     from cpnet.runtime.options import RuntimeOptions
 
     runtime = runtime or RuntimeOptions()
     t_start = time.perf_counter()
+    reference, variants, ref_name, var_names = resolve_inputs(reference, variants)
+    ref, measured = measure_reference(reference, ref_name, variants, var_names, options, runtime)
+    weights = resample_weights(len(ref.indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
+    ref_boot = bootstrap_stats(ref.pass_.counts, weights) if weights is not None else None
+    rows = [ref.row]
+    passes = {ref.name: ref.pass_}
+    for path, key in measured:
+        row, p = measure_variant(path, key, ref, weights, ref_boot, options, runtime)
+        if p is not None:
+            passes[row["name"]] = p
+        rows.append(row)
+    report = assemble_report(ref, rows, options, runtime)
+    report["seconds_measuring"] = time.perf_counter() - t_start
+    report["_passes"] = passes  # for the pictures; not written to JSON
+    report["_dataset"] = ref.dataset
+    report["_indices"] = ref.indices
+    report["_reference_predictions"] = ref.predictions
+    return report
+
+
+def resolve_inputs(reference: "str | Path", variants: list["str | Path"]) -> tuple[Path, list[Path], str, list[str]]:
+    """The reference and variant paths (a run directory's exported files when none are named) and their row names."""
     reference = Path(reference)
     if not reference.exists():
         raise UserError(f"{reference}: no such file or directory (the reference: a checkpoint, run directory or "
@@ -483,21 +510,19 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         from cpnet.checkpoint import resolve_checkpoint
 
         ref_name = f"{reference.name}/{resolve_checkpoint(reference).name}"
+    return reference, variants, ref_name, var_names
 
-    from engines.backends import backend_for
+
+def measure_reference(reference: Path, ref_name: str, variants: list[Path], var_names: list[str],
+                      options: ReportOptions, runtime) -> tuple[Reference, list[tuple[Path, "RowKey"]]]:
+    """Open the reference and its dataset, check they agree, run its pass; also the variant rows to measure."""
+    from engines.backends import backend_for, open_artifact
+    from engines.backends.row_key import RowKey
 
     with open_artifact(reference, **open_options(backend_for(reference), runtime)) as ref:
         dataset, data_desc = open_dataset(options, ref.manifest)
         classes = list(dataset.classes)
-        if ref.num_classes and ref.num_classes != len(classes):
-            raise UserError(f"{reference}: the model has {ref.num_classes} classes, the dataset ({data_desc}) "
-                            f"{len(classes)}; pass the dataset the model was trained for")
-        from cpnet.runtime.manifest import class_names_differ  # tolerant of mmseg's 'bed ' and of case
-
-        differ = ref.manifest.get("classes") and class_names_differ(ref.manifest["classes"], classes)
-        if differ:
-            raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
-                            f"the dataset the model was trained for")
+        check_classes(reference, ref, classes, data_desc)
         n = len(dataset) if options.limit is None else min(options.limit, len(dataset))
         measured = variant_rows(variants, var_names, options)
         log.info(f"{n} image(s) from the {data_desc}; {ref_name} is the reference ({ref.describe()}), "
@@ -505,53 +530,69 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         bad: list[str] = []
         ref_pass, ref_preds = run_pass(ref, ref_name, dataset, list(range(len(dataset))), options, None,
                                        runtime.progress, keep_predictions=True, limit=options.limit, skipped=bad)
-        indices = ref_pass.indices
         ref_info = describe_artifact(ref, reference)
 
-    weights = resample_weights(len(indices), options.bootstrap, options.seed) if options.bootstrap > 0 else None
-    ref_boot = bootstrap_stats(ref_pass.counts, weights) if weights is not None else None
     ref_metrics = _metrics(ref_pass, classes)
-    from engines.backends.row_key import RowKey
+    row = {"name": ref_name, "key": str(RowKey(ref_name, backend_for(reference))), "backend_options": {},
+           "role": "reference", "status": "reference", **ref_info, **ref_metrics,
+           "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if options.bootstrap > 0 else None,
+           "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
+                                                               else None for c in classes},
+           "class_drift_ci": {}, "worst": []}
+    return Reference(ref_name, row, ref_pass, ref_preds, dataset, data_desc, classes, bad), measured
 
-    ref_key = RowKey(ref_name, backend_for(reference))
-    rows = [{"name": ref_name, "key": str(ref_key), "backend_options": {}, "role": "reference", "status": "reference",
-             **ref_info, **ref_metrics,
-             "miou_drift": 0.0, "miou_drift_ci": [0.0, 0.0] if weights is not None else None,
-             "agreement": 100.0, "limit": None, "class_drift": {c: 0.0 if ref_metrics["per_class"][c] is not None
-                                                                 else None for c in classes},
-             "class_drift_ci": {}, "worst": []}]
-    passes = {ref_name: ref_pass}
-    for path, key in measured:
-        name = row_name(key, path)
-        # gated: the file on the backend it calls for, or on one the user asked for (--backend); a row the report
-        # adds on its own (another installed runtime) is measured and shown, never recommended when it fails, and
-        # does not change the exit code: the file is not at fault for a runtime nobody chose
-        row = {"name": name, "key": str(key), "backend": key.backend, "backend_options": key.open_options(),
-               "role": "variant", "path": str(path),
-               "gated": bool(options.backends) or key.backend == backend_for(path)}
-        try:
-            model = open_artifact(path, backend=key.backend, **{**open_options(key.backend, runtime),
-                                                                 **key.open_options()})
-        except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
-            rows.append(_not_run(row, e, "cannot be opened"))
-            continue
-        try:
-            with model:
-                if model.num_classes and model.num_classes != len(classes):
-                    raise UserError(f"it has {model.num_classes} classes, the reference {len(classes)}")
-                row.update(describe_artifact(model, path))
-                p, _ = run_pass(model, name, dataset, indices, options, ref_preds, runtime.progress)
-        except Exception as e:  # noqa: BLE001 - nor one that fails while running
-            rows.append(_not_run(row, e, "failed while running"))
-            continue
-        passes[name] = p
-        row.update(_metrics(p, classes))
-        row.update(_drift(row, rows[0], p, ref_pass, classes, weights, ref_boot, options))
-        for w in row["worst"]:
-            w["file"] = str(dataset.sample_path(indices[w["index"]]))
-        log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
-                 f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median ({row['runs_as']})")
-        rows.append(row)
+
+def check_classes(reference: Path, model, classes: list[str], data_desc: str) -> None:
+    """UserError unless the reference model was trained for the dataset's classes (their number, then names)."""
+    from cpnet.runtime.manifest import class_names_differ  # tolerant of mmseg's 'bed ' and of case
+
+    if model.num_classes and model.num_classes != len(classes):
+        raise UserError(f"{reference}: the model has {model.num_classes} classes, the dataset ({data_desc}) "
+                        f"{len(classes)}; pass the dataset the model was trained for")
+    differ = model.manifest.get("classes") and class_names_differ(model.manifest["classes"], classes)
+    if differ:
+        raise UserError(f"{reference}: the model's classes are not the dataset's ({data_desc}: {differ}); pass "
+                        f"the dataset the model was trained for")
+
+
+def measure_variant(path: Path, key: "RowKey", ref: Reference, weights, ref_boot, options: ReportOptions,
+                    runtime) -> tuple[dict, Pass | None]:
+    """One row: ``path`` on ``key`'s backend and options against the reference; "not run" (no pass) if it fails."""
+    from engines.backends import backend_for, open_artifact
+
+    name = row_name(key, path)
+    # gated: the file on the backend it calls for, or on one the user asked for (--backend); a row the report
+    # adds on its own (another installed runtime) is measured and shown, never recommended when it fails, and
+    # does not change the exit code: the file is not at fault for a runtime nobody chose
+    row = {"name": name, "key": str(key), "backend": key.backend, "backend_options": key.open_options(),
+           "role": "variant", "path": str(path),
+           "gated": bool(options.backends) or key.backend == backend_for(path)}
+    try:
+        model = open_artifact(path, backend=key.backend, **{**open_options(key.backend, runtime),
+                                                             **key.open_options()})
+    except Exception as e:  # noqa: BLE001 - a variant that cannot be opened is a row, not a crash
+        return _not_run(row, e, "cannot be opened"), None
+    try:
+        with model:
+            if model.num_classes and model.num_classes != len(ref.classes):
+                raise UserError(f"it has {model.num_classes} classes, the reference {len(ref.classes)}")
+            row.update(describe_artifact(model, path))
+            p, _ = run_pass(model, name, ref.dataset, ref.indices, options, ref.predictions, runtime.progress)
+    except Exception as e:  # noqa: BLE001 - nor one that fails while running
+        return _not_run(row, e, "failed while running"), None
+    row.update(_metrics(p, ref.classes))
+    row.update(_drift(row, ref.row, p, ref.pass_, ref.classes, weights, ref_boot, options))
+    for w in row["worst"]:
+        w["file"] = str(ref.dataset.sample_path(ref.indices[w["index"]]))
+    log.info(f"{name}: mIoU {row['mIoU']:.3f} (drift {row['miou_drift']:+.3f} points), agreement "
+             f"{row['agreement']:.3f}%, {row['latency_ms']:.2f} ms median ({row['runs_as']})")
+    return row, p
+
+
+def assemble_report(ref: Reference, rows: list[dict], options: ReportOptions, runtime) -> dict:
+    """The report's record: the rows gated, the data, how it was measured, the machine and the recommendation."""
+    from cpnet.runtime.machine import machine_info, machine_line
+    from cpnet.runtime.manifest import SCHEMA, versions
 
     offenders = gate(rows, options)
     info = machine_info(gemm=True, threads=getattr(runtime, "threads", None))
@@ -559,12 +600,12 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         "schema": SCHEMA,
         "kind": "report",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "reference": ref_name,
+        "reference": ref.name,
         "rows": rows,
-        "classes": classes,
-        "palette": [list(map(int, c)) for c in dataset.palette],
-        "data": {"description": data_desc, "images": len(indices), "skipped": bad,
-                 "files": [str(dataset.sample_path(i)) for i in indices]},
+        "classes": ref.classes,
+        "palette": [list(map(int, c)) for c in ref.dataset.palette],
+        "data": {"description": ref.data_desc, "images": len(ref.indices), "skipped": ref.skipped,
+                 "files": [str(ref.dataset.sample_path(i)) for i in ref.indices]},
         "evaluation": {"mode": options.eval_mode, "scales": list(options.scales), "flip": options.flip,
                        "latency": f"median over images of the model's wall time per image (infer: one call in "
                                   f"deploy mode, every window, scale and flip otherwise), after {options.warmup} "
@@ -584,11 +625,6 @@ def build_report(reference: "str | Path", variants: list["str | Path"], options:
         "versions": versions(),
     }
     report["recommendation"] = recommend(rows, report["machine_line"])
-    report["seconds_measuring"] = time.perf_counter() - t_start
-    report["_passes"] = passes  # for the pictures; not written to JSON
-    report["_dataset"] = dataset
-    report["_indices"] = indices
-    report["_reference_predictions"] = ref_preds
     return report
 
 
@@ -800,21 +836,21 @@ cpnet report model.onnx model.fp16.onnx model.int8.onnx --data cityscapes --data
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
     d = ReportOptions()
-    a.add_input(p, "REFERENCE", "the float model: a checkpoint (.pt), a run directory (its best.pt) or an ONNX file")
+    cli_args.add_input(p, "REFERENCE", "the float model: a checkpoint (.pt), a run directory (its best.pt) or an ONNX file")
     p.add_argument("variants", metavar="VARIANT", nargs="*",
                    help="artifacts to compare (ONNX files, engines, checkpoints); default with a run directory: "
                         "every file in RUN/export with a manifest")
-    a.add_output(p, "report folder (default: RUN_DIR/report, or a report folder beside a reference file)")
+    cli_args.add_output(p, "report folder (default: RUN_DIR/report, or a report folder beside a reference file)")
     g = p.add_argument_group("images (labelled)")
     g.add_argument("--data", metavar="DIR|CONFIG",
                    help="a dataset folder (images/SPLIT, masks/SPLIT, classes.yaml) or a config name/YAML "
                         "(default: the config in the reference's manifest)")
-    g.add_argument("--data-root", metavar="DIR", help="dataset root on this machine when the images come from a config")
+    cli_args.add_data_root(g)
     g.add_argument("--split", help="split to use (default: the config's val split, or val for a folder)")
-    g.add_argument("--limit", type=a.positive_int, metavar="N", help="the first N images only (default: all)")
+    g.add_argument("--limit", type=cli_args.positive_int, metavar="N", help="the first N images only (default: all)")
     g = p.add_argument_group("evaluation (default: the manifest's deploy preprocessing, one call per image)")
     g.add_argument("--mode", choices=["deploy", "whole", "slide"], default=d.mode,
                    help="deploy (the whole frame resized to the model input, as deployed; default), whole or slide "
@@ -822,24 +858,24 @@ def add_arguments(p) -> None:
     g.add_argument("--scales", metavar="LIST", help="comma-separated test scales, e.g. 0.75,1,1.25 (default 1)")
     g.add_argument("--flip", action="store_true", help="also average horizontally flipped inputs")
     g = p.add_argument_group("gate (on point estimates; gains never fail)")
-    a.add_max_miou_drift(g, None, "by precision: 0.01 FP32, 0.1 FP16/BF16, 0.5 INT8")
-    g.add_argument("--max-class-drift", type=a.non_negative_float, metavar="POINTS",
+    cli_args.add_max_miou_drift(g, None, "by precision: 0.01 FP32, 0.1 FP16/BF16, 0.5 INT8")
+    g.add_argument("--max-class-drift", type=cli_args.non_negative_float, metavar="POINTS",
                    help="largest IoU drop of any class against the reference, in IoU points (default: off)")
     g = p.add_argument_group("statistics and pictures")
-    g.add_argument("--bootstrap", type=a.int_in(0, MAX_BOOTSTRAP), default=d.bootstrap, metavar="N",
+    g.add_argument("--bootstrap", type=cli_args.int_in(0, MAX_BOOTSTRAP), default=d.bootstrap, metavar="N",
                    help=f"bootstrap resamples over images for the 95%% intervals (default {d.bootstrap}; 0: none)")
-    g.add_argument("--seed", type=a.non_negative_int, default=d.seed, metavar="N",
+    g.add_argument("--seed", type=cli_args.non_negative_int, default=d.seed, metavar="N",
                    help=f"seed of the bootstrap resamples (default {d.seed})")
-    g.add_argument("--worst", type=a.non_negative_int, default=d.worst, metavar="K",
+    g.add_argument("--worst", type=cli_args.non_negative_int, default=d.worst, metavar="K",
                    help=f"worst images shown per variant, by disagreement with the reference (default {d.worst})")
-    g.add_argument("--warmup", type=a.non_negative_int, default=d.warmup, metavar="N",
+    g.add_argument("--warmup", type=cli_args.non_negative_int, default=d.warmup, metavar="N",
                    help=f"untimed model calls before each pass (default {d.warmup})")
-    a.add_json(p, "the report (as report.json)")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_json(p, "the report (as report.json)")
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), multiple=True,
+    cli_args.add_backend(p, tuple(BACKENDS), multiple=True,
                   options_help="openvino: precision=f32|bf16|f16,performance=latency|throughput; default: one row "
                                "per precision this CPU runs")
 

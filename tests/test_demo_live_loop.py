@@ -1,4 +1,4 @@
-"""demo.pipeline: the hand-over mailboxes, frame drops under a slow model, timings, the model runner."""
+"""demo.live_loop: the hand-over mailboxes, frame drops under a slow model, timings, the model runner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from demo.pipeline import (CLOSED, TIMEOUT, Mailbox, Pipeline, Runner, Stats, View, ViewState, check_no_drop,
+from demo.live_loop import (CLOSED, TIMEOUT, Mailbox, Pipeline, Runner, Stats, View, ViewState, check_no_drop,
                            labels_from_logits)
 from demo.sources import FrameSource, SourceSpec
 from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel
@@ -175,8 +175,27 @@ def test_runner_gives_the_prior_of_a_checkpoint(tiny_checkpoint, tiny_prior_onnx
 
 def test_prepare_is_preprocess_bgr_bit_for_bit():
     from cpnet.runtime.preprocess import preprocess_bgr
-    from demo.pipeline import prepare
+    from demo.live_loop import prepare
 
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     manifest = {"input_size": [96, 128], "mean": [123.7, 116.3, 103.5], "std": [58.4, 57.1, 57.4]}
     assert np.array_equal(prepare(frame, manifest), preprocess_bgr(frame, manifest))
+
+
+def test_a_tensorrt_engine_without_a_prior_output_names_the_with_prior_build_not_a_missing_feature():
+    # TensorRT engines return the prior (engines.backends.tensorrt_backend: infer_all, output_names): one
+    # without it was built from an ONNX file exported without --with-prior
+    from cpnet.runtime.backend import Backend
+
+    class Engine(Backend):
+        name, output_names = "tensorrt", ["logits"]
+
+        def __init__(self):
+            super().__init__("model.engine", {})
+
+        def infer(self, batch):
+            return batch
+
+    r = Runner(Engine())
+    assert not r.has_prior and "yet" not in r.why_no_prior
+    assert "--with-prior" in r.why_no_prior and "cpnet build" in r.why_no_prior

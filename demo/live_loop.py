@@ -247,9 +247,9 @@ class Runner:
         elif (getattr(backend, "manifest", None) or {}).get("prior"):
             self.why_no_prior = (f"{path}: the model has a prior output but the {name} backend does not return it "
                                  f"yet; use the ONNX file it was built from, or the checkpoint")
-        elif name == "tensorrt":
-            self.why_no_prior = (f"{path}: the tensorrt backend does not return a prior output yet; use the ONNX file "
-                                 f"exported with --with-prior, or the checkpoint")
+        elif name == "tensorrt":  # the engine returns the prior when its ONNX file has one: this one's had none
+            self.why_no_prior = (f"{path} has no prior output: build the engine from an ONNX file exported with "
+                                 f"`cpnet export RUN_DIR --with-prior` (cpnet build FILE), or use the checkpoint")
         else:
             self.why_no_prior = (f"{path} has no prior output: export it with `cpnet export RUN_DIR --with-prior` "
                                  f"(FP16 and INT8 files made from that file keep it)")
