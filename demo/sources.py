@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from cpnet.runtime.errors import UserError
+from cpnet.runtime.files import utf8_path
 from cpnet.runtime.log import get_logger
 
 log = get_logger("demo")
@@ -237,7 +238,7 @@ def parse_source(text: "str | int", width: int | None = None, height: int | None
         return SourceSpec("gstreamer", text, text, **opts)
     path = Path(text).expanduser()
     if path.is_dir():
-        images = list_images(path)
+        images = [utf8_path(image, "image") for image in list_images(path)]  # refused before any work
         if not images:
             raise SourceError(f"{path}: a folder with no images in it (looked for {', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("folder", str(path), text, images=tuple(images), **opts)
@@ -287,7 +288,7 @@ class FolderCapture:
         while self.position < len(self.images):
             path = self.images[self.position]
             self.position += 1
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
+            frame = cv2.imread(utf8_path(path, "image"), cv2.IMREAD_COLOR)
             if frame is not None:
                 return True, frame
             self.unreadable += 1
@@ -322,7 +323,7 @@ def open_capture(spec: SourceSpec):
         cap = cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
         tried = f"cv2.VideoCapture(<pipeline>, cv2.CAP_GSTREAMER) with: {spec.target}"
     else:
-        cap = cv2.VideoCapture(str(spec.target))
+        cap = cv2.VideoCapture(utf8_path(spec.target, "video"))
         tried = f"cv2.VideoCapture({str(spec.target)!r})"
     if not cap.isOpened():
         cap.release()

@@ -54,8 +54,9 @@ except ImportError as _e:  # a deploy install without its OpenCV extra, or openc
     raise _missing from None
 import numpy as np  # noqa: E402
 
-from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output, sweep  # noqa: E402
+from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
+from cpnet.runtime.video import VideoFile, check_video_suffix  # noqa: E402
 from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
 from demo.pipeline import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
@@ -66,7 +67,6 @@ from demo.tegrastats import TegraStats  # noqa: E402
 log = get_logger("demo")
 
 WINDOW = "cpnet demo"
-VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 STAGE_SHORT = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess": "post", "draw": "draw",
                "output": "out"}
 KEYS_HELP = "q/Esc quit, space pause, m mode, s snapshot, p prior, +/- alpha"
@@ -119,69 +119,6 @@ def backoff_for(attempts: int) -> tuple[float, ...]:
 
 
 # --------------------------------------------------------------------------- output
-
-
-class VideoOutput:
-    """The saved video: written under a temporary name, moved into place when finished (a crash leaves no
-    half file under the name asked for). Frames of another size (a mode change) are resized to the first's."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_FOURCC:
-            raise UserError(f"{self.path}: the video must be {', '.join(VIDEO_FOURCC)} (the container picks the codec)")
-        self.fourcc = VIDEO_FOURCC[suffix]
-        self.fps = float(fps)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
-        sweep(self.path.parent, f".{self.path.name}.*.part*")  # what a killed demo (kill -9) left behind
-        self.writer = None
-        self.size: tuple[int, int] | None = None
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        h, w = image.shape[:2]
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.writer = None
-                raise UserError(f"{self.path}: OpenCV cannot write this video (fourcc {self.fourcc}, {w}x{h} at "
-                                f"{self.fps:g} fps; FFmpeg in this OpenCV: {'YES' if opencv_build().ffmpeg else 'NO'}); "
-                                f"try .avi")
-        if (w, h) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        if self.writer is None:
-            return None
-        self.writer.release()
-        self.writer = None
-        try:
-            self._check_readable()
-            os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def _check_readable(self) -> None:
-        """OpenCV's writer reports no failed write (a full disk, ulimit -f): the closed file must open and hold
-        every frame, or it is not put under the name asked for."""
-        cap = cv2.VideoCapture(str(self.tmp))
-        try:
-            ok = cap.isOpened() and cap.read()[0]
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
-        finally:
-            cap.release()
-        # some containers (mkv) give the frame count as an estimate from the duration: a little slack, while a
-        # cut-short file does not open at all or lacks most of its frames
-        if not ok or (count > 0 and count < self.frames * 0.98 - 1):
-            size = self.tmp.stat().st_size if self.tmp.exists() else 0
-            raise UserError(f"{self.path}: not saved: the video could not be finished ({size} bytes written, "
-                            f"{count} of {self.frames} frames readable; is the disk full?); free some space "
-                            f"and run again")
 
 
 def snapshot_path(output: str | None, n: int) -> Path:
@@ -262,7 +199,8 @@ class Demo:
                                  fps_cap=fps_cap, pace_fps=pace_fps, max_frames=max_frames,
                                  temporal=self.temporal)
         fps = source.fps if (source.fps and not source.live) else (fps_cap or source.fps or 30.0)
-        self.video = VideoOutput(Path(output), fps) if output else None
+        self.video = VideoFile(output, fps, hint=f"FFmpeg in this OpenCV: {'YES' if opencv_build().ffmpeg else 'NO'}; "
+                                                 f"try .avi") if output else None
 
     # --- the HUD ---------------------------------------------------------------------------
     def _hud_lines(self) -> list[str]:
@@ -624,8 +562,8 @@ def run(args) -> int:
     check_no_drop(spec.live, args.no_drop)
     if not args.headless:
         build.require_window()
-    if args.output and Path(args.output).suffix.lower() not in VIDEO_FOURCC:
-        raise UserError(f"-o {args.output}: the video must be {', '.join(VIDEO_FOURCC)}")
+    if args.output:
+        check_video_suffix(args.output, "-o")
     for path, what in ((args.output, "video"), (args.json, "summary")):
         if path:
             check_output(path, what=what)

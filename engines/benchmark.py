@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
         sys.path.insert(0, _root)
 
 from cpnet.runtime import CheckFailed, CpnetError, MissingDependency, UserError, atomic_write_json  # noqa: E402
-from cpnet.runtime.files import check_output  # noqa: E402
+from cpnet.runtime.files import check_output, utf8_path  # noqa: E402
 from cpnet.runtime.errors import first_line  # noqa: E402
 from cpnet.runtime.options import RuntimeOptions, parse_backend_options  # noqa: E402
 
@@ -79,7 +79,7 @@ def make_input(manifest: dict, batch: int, seed: int = 0, image: str | None = No
 
         from cpnet.runtime.preprocess import preprocess
 
-        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(utf8_path(image, "image"), cv2.IMREAD_COLOR)
         if bgr is None:
             raise UserError(f"{image}: cannot read image")
         x = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), manifest)

@@ -11,6 +11,9 @@ Classes (the columns of the issue that asked for this battery):
 - ``degenerate``: data the command cannot give a meaning to (every mask pixel ignored, a class file in a
   legacy encoding, an ignore label that is a class id), and exit codes that say whose fault it is (a tampered
   variant in the report is the user's, 2, not a missing dependency's 3);
+- ``path``: a file name that is not UTF-8 (bytes of a legacy encoding, ``b"\\xff\\xfe.mp4"``), given as an
+  argument or found inside a folder: OpenCV crashed on it (a segfault) and UTF-8 files could not hold it;
+  refused naming the file and saying to rename it;
 - ``work``: every case also checks that nothing in the working folder was created or changed, so a failed
   command never costs earlier work.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -127,6 +131,15 @@ CASES = [
     ("demo", "option", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "--alpha", "2"], 2, "--alpha"),
     ("demo", "artifact", ["demo", "{bad_manifest_onnx}", "-s", "{data}/images/val", "--headless"], 2, "std"),
     ("demo", "security", ["demo", "{tampered_onnx}", "-s", "{data}/images/val", "--headless"], 2, "sha256"),
+    # file names that are not UTF-8 (segfaults and tracebacks before)
+    ("demo", "path", ["demo", "{onnx}", "-s", "{badname_folder}", "--headless"], 2, "\\xff\\xfe.png: the image name"),
+    ("demo", "path", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "-o", "{w}/{bad}.mp4"], 2,
+     "rename it"),
+    ("data", "path", ["data", "--clip", "{w}/{bad}.mp4", "--clip-frames", "2", "--clip-side", "64"], 2, "rename it"),
+    ("train", "path", ["train", "quickstart", "-o", "{w}/run{bad}", "--data-root", "{data}", "train.iters=1"], 2,
+     "rename it"),
+    ("report", "path", ["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r{bad}", "--bootstrap", "0"], 2,
+     "rename it"),
 ]
 
 
@@ -183,6 +196,11 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     text = (cp1252 / "classes.yaml").read_text(encoding="utf-8").replace("sky", "ciel d\u2019\xe9t\xe9")
     (cp1252 / "classes.yaml").write_bytes(text.encode("cp1252"))
     p["cp1252_data"] = str(cp1252)
+    p["bad"] = os.fsdecode(b"\xff\xfe")  # as Linux hands Python a name in a legacy encoding: lone surrogates
+    badname = root / "badname"
+    badname.mkdir()
+    shutil.copy(next(Path(p["data"]).glob("images/val/*.png")), badname / f"{p['bad']}.png")
+    p["badname_folder"] = str(badname)
     p["elsewhere"] = str(root / "elsewhere")
     w = root / "work"
     w.mkdir()
@@ -214,6 +232,10 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize("verb,kind,argv,code,named", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_each_mistake_is_one_line_with_its_exit_code_and_changes_no_file(verb, kind, argv, code, named, places, capsys):
+    assert_one_line_mistake(argv, code, named, places, capsys)
+
+
+def assert_one_line_mistake(argv, code, named, places, capsys):
     argv = [a.format(**places) for a in argv]
     work = Path(places["w"])
     before = _snapshot(work)
