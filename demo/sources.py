@@ -39,6 +39,7 @@ import numpy as np
 from cpnet.runtime.errors import UserError
 from cpnet.runtime.files import utf8_path
 from cpnet.runtime.log import get_logger
+from demo.display import display_problem
 
 log = get_logger("demo")
 
@@ -88,21 +89,16 @@ class OpenCVBuild:
             log.warning(f"{' and '.join(self.packages)} are both installed and overwrite each other's cv2; keep one: "
                         f"pip uninstall -y {' '.join(p.split()[0] for p in self.packages)} && "
                         f"pip install 'cpnet[desktop]'")
-        if sys.platform.startswith("linux") and not _has_display():
-            raise UserError("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset): run with "
-                            "--headless -o out.mp4, or log in with ssh -X")
+        problem = display_problem(self.gui)  # Qt aborts the process when its display cannot be reached
+        if problem:
+            raise UserError(f"no display to open a window on ({problem}): run with --headless (-o out.mp4 keeps "
+                            f"the video, --serve PORT shows it in a browser), or fix DISPLAY (ssh -X)")
 
     def require_gstreamer(self, what: str) -> None:
         if not self.gstreamer:
             raise UserError(f"{what} needs an OpenCV built with GStreamer and {self.describe()} has none (the PyPI "
                             f"wheels never have it): use the system OpenCV (on a Jetson JetPack's python3-opencv, "
                             f"in a venv made with --system-site-packages and no opencv wheel installed)")
-
-
-def _has_display() -> bool:
-    import os
-
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def parse_build_information(text: str) -> dict:

@@ -285,3 +285,14 @@ def test_engines_open_api_mistakes_are_one_line_user_errors(tiny_onnx, tiny_chec
         model.close()
         with pytest.raises(UserError, match="was closed"):
             model.infer(np.zeros((1, 3, h, w), np.float32))
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="X11 sockets are probed on Linux")
+def test_a_demo_window_with_a_stale_display_is_one_line_not_a_qt_abort(places, monkeypatch, capsys):
+    """DISPLAY names an X server that is gone (a stale :99 in a shell, a stopped Xvfb): Qt aborted the process
+    (SIGABRT) at the first imshow; now one line saying to run with --headless, before any work."""
+    n = next(n for n in range(99, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    monkeypatch.setenv("DISPLAY", f":{n}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert_one_line_mistake(["demo", "{onnx}", "-s", "{data}/images/val"], 2, "--headless", places, capsys)
