@@ -262,22 +262,26 @@ def format_table(rows: list[dict]) -> str:
         except (ValueError, TypeError):
             return str(v)
 
-    table = [[title for _, title, _ in COLUMNS]]
+    # a failing row says "failed [n]" in its place and its error goes below the table, on a line of its own: the
+    # error's length (337 characters in one report) must not widen every column
+    table, notes = [[title for _, title, _ in COLUMNS]], []
     for r in rows:
         if r.get("error"):
-            table.append([r["artifact"], "error: " + r["error"]] + [""] * (len(COLUMNS) - 2))
+            notes.append(f"[{len(notes) + 1}] {r['artifact']}: {r['error']}")
+            table.append([r["artifact"], f"failed [{len(notes)}]"])
         else:
             table.append([cell(r, k, f) for k, _, f in COLUMNS])
-    widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(len(COLUMNS))]
+    widths = [max(len(row[i]) for row in table if i < len(row) and len(row) == len(COLUMNS))
+              for i in range(len(COLUMNS))]
     lines = []
     for j, row in enumerate(table):
-        if row and row[1].startswith("error: "):
+        if len(row) < len(COLUMNS):
             lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
             continue
         lines.append("  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(row)))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 DESCRIPTION = """Latency, throughput and memory of checkpoints, ONNX files and engines, one row each, on the same input.
