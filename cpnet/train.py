@@ -35,7 +35,7 @@ import yaml
 
 from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, check_memory, hw_text, load_config
-from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
+from .runtime import CheckFailed, CpnetError, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
 from .runtime.files import check_output, lock_run_dir
 from .runtime.log import get_logger
@@ -595,6 +595,27 @@ def warn_old_torch() -> None:
                     f"load only checkpoints you made yourself")
 
 
+@contextlib.contextmanager
+def undone_on_error(work_dir: Path, before: "set[str] | None", d: Dist):
+    """A training that fails before saving a checkpoint (a classes file it cannot read, no usable sample) leaves
+    the run directory as it found it: the config.yaml, tb/ and .lock it made are removed, and the folder too when
+    it made it. Once a checkpoint exists the run is kept (--resume continues it); Ctrl-C keeps everything."""
+    try:
+        yield
+    except CpnetError:
+        if d.main and work_dir.is_dir() and not (work_dir / "best.pt").exists() and \
+                not any((work_dir / "checkpoints").glob("*.pt")):
+            import shutil
+
+            for name in set(os.listdir(work_dir)) - (before or set()):
+                target = work_dir / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            if before is None:
+                with contextlib.suppress(OSError):
+                    work_dir.rmdir()
+        raise
+
+
 def run(args) -> int:
     warn_old_torch()
     try:
@@ -608,7 +629,8 @@ def run(args) -> int:
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
         refuse_mixed_run(work_dir, args.resume, args.overwrite)  # before any work, nothing touched
-        with contextlib.ExitStack() as held:
+        before = set(os.listdir(work_dir)) if work_dir.is_dir() else None
+        with contextlib.ExitStack() as held, undone_on_error(work_dir, before, d):
             def claim() -> None:
                 # one training (or pipeline) writes into a run directory at a time; rank 0 holds the lock for all
                 if d.main:

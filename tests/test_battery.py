@@ -64,6 +64,12 @@ CASES = [
     ("evaluate", "bound", ["evaluate", "{ckpt}", "--scales", "50"], 2, "--scales"),
     ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{ignored_data}", "--no-progress"], 2, "no labelled pixel"),
     ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{cp1252_data}", "--no-progress"], 2, "classes.yaml"),
+    ("train", "degenerate", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{cp1252_data}", "train.iters=1"],
+     2, "classes.yaml"),
+    ("train", "degenerate", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{unreadable_data}",
+                             "--on-bad-data", "skip", "train.iters=2", "--no-progress"], 2, "no usable training sample"),
+    ("report", "degenerate", ["report", "{onnx}", "{onnx}", "--data", "{cp1252_data}", "-o", "{w}/r", "--bootstrap", "0",
+                              "--no-progress"], 2, "classes.yaml"),
     # export
     ("export", "output", ["export", "{ckpt}", "-o", "{under_file}"], 2, "is a file"),
     ("export", "option", ["export", "{ckpt}", "--atol", "nan"], 2, "--atol"),
@@ -196,6 +202,11 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     text = (cp1252 / "classes.yaml").read_text(encoding="utf-8").replace("sky", "ciel d\u2019\xe9t\xe9")
     (cp1252 / "classes.yaml").write_bytes(text.encode("cp1252"))
     p["cp1252_data"] = str(cp1252)
+    unreadable = root / "unreadable"  # every training image unreadable (--on-bad-data skip skips them all)
+    shutil.copytree(p["data"], unreadable)
+    for image in unreadable.glob("images/train/*.png"):
+        image.write_bytes(b"not an image")
+    p["unreadable_data"] = str(unreadable)
     p["bad"] = os.fsdecode(b"\xff\xfe")  # as Linux hands Python a name in a legacy encoding: lone surrogates
     badname = root / "badname"
     badname.mkdir()
@@ -296,3 +307,14 @@ def test_a_demo_window_with_a_stale_display_is_one_line_not_a_qt_abort(places, m
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     assert_one_line_mistake(["demo", "{onnx}", "-s", "{data}/images/val"], 2, "--headless", places, capsys)
+
+
+def test_a_report_image_over_the_memory_bound_is_one_line(places, monkeypatch, capsys):
+    """One image whose class scores at full size would pass the report's per-image bound (2 GiB: an 8000x8000
+    image took 58 s and 4.9 GiB) is refused naming it, before any model runs on it. The bound is lowered to
+    100 kB so that the tiny data set's 48x48 images (8 classes: 147 kB of scores) stand for such an image."""
+    from engines.report import report
+
+    monkeypatch.setattr(report, "MAX_IMAGE_BYTES", 100_000)
+    assert_one_line_mistake(["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r", "--bootstrap", "0",
+                             "--no-progress"], 2, "resize such images first", places, capsys)
