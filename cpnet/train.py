@@ -571,11 +571,12 @@ torchrun --nproc_per_node 4 -m cpnet.train ade20k_r50 --init-backbone resnet50_v
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CONFIG", "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
+    cli_args.add_input(p, "CONFIG",
+                       "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.iters=500")
-    a.add_output(p, "run directory (default runs/<config name>)")
+    cli_args.add_output(p, "run directory (default runs/<config name>)")
     p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (overrides data.root)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
     p.add_argument("--overwrite", action="store_true",
@@ -584,7 +585,7 @@ def add_arguments(p) -> None:
                    help="ImageNet backbone weights (a local file; mmcv V1c or torchvision V1b naming)")
     p.add_argument("--on-bad-data", choices=["stop", "skip"],
                    help="what an unreadable image or mask does: stop with its name (default) or skip it")
-    a.add_runtime(p, device=True)
+    cli_args.add_runtime(p, device=True)
 
 
 def warn_old_torch() -> None:

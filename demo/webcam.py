@@ -464,24 +464,27 @@ cpnet demo model.int8.onnx --backend openvino --backend-options precision=bf16 -
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "MODEL", "the artifact: a run directory or checkpoint (.pt), an ONNX file or a TensorRT engine")
+    cli_args.add_input(p, "MODEL",
+                       "the artifact: a run directory or checkpoint (.pt), an ONNX file or a TensorRT engine")
     p.add_argument("-s", "--source", default="0", metavar="SRC",
                    help="a camera index (default 0), a video file, a folder of images, an image, an rtsp:// or "
                         "http:// URL, a GStreamer pipeline ('... ! appsink'), or csi[:N] (Jetson CSI camera)")
-    a.add_output(p, "save the drawn video here (.mp4, .avi, .mkv, .mov); snapshots (key s) go beside it")
+    cli_args.add_output(p, "save the drawn video here (.mp4, .avi, .mkv, .mov); snapshots (key s) go beside it")
     p.add_argument("--save", dest="output", metavar="PATH", help="the same as -o/--output")
     g = p.add_argument_group("source")
-    g.add_argument("--width", type=a.positive_int, metavar="PX", help="capture width (cameras, csi; csi default 1280)")
-    g.add_argument("--height", type=a.positive_int, metavar="PX", help="capture height (cameras, csi; csi default 720)")
+    g.add_argument("--width", type=cli_args.positive_int, metavar="PX",
+                   help="capture width (cameras, csi; csi default 1280)")
+    g.add_argument("--height", type=cli_args.positive_int, metavar="PX",
+                   help="capture height (cameras, csi; csi default 720)")
     g.add_argument("--fps", type=_positive_float, metavar="F",
                    help="capture rate (cameras, csi: default 30), and the rate a folder is read at without --no-drop")
     g.add_argument("--no-drop", action="store_true",
                    help="process every frame of a file or folder, as fast as the model goes (offline mode)")
-    g.add_argument("--reconnect", type=a.non_negative_int, default=len(DEFAULT_BACKOFF), metavar="N",
+    g.add_argument("--reconnect", type=cli_args.non_negative_int, default=len(DEFAULT_BACKOFF), metavar="N",
                    help=f"times to reopen a lost live source, waiting 0.5, 1, 2, 4, 8 s (default {len(DEFAULT_BACKOFF)})")
-    g.add_argument("--max-frames", type=a.positive_int, metavar="N", help="stop after showing N frames")
+    g.add_argument("--max-frames", type=cli_args.positive_int, metavar="N", help="stop after showing N frames")
     g.add_argument("--fps-cap", type=_positive_float, metavar="F", help="run the model at most F times per second")
     v = p.add_argument_group("view")
     v.add_argument("--mode", choices=MODES, default="overlay", help="what to draw (default overlay; key m cycles)")
@@ -504,13 +507,14 @@ def add_arguments(p) -> None:
                         "given; the URL with its token is printed; 0 picks a free port)")
     w.add_argument("--serve-fps", type=_positive_float, metavar="F",
                    help="at most this many frames a second to the browser (default 15)")
-    a.add_json(p, "the summary")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_json(p, "the summary")
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: precision=f32|bf16|f16,"
-                                                   "performance=latency|throughput,cache_dir=DIR")
+    cli_args.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: "
+                                                          "precision=f32|bf16|f16,performance=latency|throughput,"
+                                                          "cache_dir=DIR")
 
 
 def _positive_float(text: str) -> float:

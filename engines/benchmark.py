@@ -296,26 +296,26 @@ cpnet benchmark runs/quickstart --device cuda --backend-options precision=fp16,c
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ARTIFACT", "checkpoints / run dirs, ONNX files, engines", nargs="+")
-    p.add_argument("--iters", type=a.positive_int, default=50, help="timed runs per artifact (default 50)")
-    p.add_argument("--warmup", type=a.non_negative_int, default=5, help="untimed runs first (default 5)")
-    p.add_argument("--batch", type=a.positive_int, default=1, help="images per run (default 1)")
-    p.add_argument("--seed", type=a.non_negative_int, default=0, help="seed of the random input (default 0)")
+    cli_args.add_input(p, "ARTIFACT", "checkpoints / run dirs, ONNX files, engines", nargs="+")
+    p.add_argument("--iters", type=cli_args.positive_int, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--warmup", type=cli_args.non_negative_int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--batch", type=cli_args.positive_int, default=1, help="images per run (default 1)")
+    p.add_argument("--seed", type=cli_args.non_negative_int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
-    a.add_json(p, "the rows and the arguments")
+    cli_args.add_json(p, "the rows and the arguments")
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16,channels_last=0|1; openvino: "
-                                                   "precision=f32|bf16|f16,performance=latency|throughput,"
-                                                   "device=CPU,cache_dir=DIR")
+    cli_args.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16,channels_last=0|1; "
+                                                          "openvino: precision=f32|bf16|f16,"
+                                                          "performance=latency|throughput,device=CPU,cache_dir=DIR")
     p.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")
     g = p.add_argument_group("engines")
     g.add_argument("--cuda-graph", action="store_true",
                    help="replay each TensorRT engine's execution as a CUDA graph (needs cuda-python)")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
 
 
