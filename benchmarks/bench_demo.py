@@ -233,10 +233,10 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="length of the generated 640x480 clip (default 30)")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_demo"), help="where models and the clip are kept")
     p.add_argument("--json", help="also write the figures here")
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), options_help="openvino: precision=f32|bf16|f16")
+    cli_args.add_backend(p, tuple(BACKENDS), options_help="openvino: precision=f32|bf16|f16")
     args = p.parse_args(argv)
     from cpnet.runtime.machine import machine_line
 
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
           f"OpenVINO 1 inference thread; demo: capture, inference, drawing + main (writer) threads")
     load0 = load_avg()
     rows = [bench_config(c, work, clip, backend, options) for c in args.configs
-            for backend, options in rows_to_time(args.backend, a.backend_options(args))]
+            for backend, options in rows_to_time(args.backend, cli_args.backend_options(args))]
     load1 = load_avg()
     print(f"1-minute load average: {load0:.2f} before, {load1:.2f} after")
     ok = print_rows(rows)

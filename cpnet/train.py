@@ -35,7 +35,7 @@ import yaml
 
 from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, check_memory, hw_text, load_config
-from .runtime import CheckFailed, UserError, atomic_write_json, atomic_write_text, manifest_path
+from .runtime import CheckFailed, CpnetError, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
 from .runtime.files import check_output, lock_run_dir
 from .runtime.log import get_logger
@@ -571,11 +571,12 @@ torchrun --nproc_per_node 4 -m cpnet.train ade20k_r50 --init-backbone resnet50_v
 
 
 def add_arguments(p) -> None:
-    from .cli import args as a
+    from .cli import args as cli_args
 
-    a.add_input(p, "CONFIG", "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
+    cli_args.add_input(p, "CONFIG",
+                       "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.iters=500")
-    a.add_output(p, "run directory (default runs/<config name>)")
+    cli_args.add_output(p, "run directory (default runs/<config name>)")
     p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (overrides data.root)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
     p.add_argument("--overwrite", action="store_true",
@@ -584,7 +585,7 @@ def add_arguments(p) -> None:
                    help="ImageNet backbone weights (a local file; mmcv V1c or torchvision V1b naming)")
     p.add_argument("--on-bad-data", choices=["stop", "skip"],
                    help="what an unreadable image or mask does: stop with its name (default) or skip it")
-    a.add_runtime(p, device=True)
+    cli_args.add_runtime(p, device=True)
 
 
 def warn_old_torch() -> None:
@@ -593,6 +594,27 @@ def warn_old_torch() -> None:
     if version < (2, 6):
         log.warning(f"PyTorch {torch.__version__} predates 2.6, which fixed a bypass of torch.load(weights_only=True): "
                     f"load only checkpoints you made yourself")
+
+
+@contextlib.contextmanager
+def undone_on_error(work_dir: Path, before: "set[str] | None", d: Dist):
+    """A training that fails before saving a checkpoint (a classes file it cannot read, no usable sample) leaves
+    the run directory as it found it: the config.yaml, tb/ and .lock it made are removed, and the folder too when
+    it made it. Once a checkpoint exists the run is kept (--resume continues it); Ctrl-C keeps everything."""
+    try:
+        yield
+    except CpnetError:
+        if d.main and work_dir.is_dir() and not (work_dir / "best.pt").exists() and \
+                not any((work_dir / "checkpoints").glob("*.pt")):
+            import shutil
+
+            for name in set(os.listdir(work_dir)) - (before or set()):
+                target = work_dir / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            if before is None:
+                with contextlib.suppress(OSError):
+                    work_dir.rmdir()
+        raise
 
 
 def run(args) -> int:
@@ -608,7 +630,8 @@ def run(args) -> int:
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
         refuse_mixed_run(work_dir, args.resume, args.overwrite)  # before any work, nothing touched
-        with contextlib.ExitStack() as held:
+        before = set(os.listdir(work_dir)) if work_dir.is_dir() else None
+        with contextlib.ExitStack() as held, undone_on_error(work_dir, before, d):
             def claim() -> None:
                 # one training (or pipeline) writes into a run directory at a time; rank 0 holds the lock for all
                 if d.main:

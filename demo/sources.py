@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 
 from cpnet.runtime.errors import UserError
+from cpnet.runtime.files import utf8_path
 from cpnet.runtime.log import get_logger
+from demo.display import display_problem
 
 log = get_logger("demo")
 
@@ -87,21 +89,16 @@ class OpenCVBuild:
             log.warning(f"{' and '.join(self.packages)} are both installed and overwrite each other's cv2; keep one: "
                         f"pip uninstall -y {' '.join(p.split()[0] for p in self.packages)} && "
                         f"pip install 'cpnet[desktop]'")
-        if sys.platform.startswith("linux") and not _has_display():
-            raise UserError("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset): run with "
-                            "--headless -o out.mp4, or log in with ssh -X")
+        problem = display_problem(self.gui)  # Qt aborts the process when its display cannot be reached
+        if problem:
+            raise UserError(f"no display to open a window on ({problem}): run with --headless (-o out.mp4 keeps "
+                            f"the video, --serve PORT shows it in a browser), or fix DISPLAY (ssh -X)")
 
     def require_gstreamer(self, what: str) -> None:
         if not self.gstreamer:
             raise UserError(f"{what} needs an OpenCV built with GStreamer and {self.describe()} has none (the PyPI "
                             f"wheels never have it): use the system OpenCV (on a Jetson JetPack's python3-opencv, "
                             f"in a venv made with --system-site-packages and no opencv wheel installed)")
-
-
-def _has_display() -> bool:
-    import os
-
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def parse_build_information(text: str) -> dict:
@@ -237,7 +234,7 @@ def parse_source(text: "str | int", width: int | None = None, height: int | None
         return SourceSpec("gstreamer", text, text, **opts)
     path = Path(text).expanduser()
     if path.is_dir():
-        images = list_images(path)
+        images = [utf8_path(image, "image") for image in list_images(path)]  # refused before any work
         if not images:
             raise SourceError(f"{path}: a folder with no images in it (looked for {', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("folder", str(path), text, images=tuple(images), **opts)
@@ -287,7 +284,7 @@ class FolderCapture:
         while self.position < len(self.images):
             path = self.images[self.position]
             self.position += 1
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
+            frame = cv2.imread(utf8_path(path, "image"), cv2.IMREAD_COLOR)
             if frame is not None:
                 return True, frame
             self.unreadable += 1
@@ -322,7 +319,7 @@ def open_capture(spec: SourceSpec):
         cap = cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
         tried = f"cv2.VideoCapture(<pipeline>, cv2.CAP_GSTREAMER) with: {spec.target}"
     else:
-        cap = cv2.VideoCapture(str(spec.target))
+        cap = cv2.VideoCapture(utf8_path(spec.target, "video"))
         tried = f"cv2.VideoCapture({str(spec.target)!r})"
     if not cap.isOpened():
         cap.release()

@@ -54,8 +54,9 @@ except ImportError as _e:  # a deploy install without its OpenCV extra, or openc
     raise _missing from None
 import numpy as np  # noqa: E402
 
-from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output, sweep  # noqa: E402
+from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
+from cpnet.runtime.video import VideoFile, check_video_suffix  # noqa: E402
 from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
 from demo.live_loop import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
@@ -66,7 +67,6 @@ from demo.tegrastats import TegraStats  # noqa: E402
 log = get_logger("demo")
 
 WINDOW = "cpnet demo"
-VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 STAGE_SHORT = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess": "post", "draw": "draw",
                "output": "out"}
 KEYS_HELP = "q/Esc quit, space pause, m mode, s snapshot, p prior, +/- alpha"
@@ -119,69 +119,6 @@ def backoff_for(attempts: int) -> tuple[float, ...]:
 
 
 # --------------------------------------------------------------------------- output
-
-
-class VideoOutput:
-    """The saved video: written under a temporary name, moved into place when finished (a crash leaves no
-    half file under the name asked for). Frames of another size (a mode change) are resized to the first's."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_FOURCC:
-            raise UserError(f"{self.path}: the video must be {', '.join(VIDEO_FOURCC)} (the container picks the codec)")
-        self.fourcc = VIDEO_FOURCC[suffix]
-        self.fps = float(fps)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part{suffix}")
-        sweep(self.path.parent, f".{self.path.name}.*.part*")  # what a killed demo (kill -9) left behind
-        self.writer = None
-        self.size: tuple[int, int] | None = None
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        h, w = image.shape[:2]
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.writer = None
-                raise UserError(f"{self.path}: OpenCV cannot write this video (fourcc {self.fourcc}, {w}x{h} at "
-                                f"{self.fps:g} fps; FFmpeg in this OpenCV: {'YES' if opencv_build().ffmpeg else 'NO'}); "
-                                f"try .avi")
-        if (w, h) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        if self.writer is None:
-            return None
-        self.writer.release()
-        self.writer = None
-        try:
-            self._check_readable()
-            os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def _check_readable(self) -> None:
-        """OpenCV's writer reports no failed write (a full disk, ulimit -f): the closed file must open and hold
-        every frame, or it is not put under the name asked for."""
-        cap = cv2.VideoCapture(str(self.tmp))
-        try:
-            ok = cap.isOpened() and cap.read()[0]
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if ok else 0
-        finally:
-            cap.release()
-        # some containers (mkv) give the frame count as an estimate from the duration: a little slack, while a
-        # cut-short file does not open at all or lacks most of its frames
-        if not ok or (count > 0 and count < self.frames * 0.98 - 1):
-            size = self.tmp.stat().st_size if self.tmp.exists() else 0
-            raise UserError(f"{self.path}: not saved: the video could not be finished ({size} bytes written, "
-                            f"{count} of {self.frames} frames readable; is the disk full?); free some space "
-                            f"and run again")
 
 
 def snapshot_path(output: str | None, n: int) -> Path:
@@ -262,7 +199,8 @@ class Demo:
                                  fps_cap=fps_cap, pace_fps=pace_fps, max_frames=max_frames,
                                  temporal=self.temporal)
         fps = source.fps if (source.fps and not source.live) else (fps_cap or source.fps or 30.0)
-        self.video = VideoOutput(Path(output), fps) if output else None
+        self.video = VideoFile(output, fps, hint=f"FFmpeg in this OpenCV: {'YES' if opencv_build().ffmpeg else 'NO'}; "
+                                                 f"try .avi") if output else None
 
     # --- the HUD ---------------------------------------------------------------------------
     def _hud_lines(self) -> list[str]:
@@ -526,24 +464,27 @@ cpnet demo model.int8.onnx --backend openvino --backend-options precision=bf16 -
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "MODEL", "the artifact: a run directory or checkpoint (.pt), an ONNX file or a TensorRT engine")
+    cli_args.add_input(p, "MODEL",
+                       "the artifact: a run directory or checkpoint (.pt), an ONNX file or a TensorRT engine")
     p.add_argument("-s", "--source", default="0", metavar="SRC",
                    help="a camera index (default 0), a video file, a folder of images, an image, an rtsp:// or "
                         "http:// URL, a GStreamer pipeline ('... ! appsink'), or csi[:N] (Jetson CSI camera)")
-    a.add_output(p, "save the drawn video here (.mp4, .avi, .mkv, .mov); snapshots (key s) go beside it")
+    cli_args.add_output(p, "save the drawn video here (.mp4, .avi, .mkv, .mov); snapshots (key s) go beside it")
     p.add_argument("--save", dest="output", metavar="PATH", help="the same as -o/--output")
     g = p.add_argument_group("source")
-    g.add_argument("--width", type=a.positive_int, metavar="PX", help="capture width (cameras, csi; csi default 1280)")
-    g.add_argument("--height", type=a.positive_int, metavar="PX", help="capture height (cameras, csi; csi default 720)")
+    g.add_argument("--width", type=cli_args.positive_int, metavar="PX",
+                   help="capture width (cameras, csi; csi default 1280)")
+    g.add_argument("--height", type=cli_args.positive_int, metavar="PX",
+                   help="capture height (cameras, csi; csi default 720)")
     g.add_argument("--fps", type=_positive_float, metavar="F",
                    help="capture rate (cameras, csi: default 30), and the rate a folder is read at without --no-drop")
     g.add_argument("--no-drop", action="store_true",
                    help="process every frame of a file or folder, as fast as the model goes (offline mode)")
-    g.add_argument("--reconnect", type=a.non_negative_int, default=len(DEFAULT_BACKOFF), metavar="N",
+    g.add_argument("--reconnect", type=cli_args.non_negative_int, default=len(DEFAULT_BACKOFF), metavar="N",
                    help=f"times to reopen a lost live source, waiting 0.5, 1, 2, 4, 8 s (default {len(DEFAULT_BACKOFF)})")
-    g.add_argument("--max-frames", type=a.positive_int, metavar="N", help="stop after showing N frames")
+    g.add_argument("--max-frames", type=cli_args.positive_int, metavar="N", help="stop after showing N frames")
     g.add_argument("--fps-cap", type=_positive_float, metavar="F", help="run the model at most F times per second")
     v = p.add_argument_group("view")
     v.add_argument("--mode", choices=MODES, default="overlay", help="what to draw (default overlay; key m cycles)")
@@ -566,13 +507,14 @@ def add_arguments(p) -> None:
                         "given; the URL with its token is printed; 0 picks a free port)")
     w.add_argument("--serve-fps", type=_positive_float, metavar="F",
                    help="at most this many frames a second to the browser (default 15)")
-    a.add_json(p, "the summary")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_json(p, "the summary")
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: precision=f32|bf16|f16,"
-                                                   "performance=latency|throughput,cache_dir=DIR")
+    cli_args.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16; openvino: "
+                                                          "precision=f32|bf16|f16,performance=latency|throughput,"
+                                                          "cache_dir=DIR")
 
 
 def _positive_float(text: str) -> float:
@@ -624,8 +566,8 @@ def run(args) -> int:
     check_no_drop(spec.live, args.no_drop)
     if not args.headless:
         build.require_window()
-    if args.output and Path(args.output).suffix.lower() not in VIDEO_FOURCC:
-        raise UserError(f"-o {args.output}: the video must be {', '.join(VIDEO_FOURCC)}")
+    if args.output:
+        check_video_suffix(args.output, "-o")
     for path, what in ((args.output, "video"), (args.json, "summary")):
         if path:
             check_output(path, what=what)

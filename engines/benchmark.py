@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # allow `python engines/benchmark.py`
         sys.path.insert(0, _root)
 
 from cpnet.runtime import CheckFailed, CpnetError, MissingDependency, UserError, atomic_write_json  # noqa: E402
-from cpnet.runtime.files import check_output  # noqa: E402
+from cpnet.runtime.files import check_output, utf8_path  # noqa: E402
 from cpnet.runtime.errors import first_line  # noqa: E402
 from cpnet.runtime.options import RuntimeOptions, parse_backend_options  # noqa: E402
 
@@ -79,7 +79,7 @@ def make_input(manifest: dict, batch: int, seed: int = 0, image: str | None = No
 
         from cpnet.runtime.preprocess import preprocess
 
-        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(utf8_path(image, "image"), cv2.IMREAD_COLOR)
         if bgr is None:
             raise UserError(f"{image}: cannot read image")
         x = preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), manifest)
@@ -262,22 +262,26 @@ def format_table(rows: list[dict]) -> str:
         except (ValueError, TypeError):
             return str(v)
 
-    table = [[title for _, title, _ in COLUMNS]]
+    # a failing row says "failed [n]" in its place and its error goes below the table, on a line of its own: the
+    # error's length (337 characters in one report) must not widen every column
+    table, notes = [[title for _, title, _ in COLUMNS]], []
     for r in rows:
         if r.get("error"):
-            table.append([r["artifact"], "error: " + r["error"]] + [""] * (len(COLUMNS) - 2))
+            notes.append(f"[{len(notes) + 1}] {r['artifact']}: {r['error']}")
+            table.append([r["artifact"], f"failed [{len(notes)}]"])
         else:
             table.append([cell(r, k, f) for k, _, f in COLUMNS])
-    widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(len(COLUMNS))]
+    widths = [max(len(row[i]) for row in table if i < len(row) and len(row) == len(COLUMNS))
+              for i in range(len(COLUMNS))]
     lines = []
     for j, row in enumerate(table):
-        if row and row[1].startswith("error: "):
+        if len(row) < len(COLUMNS):
             lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
             continue
         lines.append("  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(row)))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 DESCRIPTION = """Latency, throughput and memory of checkpoints, ONNX files and engines, one row each, on the same input.
@@ -292,26 +296,26 @@ cpnet benchmark runs/quickstart --device cuda --backend-options precision=fp16,c
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ARTIFACT", "checkpoints / run dirs, ONNX files, engines", nargs="+")
-    p.add_argument("--iters", type=a.positive_int, default=50, help="timed runs per artifact (default 50)")
-    p.add_argument("--warmup", type=a.non_negative_int, default=5, help="untimed runs first (default 5)")
-    p.add_argument("--batch", type=a.positive_int, default=1, help="images per run (default 1)")
-    p.add_argument("--seed", type=a.non_negative_int, default=0, help="seed of the random input (default 0)")
+    cli_args.add_input(p, "ARTIFACT", "checkpoints / run dirs, ONNX files, engines", nargs="+")
+    p.add_argument("--iters", type=cli_args.positive_int, default=50, help="timed runs per artifact (default 50)")
+    p.add_argument("--warmup", type=cli_args.non_negative_int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--batch", type=cli_args.positive_int, default=1, help="images per run (default 1)")
+    p.add_argument("--seed", type=cli_args.non_negative_int, default=0, help="seed of the random input (default 0)")
     p.add_argument("--image", help="benchmark on this image (preprocessed per manifest) instead of random input")
-    a.add_json(p, "the rows and the arguments")
+    cli_args.add_json(p, "the rows and the arguments")
     from engines.backends import BACKENDS
 
-    a.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16,channels_last=0|1; openvino: "
-                                                   "precision=f32|bf16|f16,performance=latency|throughput,"
-                                                   "device=CPU,cache_dir=DIR")
+    cli_args.add_backend(p, tuple(BACKENDS), options_help="torch: precision=fp32|fp16|bf16,channels_last=0|1; "
+                                                          "openvino: precision=f32|bf16|f16,"
+                                                          "performance=latency|throughput,device=CPU,cache_dir=DIR")
     p.add_argument("--in-process", action="store_true", help="run all artifacts in this process (see RSS note)")
     g = p.add_argument_group("engines")
     g.add_argument("--cuda-graph", action="store_true",
                    help="replay each TensorRT engine's execution as a CUDA graph (needs cuda-python)")
-    a.add_engine_trust(p)
-    a.add_runtime(p, device=True, providers=True)
+    cli_args.add_engine_trust(p)
+    cli_args.add_runtime(p, device=True, providers=True)
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -350,6 +349,8 @@ def make_clip(plan: Plan) -> Path:
     import cv2
 
     from cpnet.runtime.errors import UserError
+    from cpnet.runtime.files import utf8_path
+    from cpnet.runtime.video import VideoFile
 
     folder = plan.data / "images" / "val"
     if not folder.is_dir():  # another layout: the first images found under the data folder
@@ -359,33 +360,26 @@ def make_clip(plan: Plan) -> Path:
     if not files:
         raise UserError(f"{folder}: no validation images to make the demo clip from")
     side = clip_side(plan.image_size)
-    out = plan.clip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), CLIP_FPS, (side, side))
-    if not writer.isOpened():
-        raise UserError(f"{tmp}: OpenCV cannot write mp4 video here")
-    frames = 0
+    video = VideoFile(plan.clip, CLIP_FPS)  # checked readable before it is moved into place, as every video
     try:
         for f in files:
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            image = cv2.imread(utf8_path(f, "image"), cv2.IMREAD_COLOR)
             if image is None:
                 continue
             frame = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
             for _ in range(CLIP_FRAMES_PER_IMAGE):
-                if frames >= CLIP_MAX_FRAMES:
+                if video.frames >= CLIP_MAX_FRAMES:
                     break
-                writer.write(frame)
-                frames += 1
-            if frames >= CLIP_MAX_FRAMES:
+                video.write(frame)
+            if video.frames >= CLIP_MAX_FRAMES:
                 break
-    finally:
-        writer.release()
-    if frames == 0:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        video.discard()
+        raise
+    if video.frames == 0:
+        video.discard()
         raise UserError(f"{folder}: no readable validation image to make the demo clip from")
-    os.replace(tmp, out)
-    return out
+    return video.close()
 
 
 def make_step(name: str, plan: Plan, mode: list[str] | None = None) -> Step:

@@ -11,6 +11,9 @@ Classes (the columns of the issue that asked for this battery):
 - ``degenerate``: data the command cannot give a meaning to (every mask pixel ignored, a class file in a
   legacy encoding, an ignore label that is a class id), and exit codes that say whose fault it is (a tampered
   variant in the report is the user's, 2, not a missing dependency's 3);
+- ``path``: a file name that is not UTF-8 (bytes of a legacy encoding, ``b"\\xff\\xfe.mp4"``), given as an
+  argument or found inside a folder: OpenCV crashed on it (a segfault) and UTF-8 files could not hold it;
+  refused naming the file and saying to rename it;
 - ``work``: every case also checks that nothing in the working folder was created or changed, so a failed
   command never costs earlier work.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -60,6 +64,12 @@ CASES = [
     ("evaluate", "bound", ["evaluate", "{ckpt}", "--scales", "50"], 2, "--scales"),
     ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{ignored_data}", "--no-progress"], 2, "no labelled pixel"),
     ("evaluate", "degenerate", ["evaluate", "{ckpt}", "--data-root", "{cp1252_data}", "--no-progress"], 2, "classes.yaml"),
+    ("train", "degenerate", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{cp1252_data}", "train.iters=1"],
+     2, "classes.yaml"),
+    ("train", "degenerate", ["train", "quickstart", "-o", "{w}/run", "--data-root", "{unreadable_data}",
+                             "--on-bad-data", "skip", "train.iters=2", "--no-progress"], 2, "no usable training sample"),
+    ("report", "degenerate", ["report", "{onnx}", "{onnx}", "--data", "{cp1252_data}", "-o", "{w}/r", "--bootstrap", "0",
+                              "--no-progress"], 2, "classes.yaml"),
     # export
     ("export", "output", ["export", "{ckpt}", "-o", "{under_file}"], 2, "is a file"),
     ("export", "option", ["export", "{ckpt}", "--atol", "nan"], 2, "--atol"),
@@ -127,6 +137,15 @@ CASES = [
     ("demo", "option", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "--alpha", "2"], 2, "--alpha"),
     ("demo", "artifact", ["demo", "{bad_manifest_onnx}", "-s", "{data}/images/val", "--headless"], 2, "std"),
     ("demo", "security", ["demo", "{tampered_onnx}", "-s", "{data}/images/val", "--headless"], 2, "sha256"),
+    # file names that are not UTF-8 (segfaults and tracebacks before)
+    ("demo", "path", ["demo", "{onnx}", "-s", "{badname_folder}", "--headless"], 2, "\\xff\\xfe.png: the image name"),
+    ("demo", "path", ["demo", "{onnx}", "-s", "{data}/images/val", "--headless", "-o", "{w}/{bad}.mp4"], 2,
+     "rename it"),
+    ("data", "path", ["data", "--clip", "{w}/{bad}.mp4", "--clip-frames", "2", "--clip-side", "64"], 2, "rename it"),
+    ("train", "path", ["train", "quickstart", "-o", "{w}/run{bad}", "--data-root", "{data}", "train.iters=1"], 2,
+     "rename it"),
+    ("report", "path", ["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r{bad}", "--bootstrap", "0"], 2,
+     "rename it"),
 ]
 
 
@@ -183,6 +202,16 @@ def places(tmp_path_factory, tiny_onnx, tiny_checkpoint, tiny_data):
     text = (cp1252 / "classes.yaml").read_text(encoding="utf-8").replace("sky", "ciel d\u2019\xe9t\xe9")
     (cp1252 / "classes.yaml").write_bytes(text.encode("cp1252"))
     p["cp1252_data"] = str(cp1252)
+    unreadable = root / "unreadable"  # every training image unreadable (--on-bad-data skip skips them all)
+    shutil.copytree(p["data"], unreadable)
+    for image in unreadable.glob("images/train/*.png"):
+        image.write_bytes(b"not an image")
+    p["unreadable_data"] = str(unreadable)
+    p["bad"] = os.fsdecode(b"\xff\xfe")  # as Linux hands Python a name in a legacy encoding: lone surrogates
+    badname = root / "badname"
+    badname.mkdir()
+    shutil.copy(next(Path(p["data"]).glob("images/val/*.png")), badname / f"{p['bad']}.png")
+    p["badname_folder"] = str(badname)
     p["elsewhere"] = str(root / "elsewhere")
     w = root / "work"
     w.mkdir()
@@ -214,6 +243,10 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize("verb,kind,argv,code,named", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_each_mistake_is_one_line_with_its_exit_code_and_changes_no_file(verb, kind, argv, code, named, places, capsys):
+    assert_one_line_mistake(argv, code, named, places, capsys)
+
+
+def assert_one_line_mistake(argv, code, named, places, capsys):
     argv = [a.format(**places) for a in argv]
     work = Path(places["w"])
     before = _snapshot(work)
@@ -263,3 +296,25 @@ def test_engines_open_api_mistakes_are_one_line_user_errors(tiny_onnx, tiny_chec
         model.close()
         with pytest.raises(UserError, match="was closed"):
             model.infer(np.zeros((1, 3, h, w), np.float32))
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="X11 sockets are probed on Linux")
+def test_a_demo_window_with_a_stale_display_is_one_line_not_a_qt_abort(places, monkeypatch, capsys):
+    """DISPLAY names an X server that is gone (a stale :99 in a shell, a stopped Xvfb): Qt aborted the process
+    (SIGABRT) at the first imshow; now one line saying to run with --headless, before any work."""
+    n = next(n for n in range(99, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    monkeypatch.setenv("DISPLAY", f":{n}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert_one_line_mistake(["demo", "{onnx}", "-s", "{data}/images/val"], 2, "--headless", places, capsys)
+
+
+def test_a_report_image_over_the_memory_bound_is_one_line(places, monkeypatch, capsys):
+    """One image whose class scores at full size would pass the report's per-image bound (2 GiB: an 8000x8000
+    image took 58 s and 4.9 GiB) is refused naming it, before any model runs on it. The bound is lowered to
+    100 kB so that the tiny data set's 48x48 images (8 classes: 147 kB of scores) stand for such an image."""
+    from engines.report import report
+
+    monkeypatch.setattr(report, "MAX_IMAGE_BYTES", 100_000)
+    assert_one_line_mistake(["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r", "--bootstrap", "0",
+                             "--no-progress"], 2, "resize such images first", places, capsys)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import threading
 import time
 
@@ -12,6 +15,7 @@ import pytest
 from cpnet.runtime.errors import UserError
 from demo.sources import (FolderCapture, FrameSource, OpenCVBuild, SourceError, SourceSpec, check_source, csi_pipeline,
                           open_capture, opencv_build, parse_build_information, parse_source, quiet_opencv)
+from demo.display import _connect
 from demo_doubles import FlakyCamera, ScriptedOpener, write_clip
 
 BUILD_5 = """
@@ -68,8 +72,11 @@ def test_build_refusals_say_what_is_needed(monkeypatch):
     if __import__("sys").platform.startswith("linux"):
         with pytest.raises(UserError, match="no display"):
             window.require_window()
-    monkeypatch.setenv("DISPLAY", ":99")
-    window.require_window()
+    with socket.socket() as x_server:  # a display that answers: TCP port 6000 + N on localhost
+        x_server.bind(("127.0.0.1", 0))
+        x_server.listen()
+        monkeypatch.setenv("DISPLAY", f"127.0.0.1:{x_server.getsockname()[1] - 6000}")
+        window.require_window()
     assert "system build" in OpenCVBuild("4.8.0", "GTK3", True, True).describe()
 
 
@@ -170,3 +177,35 @@ def test_stop_cuts_the_backoff_short():
     threading.Timer(0.1, stop.set).start()
     t0 = time.monotonic()
     assert src.read() is None and time.monotonic() - t0 < 5 and src.ended_because == "stopped"
+
+
+def _free_display_number() -> int:
+    """An X display number nobody serves here (no socket, abstract or in /tmp/.X11-unix)."""
+    for n in range(99, 200):
+        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and _connect(socket.AF_UNIX, f"\0/tmp/.X11-unix/X{n}"):
+            return n
+    pytest.skip("every display number from 99 to 199 is served here")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 and Wayland sockets are probed on Linux")
+def test_a_stale_display_is_found_before_qt_can_abort(tmp_path):
+    from demo.display import display_problem
+
+    n = _free_display_number()
+    why = display_problem("QT5", {"DISPLAY": f":{n}"})
+    assert why and f"DISPLAY=:{n}" in why and f"/tmp/.X11-unix/X{n}" in why
+    assert "DISPLAY is unset" in display_problem("QT5", {"WAYLAND_DISPLAY": "wayland-0", "XDG_RUNTIME_DIR": "/x"})
+    assert display_problem("QT5", {"QT_QPA_PLATFORM": "offscreen"}) is None  # Qt draws without a server
+    assert display_problem("NONE", {}) is None  # no window toolkit: the GUI check says so, not this one
+    compositor = socket.socket(socket.AF_UNIX)  # a Wayland socket that answers
+    compositor.bind(str(tmp_path / "wayland-1"))
+    compositor.listen()
+    try:
+        wayland = {"WAYLAND_DISPLAY": "wayland-1", "XDG_RUNTIME_DIR": str(tmp_path)}
+        assert display_problem("GTK3", {**wayland, "DISPLAY": f":{n}"}) is None  # GTK takes either
+        assert display_problem("QT5", {**wayland, "QT_QPA_PLATFORM": "wayland"}) is None
+        assert "no compositor" in display_problem("QT5", {"WAYLAND_DISPLAY": "gone", "XDG_RUNTIME_DIR": str(tmp_path),
+                                                          "QT_QPA_PLATFORM": "wayland"})
+        assert "QT_QPA_PLATFORM=xcb" in display_problem("QT5", wayland)  # the wheel's Qt needs X, even here
+    finally:
+        compositor.close()

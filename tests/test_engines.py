@@ -231,6 +231,22 @@ def test_benchmark_subprocess_row_and_errors(exported, tmp_path):
     assert r.returncode == 2 and r.stdout == "" and "nothing.engine" in r.stderr
 
 
+def test_benchmark_table_keeps_its_width_when_a_row_fails():
+    """A failing artifact's error (337 characters wide in one run) goes on its own line below the table, as a
+    numbered note; the table's columns are sized by the measured rows alone."""
+    from engines.benchmark import format_table
+
+    good = {"artifact": "model.onnx", "backend": "onnxruntime", "runs_as": "fp32", "batch": 1, "p50_ms": 3.2,
+            "p90_ms": 3.5, "p99_ms": 4.0, "throughput_ips": 310.0, "gpu_p50_ms": None, "rss_peak_mib": 180.0,
+            "device_memory_mib": None}
+    error = "model.fp16.engine: cannot open it: " + "TensorRT is not installed here; " * 10
+    text = format_table([good, {"artifact": "model.fp16.engine", "error": error}, good])
+    table, _, notes = text.partition("\n\n")
+    assert max(map(len, table.splitlines())) <= 120, table
+    assert "model.fp16.engine  failed [1]" in table
+    assert notes == f"[1] model.fp16.engine: {error}"  # the whole error, once
+
+
 def test_benchmark_backend_options_parse():
     from engines.benchmark import parse_kv
 

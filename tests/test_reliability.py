@@ -130,6 +130,16 @@ def test_full_disk_demo_video_is_refused_not_saved_truncated(tiny_onnx, tmp_path
     assert list(out.parent.iterdir()) == []  # neither a truncated d.mp4 nor its .part file
 
 
+def test_full_disk_data_clip_is_refused_not_saved_truncated(tmp_path):
+    """cpnet data --clip is written as the demo's video is (cpnet.runtime.video.VideoFile): read back before the
+    rename, so a full disk leaves neither a truncated clip (4000 bytes, exit 0 before) nor its temporary file."""
+    clip = tmp_path / "c.mp4"
+    r = run_limited(4000, "data", "--clip", clip, "--clip-frames", "30", "--clip-side", "64")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "not saved" in one_line(r.stderr) and "wrote" not in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_full_disk_atomic_write_is_one_line_and_keeps_the_old_file(tmp_path):
     target = tmp_path / "best.pt"
     target.write_bytes(b"the good old file")

@@ -140,6 +140,7 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
         parser = build_parser(module, prog or f"python -m {module_name}")
         args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
         log.setup(verbose=args.verbose, quiet=args.quiet)
+        check_utf8_arguments(args)
         check_outputs_apart(args)
         return module.run(args)
 
@@ -151,6 +152,18 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
 #: The flags every verb names the same way (cpnet/cli/args.py): what a verb reads, what it writes.
 INPUT_FLAGS = {"input": "input", "source": "source"}
 OUTPUT_FLAGS = {"output": "output (-o)", "json": "--json file"}
+
+
+def check_utf8_arguments(args) -> None:
+    """Every argument is UTF-8 text: a path given in bytes of another encoding (``-o $'\\xff.mp4'``) would crash
+    OpenCV or the UTF-8 files that record it (report, config, manifest), so it is refused before any work
+    (:func:`cpnet.runtime.files.utf8_path`; names found inside folders are checked where they are read)."""
+    from cpnet.runtime.files import utf8_path
+
+    for dest, value in vars(args).items():
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, str):
+                utf8_path(v, what=dest.replace('_', '-'))
 
 
 def check_outputs_apart(args) -> None:

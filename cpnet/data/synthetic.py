@@ -368,22 +368,21 @@ def motion_frames(seed: int = 0, size: int = 128, side: int = 512, frames: int =
 
 def write_motion_clip(path: "str | Path", seed: int = 0, size: int = 128, side: int = 512,
                       frames: int = CLIP_FRAMES, fps: float = CLIP_FPS) -> Path:
-    """:func:`motion_frames` as an mp4 (mp4v) at ``fps``, written under a temporary name and moved into place."""
+    """:func:`motion_frames` as an mp4 (mp4v) at ``fps``, written as every video is
+    (:class:`cpnet.runtime.video.VideoFile`: a temporary name, read back whole, then moved into place)."""
+    from cpnet.runtime.video import VideoFile
+
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise UserError(f"{path}: the motion clip is written as .mp4")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (side, side))
-    if not writer.isOpened():
-        raise UserError(f"{path}: OpenCV cannot write mp4 video here (no FFmpeg in this OpenCV build)")
+    video = VideoFile(path, fps, hint="no FFmpeg in this OpenCV build?")
     try:
         for frame in motion_frames(seed, size, side, frames):
-            writer.write(frame)
-    finally:
-        writer.release()
-    os.replace(tmp, path)
-    return path
+            video.write(frame)
+    except BaseException:
+        video.discard()
+        raise
+    return video.close()
 
 
 # --------------------------------------------------------------------------- writing

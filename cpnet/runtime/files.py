@@ -7,8 +7,9 @@ files and scratch folders carry the writing process's id; what a killed
 process left behind is removed by the next write to the same place. A write that
 runs out of room (a full disk, a quota, ``ulimit -f``) is one line naming the file
 (exit 2), with nothing left under its name. Also here: the check that no output of a
-command is one of its inputs, and the lock file that keeps two commands out of one
-run directory.
+command is one of its inputs, the lock file that keeps two commands out of one
+run directory, and :func:`utf8_path`, the one way a path becomes the text OpenCV and
+cpnet's UTF-8 files are given.
 """
 
 from __future__ import annotations
@@ -53,6 +54,25 @@ def sweep(folder: Path, pattern: str) -> None:
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def utf8_path(path: "str | bytes | os.PathLike", what: str = "file") -> str:
+    """``path`` as the text OpenCV (``imread``, ``VideoCapture``, ``VideoWriter``), TensorBoard and cpnet's own
+    UTF-8 files (reports, manifests, configs) are given; a name that is not valid UTF-8 is a one-line UserError.
+
+    A Linux file name is bytes; Python carries bytes that are not UTF-8 (a name made in Latin-1 or cp1252,
+    ``b"\\xff\\xfe.mp4"``) as lone surrogates, which OpenCV's binding cannot convert (the process dies with a
+    segfault) and no UTF-8 text can hold (a UnicodeEncodeError traceback). Such a name is refused, shown with its
+    bytes escaped, and the user told to rename it.
+    """
+    text = os.fsdecode(os.fspath(path))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise UserError(f"{shown}: the {what} name is not valid UTF-8 (bytes of another encoding, which OpenCV and "
+                        f"cpnet's UTF-8 files cannot hold); rename it with a UTF-8 name") from None
+    return text
 
 
 def check_output(path: "str | Path", kind: str = "file", what: str = "output") -> Path:
