@@ -577,7 +577,7 @@ def add_arguments(p) -> None:
                        "a named config (quickstart, ade20k_r50, ...; cpnet summary lists them) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.iters=500")
     cli_args.add_output(p, "run directory (default runs/<config name>)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset root on this machine (overrides data.root)")
+    cli_args.add_data_root(p, "on this machine (overrides data.root)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's checkpoints, logs and config in the run directory and start again")

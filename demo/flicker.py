@@ -11,7 +11,7 @@ scene cut: it is not counted, and the smoothing starts over.
 :class:`ProbabilitySmoother` (``cpnet demo --smooth A``) keeps an exponential moving average of the
 class probabilities (softmax of the logits) over frames, ``p = A * p_new + (1 - A) * p``, reset on a
 scene cut; the argmax of the average is drawn. :class:`Temporal` is the drawing thread's hook
-(:class:`demo.live_loop.Pipeline`'s ``temporal``): it turns each frame's logits into the label map to
+(:class:`demo.live_loop.LiveLoop`'s ``temporal``): it turns each frame's logits into the label map to
 draw and measures both the raw and, when smoothing, the smoothed change rates, and the extra ms.
 """
 

@@ -1,4 +1,4 @@
-"""The live pipeline: capture, inference and drawing each in their own thread; the display/writer in the caller's.
+"""The live loop: capture, inference and drawing each in their own thread; the display/writer in the caller's.
 
     capture thread ──► [newest frame] ──► inference thread ──► [1] ──► drawing thread ──► [2] ──► caller
     (read, preprocess)  drops counted     (infer)                      (postprocess, draw)        (imshow / writer)
@@ -339,7 +339,7 @@ class Stats:
 # --------------------------------------------------------------------------- the threads
 
 
-class Pipeline:
+class LiveLoop:
     """Runs the capture, inference and drawing threads; the caller takes :class:`Drawn` frames with :meth:`get`.
 
     ``draw(frame_bgr, labels, prior_rows, view) -> image`` is the drawing function (see
@@ -373,7 +373,7 @@ class Pipeline:
                          for name, fn in (("capture", self._capture), ("infer", self._infer), ("draw", self._draw))]
 
     # --- control ---------------------------------------------------------------------------
-    def start(self) -> "Pipeline":
+    def start(self) -> "LiveLoop":
         for t in self._threads:
             t.start()
         return self

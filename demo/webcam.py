@@ -8,7 +8,7 @@ The model is any artifact :func:`engines.open` takes (a run directory or checkpo
 file, a TensorRT engine); its manifest gives the preprocessing, the classes and the palette.
 The source is a camera index, a video file, a folder of images, an RTSP/HTTP URL, a GStreamer
 pipeline or ``csi`` (:mod:`demo.sources`). Capture, inference and drawing run in their own
-threads and the window or video writer in this one (:mod:`demo.pipeline`); capture keeps only
+threads and the window or video writer in this one (:mod:`demo.live_loop`); capture keeps only
 the newest frame and counts the ones it drops, ``--no-drop`` processes every frame of a file or
 folder instead. The picture (:mod:`demo.render`): overlay, side-by-side or mask, the legend of the
 classes in view, a HUD with FPS and milliseconds per stage (and GPU load and board power on a
@@ -58,7 +58,7 @@ from cpnet.runtime.files import atomic_write_bytes, atomic_write_json, check_out
 from cpnet.runtime.log import get_logger  # noqa: E402
 from cpnet.runtime.video import VideoFile, check_video_suffix  # noqa: E402
 from demo.flicker import Temporal, hud_line, summary_lines  # noqa: E402
-from demo.live_loop import CLOSED, MODES, TIMEOUT, Pipeline, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
+from demo.live_loop import CLOSED, MODES, TIMEOUT, LiveLoop, Runner, Stats, View, ViewState, check_no_drop  # noqa: E402
 from demo.render import Renderer  # noqa: E402
 from demo.sources import (DEFAULT_BACKOFF, FrameSource, check_source, opencv_build, parse_source,  # noqa: E402
                           quiet_opencv)
@@ -195,7 +195,7 @@ class Demo:
         pace_fps = None
         if not no_drop and not source.live:
             pace_fps = source.fps or 30.0  # a file read live arrives at its own rate, as from a camera
-        self.pipeline = Pipeline(source, self.runner, backend.manifest, self.renderer, self.view, no_drop=no_drop,
+        self.live_loop = LiveLoop(source, self.runner, backend.manifest, self.renderer, self.view, no_drop=no_drop,
                                  fps_cap=fps_cap, pace_fps=pace_fps, max_frames=max_frames,
                                  temporal=self.temporal)
         fps = source.fps if (source.fps and not source.live) else (fps_cap or source.fps or 30.0)
@@ -207,7 +207,7 @@ class Demo:
         ms = self.stats.recent_ms()
         times = "  ".join(f"{STAGE_SHORT[s]} {v:.1f}" for s, v in ms.items() if v is not None)
         fps = f"{self.stats.fps:5.1f}" if self.stats.shown >= 2 else "  -- "
-        lines = [f"{fps} FPS  dropped {self.pipeline.dropped}  {self.backend.describe()}",
+        lines = [f"{fps} FPS  dropped {self.live_loop.dropped}  {self.backend.describe()}",
                  f"ms  {times}" if times else ""]
         lines.append(hud_line(self.temporal.figures()))
         if self.tegra is not None:
@@ -265,11 +265,11 @@ class Demo:
         """The HUD's figures for ``/stats``."""
         v = self.view.get()
         return {"fps": round(self.stats.fps, 2), "frames_shown": self.stats.shown,
-                "frames_dropped": self.pipeline.dropped,
+                "frames_dropped": self.live_loop.dropped,
                 "ms_per_stage": {k: (round(x, 2) if x is not None else None) for k, x in self.stats.recent_ms().items()},
                 "backend": self.backend.describe(), "precision": self.backend.precision,
                 "flicker": self.temporal.figures(), "has_prior": self.runner.has_prior,
-                "why_no_prior": self.runner.why_no_prior, "stopped": self.quit or self.pipeline.stop_event.is_set(),
+                "why_no_prior": self.runner.why_no_prior, "stopped": self.quit or self.live_loop.stop_event.is_set(),
                 "view": {"mode": v.mode, "alpha": v.alpha, "paused": v.paused, "show_prior": v.show_prior,
                          "point": list(v.point) if v.point else None},
                 "board": self.tegra.hud() if self.tegra is not None else None}
@@ -350,9 +350,9 @@ class Demo:
             if self.server is not None:
                 self.server.start()
                 print(self.server.hint(), flush=True)
-            self.pipeline.start()
+            self.live_loop.start()
             while not self.quit:
-                item = self.pipeline.get(0.01 if self._window else 0.1)
+                item = self.live_loop.get(0.01 if self._window else 0.1)
                 if item is CLOSED:
                     ended = self.source.ended_because or "end of input"
                     break
@@ -383,10 +383,10 @@ class Demo:
             self.interrupted = True
             ended = "interrupted (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
         finally:
-            self.pipeline.stop()
+            self.live_loop.stop()
             if self.server is not None:
                 self.server.close()
-            self.pipeline.join(5.0)
+            self.live_loop.join(5.0)
             saved = None
             try:
                 saved = self.video.close() if self.video is not None else None
@@ -416,7 +416,7 @@ class Demo:
             "backend": self.backend.describe(),
             "frames_captured": self.source.frames,
             "frames_shown": self.stats.shown,
-            "frames_dropped": self.pipeline.dropped,
+            "frames_dropped": self.live_loop.dropped,
             "mean_fps": round(self.stats.mean_fps, 3),
             "seconds": round(seconds, 3),
             "ms_per_stage": {k: (round(v, 3) if v is not None else None) for k, v in self.stats.mean_ms().items()},

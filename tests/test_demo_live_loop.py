@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from demo.live_loop import (CLOSED, TIMEOUT, Mailbox, Pipeline, Runner, Stats, View, ViewState, check_no_drop,
+from demo.live_loop import (CLOSED, TIMEOUT, Mailbox, LiveLoop, Runner, Stats, View, ViewState, check_no_drop,
                            labels_from_logits)
 from demo.sources import FrameSource, SourceSpec
 from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel
@@ -70,7 +70,7 @@ def test_view_state_versions_and_keys():
     assert v.get().version == before + 1 and v.get().paused
 
 
-def _run(pipeline: Pipeline) -> list:
+def _run(pipeline: LiveLoop) -> list:
     out = []
     pipeline.start()
     while (item := pipeline.get(0.1)) is not CLOSED:
@@ -88,7 +88,7 @@ def test_a_slow_model_drops_frames_but_never_stalls_capture():
     model = SlowModel(delay=0.04)
     cam = FlakyCamera(40, period=0.005)  # 200 frames per second, then gone
     src = FrameSource(SourceSpec("camera", 0, "0"), opener=ScriptedOpener([cam]), backoff=())
-    pipe = Pipeline(src, Runner(model), model.manifest, _draw, ViewState())
+    pipe = LiveLoop(src, Runner(model), model.manifest, _draw, ViewState())
     t0 = time.perf_counter()
     out = _run(pipe)
     elapsed = time.perf_counter() - t0
@@ -107,7 +107,7 @@ def test_no_drop_processes_every_frame_of_a_file():
     model = SlowModel(delay=0.01)
     spec = SourceSpec("file", "fake.mp4", "fake.mp4")
     src = FrameSource(spec, opener=ScriptedOpener([FlakyCamera(15)]))
-    pipe = Pipeline(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True)
+    pipe = LiveLoop(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True)
     out = _run(pipe)
     assert [d.frame.index for d in out] == list(range(15)) and pipe.dropped == 0
     with pytest.raises(Exception, match="--no-drop is for a file or folder"):
@@ -118,7 +118,7 @@ def test_no_drop_processes_every_frame_of_a_file():
 def test_fps_cap_and_max_frames():
     model = SlowModel(delay=0.0)
     src = FrameSource(SourceSpec("file", "f", "f"), opener=ScriptedOpener([FlakyCamera(50)]))
-    pipe = Pipeline(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True, fps_cap=50.0, max_frames=10)
+    pipe = LiveLoop(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True, fps_cap=50.0, max_frames=10)
     t0 = time.perf_counter()
     out = _run(pipe)
     assert len(out) == 10 and src.frames == 10
@@ -132,7 +132,7 @@ def test_a_worker_error_reaches_the_caller():
 
     model = Broken()
     src = FrameSource(SourceSpec("file", "f", "f"), opener=ScriptedOpener([FlakyCamera(5)]))
-    pipe = Pipeline(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True)
+    pipe = LiveLoop(src, Runner(model), model.manifest, _draw, ViewState(), no_drop=True)
     with pytest.raises(ValueError, match="the model broke"):
         _run(pipe)
 

@@ -250,14 +250,14 @@ def test_the_page_in_headless_chromium(tiny_prior_onnx, tmp_path):
     with OnnxModel(tiny_prior_onnx, threads=1) as model:
         running = Running(model, FlakyCamera(10**9, period=0.03, shape=(96, 128)))
         drawn_priors = []  # (the point, the prior rows) of each frame the drawing thread drew with a prior
-        draw = running.demo.pipeline.draw
+        draw = running.demo.live_loop.draw
 
         def spy(frame, labels, prior, view):
             if prior is not None and view.show_prior:
                 drawn_priors.append((view.point, prior))
             return draw(frame, labels, prior, view)
 
-        running.demo.pipeline.draw = spy
+        running.demo.live_loop.draw = spy
         with running as r:
             _drive(r, drawn_priors, options, service)
 

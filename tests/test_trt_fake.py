@@ -333,7 +333,7 @@ def test_the_demo_pipeline_runs_a_tensorrt_engine_for_200_frames(fake_trt, tmp_p
     with engines.open(out) as backend:
         demo = Demo(backend, src, headless=True, output=str(tmp_path / "o.mp4"), no_drop=True, pace=False)
         assert demo.runner.has_prior
-        pipe = demo.pipeline
+        pipe = demo.live_loop
         shown, redraws = [], 0
         pipe.start()
         while (item := pipe.get(0.2)) is not CLOSED:
