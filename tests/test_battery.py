@@ -313,8 +313,8 @@ def test_a_report_image_over_the_memory_bound_is_one_line(places, monkeypatch, c
     """One image whose class scores at full size would pass the report's per-image bound (2 GiB: an 8000x8000
     image took 58 s and 4.9 GiB) is refused naming it, before any model runs on it. The bound is lowered to
     100 kB so that the tiny data set's 48x48 images (8 classes: 147 kB of scores) stand for such an image."""
-    from engines.report import report
+    from engines.report import options
 
-    monkeypatch.setattr(report, "MAX_IMAGE_BYTES", 100_000)
+    monkeypatch.setattr(options, "MAX_IMAGE_BYTES", 100_000)
     assert_one_line_mistake(["report", "{onnx}", "{onnx}", "--data", "{data}", "-o", "{w}/r", "--bootstrap", "0",
                              "--no-progress"], 2, "resize such images first", places, capsys)

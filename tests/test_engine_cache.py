@@ -238,7 +238,8 @@ def test_cpnet_demo_on_an_onnx_file_with_backend_tensorrt(fake_trt, onnx_file, t
 def test_report_asked_for_tensorrt_gives_onnx_files_a_tensorrt_row(tmp_path):
     """cpnet report FILE.onnx --backend tensorrt: a row keyed on tensorrt for each ONNX file (opened through
     engines.open(onnx, backend="tensorrt"), which builds into the engine cache), none for the checkpoint."""
-    from engines.report.report import ReportOptions, variant_rows
+    from engines.report.options import ReportOptions
+    from engines.report.rows import variant_rows
 
     onnx, ckpt = tmp_path / "model.int8.onnx", tmp_path / "best.pt"
     rows = variant_rows([onnx, ckpt], ["model.int8.onnx", "best.pt"], ReportOptions(backends=["tensorrt"]))

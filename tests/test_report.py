@@ -17,7 +17,9 @@ import pytest
 from cpnet.cli import main as cpnet
 from cpnet.runtime import read_manifest, sha256_file, write_manifest
 from cpnet.runtime.backend import Backend
+from engines.report import measure, pages, statistics, verdict
 from engines.report import report as rp
+from engines.report import rows as report_rows
 
 COMMON = ["--no-progress", "--threads", "1", "--bootstrap", "200"]
 
@@ -288,8 +290,8 @@ def test_per_class_iou_matches_a_brute_force_count():
     ds = FakeDataset(labels, c)
     opts = rp.ReportOptions(warmup=0, worst=2)
     idx = list(range(n))
-    ref_pass, packed = rp.run_pass(FakeModel(ref_preds, c), "ref", ds, idx, opts, None, False, keep_predictions=True)
-    var_pass, _ = rp.run_pass(FakeModel(var_preds, c), "var", ds, idx, opts, packed, False)
+    ref_pass, packed = measure.run_pass(FakeModel(ref_preds, c), "ref", ds, idx, opts, None, False, keep_predictions=True)
+    var_pass, _ = measure.run_pass(FakeModel(var_preds, c), "var", ds, idx, opts, packed, False)
 
     for p, preds in ((ref_pass, ref_preds), (var_pass, var_preds)):
         brute = brute_force_iou(preds, labels, c)
@@ -299,7 +301,7 @@ def test_per_class_iou_matches_a_brute_force_count():
             if brute[k] is not None:
                 assert got[f"c{k}"] == pytest.approx(brute[k], abs=1e-9)
         # the bootstrap's vectorised IoU over all images once equals the confusion-matrix one
-        miou, iou = rp.bootstrap_stats(p.counts, np.ones((1, n)))
+        miou, iou = statistics.bootstrap_stats(p.counts, np.ones((1, n)))
         present = [b for b in brute if b is not None]
         assert miou[0] == pytest.approx(np.mean(present), abs=1e-9)
         np.testing.assert_allclose(iou[0], [np.nan if b is None else b for b in brute], atol=1e-9)
@@ -309,20 +311,20 @@ def test_per_class_iou_matches_a_brute_force_count():
     assert var_pass.same.sum() == sum(int((a == b).sum()) for a, b in zip(ref_preds, var_preds))
     assert [k for _, k, _ in var_pass.worst] == sorted(range(n), key=lambda k: (-differ[k], k))[:2]
     assert [d for d, _, _ in var_pass.worst] == pytest.approx(sorted(differ, reverse=True)[:2])
-    assert np.array_equal(rp.unpack_labels(packed[3]), ref_preds[3])
+    assert np.array_equal(pages.unpack_labels(packed[3]), ref_preds[3])
 
 
 def test_bootstrap_is_paired_and_degenerate_for_equal_counts():
     rng = np.random.default_rng(1)
     counts = rng.integers(0, 50, (12, 3, 5))
     counts[:, 0] = np.minimum(counts[:, 0], np.minimum(counts[:, 1], counts[:, 2]))  # tp <= gt, pred
-    w = rp.resample_weights(12, 300, seed=0)
+    w = statistics.resample_weights(12, 300, seed=0)
     assert w.shape == (300, 12) and np.all(w.sum(1) == 12)
-    a, ia = rp.bootstrap_stats(counts, w)
-    b, ib = rp.bootstrap_stats(counts.copy(), w)
-    assert rp.interval(b - a, 0.95) == [0.0, 0.0]
-    assert rp.interval(np.full(4, np.nan), 0.95) is None
-    lo, hi = rp.interval(np.arange(101.0), 0.95)
+    a, ia = statistics.bootstrap_stats(counts, w)
+    b, ib = statistics.bootstrap_stats(counts.copy(), w)
+    assert statistics.interval(b - a, 0.95) == [0.0, 0.0]
+    assert statistics.interval(np.full(4, np.nan), 0.95) is None
+    lo, hi = statistics.interval(np.arange(101.0), 0.95)
     assert (lo, hi) == pytest.approx((2.5, 97.5))
 
 
@@ -518,17 +520,17 @@ def _row(name, ms, iqr, drift=0.0, status="pass", role="variant"):
 def test_ties_are_the_measured_spread_not_a_fixed_factor():
     ref = _row("ref", 10.0, 0.5, role="reference", status="reference")
     # 2.0 and 2.3 ms with spreads of 0.4 ms: their interquartile ranges overlap, a tie settled by the smaller drift
-    rec = rp.recommend([ref, _row("a", 2.0, 0.4, drift=-0.3), _row("b", 2.3, 0.4, drift=-0.1)], "m")
+    rec = verdict.recommend([ref, _row("a", 2.0, 0.4, drift=-0.3), _row("b", 2.3, 0.4, drift=-0.1)], "m")
     assert rec["key"] == "b" and rec["ties"] == ["a"] and rec["spread_ms"] == 0.4
     # the same medians with spreads of 0.05 ms: no tie, the fastest wins (a fixed 5% would have tied 2.0 and 2.05)
-    rec = rp.recommend([ref, _row("a", 2.0, 0.05, drift=-0.3), _row("b", 2.3, 0.05, drift=-0.1)], "m")
+    rec = verdict.recommend([ref, _row("a", 2.0, 0.05, drift=-0.3), _row("b", 2.3, 0.05, drift=-0.1)], "m")
     assert rec["key"] == "a" and rec["ties"] == []
     # a slow row that is also noisy (the reference on a busy machine) does not tie with a fast, steady one
     noisy_ref = _row("ref", 500.0, 480.0, role="reference", status="reference")
-    rec = rp.recommend([noisy_ref, _row("a", 34.0, 3.0, drift=0.2)], "m")
+    rec = verdict.recommend([noisy_ref, _row("a", 34.0, 3.0, drift=0.2)], "m")
     assert rec["key"] == "a" and rec["ties"] == []
     # a failing row is never recommended, however fast
-    rec = rp.recommend([ref, _row("x", 0.1, 0.0, drift=-9, status="fail"), _row("b", 2.3, 0.1)], "m")
+    rec = verdict.recommend([ref, _row("x", 0.1, 0.0, drift=-9, status="fail"), _row("b", 2.3, 0.1)], "m")
     assert rec["key"] == "b"
 
 
@@ -546,16 +548,16 @@ def test_row_keys_read_back_and_give_the_flags():
 
 
 def test_openvino_bf16_on_an_fp32_file_is_gated_as_bf16():
-    assert rp.effective_precision("fp32", "bf16") == "bf16"
-    assert rp.effective_precision("fp32", "f32") == "fp32"
-    assert rp.effective_precision("int8", "bf16") == "int8"  # the INT8 file's limit stays INT8's
-    assert rp.effective_precision("fp16", "f32") == "fp16"
+    assert report_rows.effective_precision("fp32", "bf16") == "bf16"
+    assert report_rows.effective_precision("fp32", "f32") == "fp32"
+    assert report_rows.effective_precision("int8", "bf16") == "int8"  # the INT8 file's limit stays INT8's
+    assert report_rows.effective_precision("fp16", "f32") == "fp16"
 
 
 def test_a_row_the_user_asked_for_fails_the_command_one_the_report_added_does_not():
     failing = {"name": "m.int8.onnx@openvino", "role": "variant", "status": "fail"}
     asked = {"gate": {"offenders": ["m.int8.onnx@openvino: mIoU drift ..."], "not_run": []},
              "rows": [{**failing, "gated": True}]}
-    assert rp.exit_code(asked) == 1
+    assert verdict.exit_code(asked) == 1
     added = {"gate": {"offenders": [], "not_run": []}, "rows": [{**failing, "gated": False}]}
-    assert rp.exit_code(added) == 0
+    assert verdict.exit_code(added) == 0

@@ -515,7 +515,7 @@ def test_host_code_flag_reaches_every_verb():
     from cpnet.runtime.options import RuntimeOptions
     from demo.webcam import backend_options
     from engines import benchmark
-    from engines.report.report import open_options
+    from engines.report.rows import open_options
 
     import argparse
 

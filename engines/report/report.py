@@ -42,7 +42,7 @@ the CPU runs (f32; bf16 with AVX512_BF16 or AMX, which needs no calibration; f16
 (the precision read back from the backend) and is gated at the lower of its file's and that precision.
 
 The recommendation is the fastest row on this machine (median latency) within its limits; rows whose
-spread of repetitions overlaps the fastest's (interquartile ranges, :func:`within_noise`) count as
+spread of repetitions overlaps the fastest's (interquartile ranges, :func:`engines.report.verdict.within_noise`) count as
 ties, settled by the smaller drift; the line says the repetitions and the spread, and
 ``report.json``'s ``recommendation.key`` names the row (the pipeline's demo runs it). The reference
 qualifies too (drift 0). Every latency carries the machine line (:mod:`cpnet.runtime.machine`).
@@ -51,16 +51,21 @@ Outputs, each written atomically, in ``-o DIR`` (default: ``<run dir>/report``, 
 ``report`` folder beside a reference file): ``report.html`` (self-contained, images
 embedded), ``report.md``, ``report.json`` (everything; its ``kind`` is ``report``) and
 the PNGs (:mod:`engines.report.pages`).
+
+The parts: :mod:`~engines.report.options` (options, limits, bounds), :mod:`~engines.report.rows`
+(variants, images, rows), :mod:`~engines.report.measure` (one pass), :mod:`~engines.report.statistics`
+(the bootstrap), :mod:`~engines.report.verdict` (gate, recommendation, exit code), :mod:`~engines.report.pages`
+(HTML, Markdown, plots); this module puts them together and is the ``cpnet report`` verb.
 """
 
 from __future__ import annotations
 
-import heapq
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,337 +73,16 @@ from cpnet.runtime import CheckFailed, MissingDependency, UserError, atomic_writ
 from cpnet.runtime.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, EXIT_USER_ERROR, first_line
 from cpnet.runtime.log import get_logger
 
-from .pages import pack_labels, unpack_labels
+from .measure import Pass, run_pass
+from .options import DEFAULT_MIOU_DRIFT, MAX_BOOTSTRAP, ReportOptions
+from .rows import effective_precision, find_variants, open_dataset, open_options, row_name, variant_rows
+from .statistics import bootstrap_stats, interval, resample_weights
+from .verdict import exit_code, gate, recommend
 
-log = get_logger("report")
-
-#: mIoU drop allowed by default, in points, by precision (the targets benchmarks/quantize_drift.py had).
-DEFAULT_MIOU_DRIFT = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
-FALLBACK_MIOU_DRIFT = 0.5
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
-PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What the report measures and how it gates (the command's flags, minus output and runtime)."""
-
-    data: str | None = None
-    data_root: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    mode: str = "deploy"  # deploy | whole | slide
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    max_miou_drift: float | None = None  # None: DEFAULT_MIOU_DRIFT by precision
-    max_class_drift: float | None = None
-    bootstrap: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-    worst: int = 4
-    warmup: int = 2
-    backends: tuple[str, ...] | None = None  # None: every installed backend that runs each variant's file
-    backend_options: str | None = None  # KEY=VALUE,...: these options only, instead of every set that applies here
-
-    @property
-    def eval_mode(self) -> str:
-        """``deploy`` (manifest preprocessing, one call per image), or ``whole``/``slide`` through predict_probs."""
-        if self.mode == "deploy" and tuple(self.scales) == (1.0,) and not self.flip:
-            return "deploy"
-        return "slide" if self.mode == "slide" else "whole"
-
-    def miou_limit(self, precision: str) -> float:
-        if self.max_miou_drift is not None:
-            return float(self.max_miou_drift)
-        return DEFAULT_MIOU_DRIFT.get(str(precision).lower(), FALLBACK_MIOU_DRIFT)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def find_variants(run_dir: "str | Path") -> list[Path]:
-    """The exported files of a run (``RUN/export/*.onnx``, engines), FP32 first, each with its manifest."""
-    from cpnet.runtime import read_manifest
-
-    export = Path(run_dir) / "export"
-    found = []
-    for p in sorted(export.glob("*")) if export.is_dir() else []:
-        if p.suffix.lower() in ARTIFACT_SUFFIXES and p.is_file() and p.with_name(p.name + ".json").is_file():
-            man = read_manifest(p, required=False) or {}
-            found.append((p.suffix.lower() != ".onnx", PRECISION_ORDER.get(str(man.get("precision")), 9),
-                          str(man.get("flavour") or ""), p.name, p))
-    if not found:
-        raise UserError(f"{export}: no exported files (ONNX files or engines with their manifests); run cpnet export "
-                        f"{run_dir} (and cpnet fp16|int8) first, or name the variants after the reference")
-    return [item[-1] for item in sorted(found)]
-
-
-def open_dataset(options: ReportOptions, manifest: dict):
-    """The labelled images: a folder-format dataset, a config's dataset, or the reference manifest's config's."""
-    from cpnet.config import ConfigError, from_dict, load_config, named_configs
-    from cpnet.data import FolderDataset, build_dataset
-
-    source = options.data
-    if source and Path(source).expanduser().is_dir():
-        root = Path(source).expanduser()
-        split = options.split or "val"
-        if not (root / "images" / split).is_dir():
-            raise UserError(f"{root}: not a labelled dataset folder (expected images/{split}/, masks/{split}/ and "
-                            f"classes.yaml); the report needs ground truth, or pass a config name")
-        return FolderDataset(root, split), f"{split} split of {root}"
-    try:
-        if source:
-            if source not in named_configs() and Path(source).suffix.lower() not in (".yaml", ".yml"):
-                raise UserError(f"--data {source}: no such folder, and not a named config or YAML file")
-            cfg = load_config(source)
-        else:
-            config = manifest.get("config")
-            if not config:
-                raise UserError("the reference's manifest records no config; pass --data DIR (a dataset folder) "
-                                "or a config name")
-            cfg = from_dict(config)
-    except ConfigError as e:
-        raise UserError(str(e)) from None
-    if options.data_root:
-        cfg.data.root = str(options.data_root)
-    split = options.split or cfg.data.val_split
-    ds = build_dataset(cfg.data, split, cfg.crop_size, train=False)
-    return ds, f"{split} split of {cfg.data.dataset} at {cfg.data.root}"
-
-
-def open_options(backend: str, runtime) -> dict:
-    """engines.open options for a backend from the runtime flags."""
-    if backend == "torch":
-        return {"device": runtime.device, "threads": runtime.threads}
-    if backend == "onnxruntime":
-        return {"providers": list(runtime.providers) or None, "threads": runtime.threads}
-    if backend == "tensorrt":
-        return runtime.engine_options()
-    if backend == "openvino":
-        return {"threads": runtime.threads}
-    return {}
-
-
-def variant_rows(paths: list[Path], names: list[str], options: ReportOptions) -> list[tuple[Path, "RowKey"]]:
-    """(path, row key) of every row to measure: each variant on each backend that runs it (``options.backends``,
-    or every installed one), with each option set that applies on this machine (or ``options.backend_options``).
-    A backend that cannot run a variant's kind of file gives no row; one that is asked for and not installed
-    gives a row that is reported as not run."""
-    from cpnet.runtime.options import parse_backend_options
-    from engines.backends import backend_for, backends_for, can_run, row_options
+if TYPE_CHECKING:
     from engines.backends.row_key import RowKey
 
-    fixed = parse_backend_options(options.backend_options) if options.backend_options else None
-    out = []
-    for path, name in zip(paths, names):
-        own = backend_for(path)
-        runs = backends_for(path)
-        chosen = [b for b in options.backends if can_run(b, path)] if options.backends else runs
-        for backend in chosen:
-            if fixed is not None and backend != own:
-                sets = [fixed]
-            else:
-                try:
-                    sets = row_options(backend)
-                except Exception:  # noqa: BLE001 - not installed (asked for by --backend): one not-run row says why
-                    sets = [{}]
-            out += [(path, RowKey(name, backend, o)) for o in sets]
-    return out
-
-
-def row_name(key, path: Path) -> str:
-    """A row's short name: the file's (as before) on the backend its file calls for, else the whole key."""
-    from engines.backends import backend_for
-
-    return key.artifact if key.backend == backend_for(path) and not key.options else str(key)
-
-
-def effective_precision(file_precision: str, runs_as: str | None) -> str:
-    """What a row is gated as: the file's precision, or the backend's when that is lower (an FP32 file run with
-    OpenVINO's bf16 hint is a bf16 row)."""
-    lower = {"bf16": "bf16", "f16": "fp16"}.get(str(runs_as or ""))
-    if lower and PRECISION_ORDER.get(lower, 0) > PRECISION_ORDER.get(file_precision, 9):
-        return lower
-    return file_precision
-
-
-# --------------------------------------------------------------------------- one pass
-
-
-def make_predictor(model, options: ReportOptions):
-    """``predict(image_rgb) -> (label map, [ms of each model call])`` in the report's evaluation mode."""
-    from cpnet.runtime.preprocess import postprocess, preprocess
-
-    if options.eval_mode == "deploy":
-        def predict(image):
-            x = preprocess(image, model.manifest)
-            t0 = time.perf_counter()
-            logits = model.infer(x)
-            ms = (time.perf_counter() - t0) * 1000
-            return postprocess(logits, image.shape[:2]), [ms]
-
-        return predict
-
-    from cpnet.inference import predict_image
-
-    h, w = model.input_size
-    times: list[float] = []
-    config = model.manifest.get("config") or {}
-    overlap = float((config.get("eval") or {}).get("slide_overlap", 1 / 3))
-    base_scale = None  # slide mode's base: the data's base scale, as cpnet evaluate (the image's own size without)
-    if config.get("data"):
-        from cpnet.config import from_dict
-        from cpnet.data.transforms import base_scale_of
-
-        try:
-            base_scale = base_scale_of(from_dict({"data": config["data"]}).data, (h, w))
-        except Exception:  # noqa: BLE001 - a hand-made manifest: fall back to the image's own size
-            base_scale = None
-    mean, std = model.manifest.get("mean", (0.0, 0.0, 0.0)), model.manifest.get("std", (1.0, 1.0, 1.0))
-
-    def timed(batch):
-        t0 = time.perf_counter()
-        out = model(batch)
-        times.append((time.perf_counter() - t0) * 1000)
-        return out
-
-    def predict(image):
-        # as cpnet evaluate: each scale resized from the uint8 image and normalised as the manifest says
-        probs = predict_image(image, timed, (h, w), model.num_classes, mean, std, mode=options.eval_mode,
-                              scales=options.scales, flip=options.flip, overlap=overlap, base_scale=base_scale)
-        label = probs.argmax(1)[0].numpy()
-        out = list(times)
-        times.clear()
-        return label.astype(np.uint8 if model.num_classes <= 256 else np.int32), out
-
-    return predict
-
-
-@dataclass
-class Pass:
-    """What one artifact's pass over the images leaves: counts, agreement, latencies, worst images."""
-
-    indices: list[int]  # the dataset's images this pass used, in order
-    counts: np.ndarray  # (N, 3, C): true positives, ground-truth pixels, predicted pixels per class and image
-    matrix: np.ndarray  # (C, C) confusion matrix, rows ground truth
-    same: np.ndarray  # (N,) pixels equal to the reference's prediction
-    pixels: np.ndarray  # (N,) pixels per image
-    latencies_ms: list[float]  # per image: the model calls' wall time summed
-    worst: list = field(default_factory=list)  # [(disagreement, index in indices, packed prediction)]
-    seconds: float = 0.0
-
-
-def run_pass(model, name: str, dataset, indices: list[int], options: ReportOptions, reference_preds: list | None,
-             progress: bool, keep_predictions: bool = False, limit: int | None = None,
-             skipped: list | None = None) -> tuple[Pass, list]:
-    """One pass of ``model`` over ``indices``; with ``reference_preds`` also agreement and worst images.
-
-    With ``skipped`` (a list; the reference's pass) a bad sample is logged, named
-    in ``skipped`` and passed over, and the pass stops after ``limit`` usable
-    images; ``Pass.indices`` says which were used, for the variants' passes.
-    Returns the pass and, with ``keep_predictions``, every prediction packed.
-    """
-    from cpnet.data import BadSampleError
-    from cpnet.runtime.metrics import ConfusionMatrix
-    from cpnet.runtime.progress import progress as progress_bar
-
-    C = len(dataset.classes)
-    predict = make_predictor(model, options)
-    total = ConfusionMatrix(C, dataset.ignore_index)
-    used, counts, same, pixels, latencies, worst, kept = [], [], [], [], [], [], []
-    t0 = time.perf_counter()
-    expected = len(indices) if limit is None else min(limit, len(indices))
-    bar = progress_bar(total=expected, desc=name, unit="img", disable=not progress, file=sys.stderr)
-    for i in indices:
-        if limit is not None and len(used) >= limit:
-            break
-        try:
-            image, label = dataset.load(i)
-        except BadSampleError as e:
-            if skipped is None:
-                raise
-            log.warning("skipping bad sample: %s", e)
-            skipped.append(str(e))
-            continue
-        need = C * label.size * 4 * 2  # the logits and the probabilities at the image's size, float32
-        if need > MAX_IMAGE_BYTES:
-            raise UserError(f"{dataset.sample_path(i)}: a {label.shape[1]}x{label.shape[0]} image needs about "
-                            f"{need / 2**30:.1f} GiB for its {C}-class scores at full size (the report compares at "
-                            f"the image's size; at most {MAX_IMAGE_BYTES / 2**30:.0f} GiB); resize such images first")
-        k = len(used)
-        if k == 0:
-            for _ in range(options.warmup):
-                predict(image)
-        pred, ms = predict(image)
-        latencies.append(sum(ms))  # one call per image in deploy mode; every window, scale and flip otherwise
-        if pred.shape != label.shape:
-            raise RuntimeError(f"prediction of {pred.shape[1]}x{pred.shape[0]} for a label of "
-                               f"{label.shape[1]}x{label.shape[0]} ({dataset.sample_path(i)})")
-        one = ConfusionMatrix(C, dataset.ignore_index)
-        one.update(pred, label)
-        total.mat += one.mat
-        counts.append(one.counts())
-        pixels.append(pred.size)
-        used.append(i)
-        if keep_predictions:
-            kept.append(pack_labels(pred))
-        if reference_preds is not None:
-            differ = pred != unpack_labels(reference_preds[k])
-            same.append(pred.size - int(differ.sum()))
-            if options.worst > 0:
-                item = (float(differ.mean()), -k, k, None)
-                if len(worst) < options.worst or item > worst[0]:
-                    item = item[:3] + (pack_labels(pred),)
-                    (heapq.heappush if len(worst) < options.worst else heapq.heapreplace)(worst, item)
-        else:
-            same.append(pred.size)
-        bar.update()
-    bar.close()
-    if not used:
-        raise UserError(f"no usable labelled image ({len(skipped or [])} bad sample(s)); check --data / --split")
-    if int(total.mat.sum()) == 0:
-        raise UserError(f"no labelled pixel in {len(used)} image(s): every mask pixel is the ignore label "
-                        f"({dataset.ignore_index}) or out of range, so mIoU is undefined; check the masks")
-    result = Pass(indices=used, counts=np.asarray(counts, np.int64).reshape(len(used), 3, C),
-                  matrix=total.mat.copy(), same=np.asarray(same, np.int64), pixels=np.asarray(pixels, np.int64),
-                  latencies_ms=latencies, worst=[(d, k, p) for d, _, k, p in sorted(worst, reverse=True)],
-                  seconds=time.perf_counter() - t0)
-    return result, kept
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n) float64: how often each image is drawn in each bootstrap resample (n draws with replacement)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
-
-
-def bootstrap_stats(counts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per resample: (mIoU in points (B,), per-class IoU in points (B, C)) from per-image counts (N, 3, C).
-
-    Sums of integer counts times integer weights are exact in float64, so the
-    same counts give bit-identical statistics whatever the summation order.
-    """
-    from cpnet.runtime.metrics import iou_from_counts, miou_from_counts
-
-    n, three, c = counts.shape
-    summed = (weights @ counts.reshape(n, three * c).astype(np.float64)).reshape(-1, three, c)
-    tp, gt, pred = summed[:, 0], summed[:, 1], summed[:, 2]
-    return miou_from_counts(tp, gt, pred), iou_from_counts(tp, gt, pred) * 100
-
-
-def interval(samples: np.ndarray, confidence: float) -> list[float] | None:
-    """The central ``confidence`` percentile interval of bootstrap samples (NaN ignored); None if all NaN."""
-    samples = np.asarray(samples, np.float64)
-    samples = samples[~np.isnan(samples)]
-    if samples.size == 0:
-        return None
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return [float(lo), float(hi)]
-
+log = get_logger("report")
 
 # --------------------------------------------------------------------------- the report
 
@@ -628,13 +312,6 @@ def assemble_report(ref: Reference, rows: list[dict], options: ReportOptions, ru
     return report
 
 
-#: Memory one image's class scores may take at its own size (an 8000x8000 image took 58 s and 4.9 GiB).
-MAX_IMAGE_BYTES = 2 << 30
-
-#: Bootstrap resamples: each is an (images,) weight row and a confusion matrix per variant; 1e8 exhausted 24 GB.
-MAX_BOOTSTRAP = 100_000
-
-
 def _not_run(row: dict, e: Exception, what: str) -> dict:
     reason = first_line(e, 300)
     log.warning(f"{row['name']}: not run: {what}: {reason}")
@@ -688,101 +365,6 @@ def _drift(row: dict, ref_row: dict, p: Pass, ref: Pass, classes, weights, ref_b
         diff = iou_b - ref_boot[1]
         out["class_drift_ci"] = {c: interval(diff[:, j], options.confidence) for j, c in enumerate(classes)}
     return out
-
-
-def gate(rows: list[dict], options: ReportOptions) -> list[str]:
-    """One line per offender (variant, class, figures); sets each measured row's ``status``."""
-    lines = []
-    eps = 1e-9
-    for r in rows:
-        if r["role"] != "variant":
-            continue
-        if r["status"] == "not run":
-            lines.append(f"{r['name']}: not run ({r['reason']})")
-            continue
-        failed = []
-        ci = r.get("miou_drift_ci")
-        ci_text = f", 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
-        if -r["miou_drift"] > r["limit"] + eps:
-            failed.append(f"{r['name']}: mIoU drift {r['miou_drift']:+.3f} points ({r['mIoU']:.3f} against "
-                          f"{r['mIoU'] - r['miou_drift']:.3f}{ci_text}) is beyond the {r['precision']} limit of "
-                          f"-{r['limit']:g}")
-        if options.max_class_drift is not None:
-            for c, d in r["class_drift"].items():
-                if d is not None and -d > options.max_class_drift + eps:
-                    cci = r["class_drift_ci"].get(c)
-                    failed.append(f"{r['name']}: class {c}: IoU drift {d:+.3f} points ({r['per_class'][c]:.3f} "
-                                  f"against {r['per_class'][c] - d:.3f}"
-                                  f"{f', 95% CI [{cci[0]:+.3f}, {cci[1]:+.3f}]' if cci else ''}) is beyond "
-                                  f"--max-class-drift {options.max_class_drift:g}")
-        r["status"] = "fail" if failed else "pass"
-        r["offences"] = failed
-        if r.get("gated", True):
-            lines += failed
-        elif failed:
-            log.info(f"{r['name']}: fails the drift limit on a runtime the report added (not gated, not "
-                     f"recommended): {failed[0]}")
-    return lines
-
-
-def within_noise(row: dict, fastest: dict) -> bool:
-    """Whether ``row`` is as fast as ``fastest`` within the measured spread of their repetitions: their
-    interquartile ranges overlap (its 25th percentile is at most the fastest's 75th). A slow row that is also
-    noisy does not tie with a fast, steady one (as "median within the larger IQR" would let it)."""
-    lo = row.get("latency_p25_ms", row["latency_ms"])
-    hi = fastest.get("latency_p75_ms", fastest["latency_ms"])
-    return lo <= hi
-
-
-def describe_row(row: dict) -> str:
-    """'model.int8.onnx on OpenVINO, bf16': the file, the runtime and, where it matters, the precision it runs as."""
-    runtime = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT",
-               "torch": "PyTorch"}.get(row.get("backend"), row.get("backend") or "?")
-    file = Path(row.get("path") or row["name"]).name
-    hint = (row.get("backend_options") or {}).get("precision")
-    return f"{file} on {runtime}" + (f", {hint}" if hint else "")
-
-
-def recommend(rows: list[dict], machine: str) -> dict:
-    """The fastest row within its limits on this machine; rows as fast within the measured spread of the
-    repetitions (:func:`within_noise`) go to the smaller drift. Names the row key the demo runs."""
-    ok = [r for r in rows if r["status"] in ("pass", "reference") and r.get("latency_ms") is not None]
-    if not ok:
-        return {"name": None, "key": None, "line": "No artifact could be measured; nothing to recommend."}
-    fastest = min(ok, key=lambda r: r["latency_ms"])
-    tied = [r for r in ok if within_noise(r, fastest)]
-    best = min(tied, key=lambda r: (abs(r["miou_drift"]), r["latency_ms"]))
-    ref = rows[0]
-    speed = ref["latency_ms"] / best["latency_ms"] if best["latency_ms"] else float("nan")
-    failing = [r["name"] for r in rows if r["status"] in ("fail", "not run")]
-    if best["role"] == "reference":
-        what = f"the reference itself, {best['name']}: no variant within its limits is faster on this machine"
-    else:
-        what = (f"{describe_row(best)} ({best['precision']}"
-                f"{', ' + best['flavour'] + ' flavour' if best.get('flavour') else ''}): mIoU drift "
-                f"{best['miou_drift']:+.3f} points (drop limit {best['limit']:g}), {speed:.2f}x the reference's speed")
-    spread = fastest.get("latency_iqr_ms") or 0.0
-    line = (f"Recommended on this machine: {what}; {best['latency_ms']:.2f} ms median per image over "
-            f"{best.get('latency_images')} repetitions (interquartile range {best.get('latency_iqr_ms') or 0:.2f} ms"
-            f"{'; ' + str(len(tied) - 1) + ' other row(s) as fast (interquartile ranges overlapping the fastest row, ' + format(spread, '.2f') + ' ms), the smaller drift chosen' if len(tied) > 1 else ''}"
-            f") ({machine}).")
-    if failing:
-        line += f" Not eligible: {', '.join(failing)}."
-    return {"name": best["name"], "key": best.get("key"), "path": best.get("path"), "backend": best.get("backend"),
-            "backend_options": best.get("backend_options") or {}, "line": line, "speedup_vs_reference": speed,
-            "ties": [r["name"] for r in tied if r is not best], "spread_ms": spread,
-            "repetitions": best.get("latency_images")}
-
-
-def exit_code(report: dict) -> int:
-    if report["gate"]["offenders"] and any(r["status"] == "fail" and r.get("gated", True) for r in report["rows"]):
-        return EXIT_CHECK_FAILED
-    if report["gate"]["not_run"]:
-        # a variant missing only because TensorRT/CUDA is absent is 3; one the user gave that is tampered or
-        # unopenable is a user mistake, 2 (the front door's table)
-        missing = all(r.get("missing_dependency") for r in report["rows"] if r["status"] == "not run")
-        return EXIT_MISSING_DEPENDENCY if missing else EXIT_USER_ERROR
-    return 0
 
 
 def write_report(report: dict, out_dir: "str | Path", command: str | None = None) -> dict[str, Path]:
