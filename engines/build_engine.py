@@ -219,7 +219,7 @@ def build(opts: BuildOptions) -> Path:
         log.info(n)
 
     info = load_check(trt, res.engine, opts, out)
-    summary = trtlayer.summarize_layer_precisions(info) if info is not None else None
+    summary = engine_layers.summarize_layer_precisions(info) if info is not None else None
     placement = engine_layers.placement(info, dla=opts.dla_core is not None) if info is not None else None
     fallback_check(placement, opts, trt_version)
     manifest = engine_manifest(onnx_path, onnx_manifest, trt_version, gpu, opts, res.strongly_typed, summary,

@@ -5,7 +5,7 @@ reference, the developer guide's "Engine Compatibility", "Working with DLA" and 
 sections) and, where the documentation is silent, what NVIDIA's own tools do: Polygraphy
 (``tools/Polygraphy/polygraphy/backend/trt``) and trtexec (``samples/common``). Each non-obvious
 call names its source. The pure-Python parts (option validation, the deserialization settings a
-manifest implies, manifest and sha256 checks, inspector-JSON parsing, the CUDA-graph state machine)
+manifest implies, manifest and sha256 checks, the CUDA-graph state machine)
 take plain values or injected objects, so they are tested on machines without TensorRT. See
 docs/architecture.md for the engine manifest's fields.
 
@@ -48,7 +48,6 @@ they trust it (``trust_engine=True`` / ``--trust-engine``); host code needs its 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import re
 import time
@@ -529,77 +528,6 @@ def verify_engine_bytes(data: bytes, manifest: dict | None, engine_path: str, tr
         raise UserError(f"{engine_path}: file does not match its manifest (sha256 {actual[:12]}... != "
                         f"{str(expected)[:12]}...; changed, truncated or replaced after it was built); rebuild it "
                         f"with {rebuild_hint(manifest, engine_path)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# engine-inspector JSON (pure Python)
-
-_PRECISION_ORDER = ("int8", "fp8", "fp4", "int4", "fp16", "bf16", "fp32")
-
-
-def _tensor_precision(t) -> str | None:
-    """Precision of one tensor entry of inspector JSON: TRT 11 'DataType' or TRT 10 'Format/Datatype'."""
-    if isinstance(t, str):
-        s = t
-    elif isinstance(t, dict):
-        s = t.get("DataType") or t.get("Format/Datatype") or t.get("Format") or ""
-    else:
-        return None
-    s = str(s).lower()
-    if not s:
-        return None
-    for key, names in (("fp8", ("fp8", "e4m3")), ("fp4", ("fp4", "e2m1")), ("bf16", ("bf16", "bfloat")),
-                       ("fp16", ("fp16", "half")), ("int8", ("int8",)), ("int4", ("int4",)),
-                       ("int32", ("int32",)), ("int64", ("int64",)), ("bool", ("bool",)),
-                       ("fp32", ("fp32", "float"))):
-        if any(n in s for n in names):
-            return key
-    return "other"
-
-
-def layer_precision(layer) -> str:
-    """A layer's precision: the lowest floating/quantized precision among its inputs, else its outputs.
-
-    A Q/DQ-fused INT8 convolution reads INT8 and counts as int8; a layer with only integer or
-    boolean tensors (shape arithmetic) counts as that type; a name-only entry (built without
-    ProfilingVerbosity.DETAILED) counts as "unknown".
-    """
-    if not isinstance(layer, dict):
-        return "unknown"
-    for key in ("Inputs", "Outputs"):
-        precs = [p for p in (_tensor_precision(t) for t in layer.get(key) or []) if p]
-        ranked = [p for p in precs if p in _PRECISION_ORDER]
-        if ranked:
-            return min(ranked, key=_PRECISION_ORDER.index)
-        if precs:
-            return precs[0]
-    return "unknown"
-
-
-def summarize_layer_precisions(engine_info_json: str) -> dict:
-    """Count an engine's layers by precision from IEngineInspector.get_engine_information(JSON).
-
-    Returns {"layers": N, "by_precision": {"fp16": n, ...}, "by_type": {...}, "convolutions": {"layers": n,
-    "by_precision": {...}}}: the last is what says whether INT8 took (the convolutions that read INT8).
-    """
-    try:
-        info = json.loads(engine_info_json)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"engine inspector output is not JSON ({e})") from None
-    layers = info.get("Layers", []) if isinstance(info, dict) else info
-    by_prec: dict[str, int] = {}
-    by_type: dict[str, int] = {}
-    conv_prec: dict[str, int] = {}
-    for layer in layers or []:
-        p = layer_precision(layer)
-        by_prec[p] = by_prec.get(p, 0) + 1
-        t = layer.get("LayerType", "unknown") if isinstance(layer, dict) else "unknown"
-        by_type[t] = by_type.get(t, 0) + 1
-        if "convolution" in t.lower():  # CaskConvolution, CaskDeconvolution, Convolution
-            conv_prec[p] = conv_prec.get(p, 0) + 1
-    return {"layers": sum(by_prec.values()), "by_precision": dict(sorted(by_prec.items())),
-            "by_type": dict(sorted(by_type.items())),
-            "convolutions": {"layers": sum(conv_prec.values()), "by_precision": dict(sorted(conv_prec.items()))}}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from cpnet.runtime import CpnetError, UserError, read_manifest, sha256_file, write_manifest
 from engines import trt as trtlayer
 from engines.build_engine import default_output
+from engines.layers import placement
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +188,7 @@ TRT11_JSON = json.dumps({"Layers": [
 
 
 def test_layer_precision_summary_trt10():
-    s = trtlayer.summarize_layer_precisions(TRT10_JSON)
+    s = placement.summarize_layer_precisions(TRT10_JSON)
     assert s["layers"] == 5
     # a layer counts at the lowest precision it reads: the reformat reads FP32, the Q layer FP16
     assert s["by_precision"] == {"fp16": 2, "fp32": 1, "int32": 1, "int8": 1}
@@ -196,11 +197,11 @@ def test_layer_precision_summary_trt10():
 
 
 def test_layer_precision_summary_trt11_and_names_only():
-    assert trtlayer.summarize_layer_precisions(TRT11_JSON)["by_precision"] == {"fp16": 1, "fp32": 1}
+    assert placement.summarize_layer_precisions(TRT11_JSON)["by_precision"] == {"fp16": 1, "fp32": 1}
     names_only = json.dumps({"Layers": ["conv1 + relu1", "head"], "Bindings": ["x", "y"]})
-    assert trtlayer.summarize_layer_precisions(names_only)["by_precision"] == {"unknown": 2}
+    assert placement.summarize_layer_precisions(names_only)["by_precision"] == {"unknown": 2}
     with pytest.raises(ValueError):
-        trtlayer.summarize_layer_precisions("not json")
+        placement.summarize_layer_precisions("not json")
 
 
 # --- parser errors and progress lines (fake TensorRT objects) ------------------------------------
