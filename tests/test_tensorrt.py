@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 
 from cpnet.runtime import CpnetError, UserError, read_manifest, sha256_file, write_manifest
-from engines.trt.build import format_parser_errors, make_progress_monitor
+from engines.build_engine import default_output
+from engines.layers import placement
+from engines.trt.config import make_progress_monitor
 from engines.trt.hardware import gpu_info, is_jetson
 from engines.trt.imports import import_pycuda, import_tensorrt
 from engines.trt.manifest import check_engine_manifest
+from engines.trt.network import format_parser_errors
 from engines.trt.options import BuildOptions, is_cpu_flavour, validate_build_options
 from engines.trt.versions import major_of, parse_version, same_version, version_compatible_runs
-from engines.build_engine import default_output
-from engines.layers import placement
 
 ROOT = Path(__file__).resolve().parent.parent
 
