@@ -55,10 +55,10 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
         sys.path.insert(0, _root)
 
 from cpnet.runtime import (CheckFailed, MissingDependency, UserError, atomic_write_bytes,  # noqa: E402
-                           manifest_path, read_manifest, versions, write_manifest)
+                           manifest_path, read_manifest, write_manifest)
 from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
-from cpnet.runtime.manifest import derive_manifest, verify_sha256  # noqa: E402
+from cpnet.runtime.manifest import verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
 from engines.layers import placement as engine_layers  # noqa: E402
 from engines.trt import dla  # noqa: E402
@@ -67,14 +67,12 @@ from engines.trt.engine import deserialize_engine, engine_info_json  # noqa: E40
 from engines.trt.hardware import (DEFAULT_WORKSPACE_MIB_DESKTOP, DEFAULT_WORKSPACE_MIB_JETSON,  # noqa: E402
                                   default_workspace_mib, gpu_info)
 from engines.trt.imports import import_pycuda, import_tensorrt  # noqa: E402
-from engines.trt.manifest import DeserializeOptions, sha256_bytes  # noqa: E402
+from engines.trt.manifest import DeserializeOptions, engine_manifest, sha256_bytes  # noqa: E402
 from engines.trt.options import (HARDWARE_LEVELS, BuildOptions, cpu_flavour_message, is_cpu_flavour,  # noqa: E402
                                  validate_build_options, validate_hardware_compatibility)
-from engines.trt.versions import major_of  # noqa: E402
 
 log = get_logger("engines")
 
-PRECISION_RECORDS = ("flavour", "calibration")  # the INT8 parent's, kept beside the engine's own
 DEFAULT_CACHE_NAME = "tensorrt.timing.cache"
 
 
@@ -88,30 +86,6 @@ def default_output(onnx: Path, fp16_flag: bool = False, dla_core: int | None = N
     if dla_core is not None:
         parts.append(f"dla{dla_core}")
     return onnx.with_name(".".join(parts) + ".engine")
-
-
-def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
-                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str,
-                    placement: dict | None = None, layers_file: str | None = None) -> dict:
-    precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
-    m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
-                        **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
-    m.update({
-        # builder-flags: a 10.x DLA build (FP16, + INT8 for a Q/DQ file; engines.trt.dla)
-        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed" if strongly_typed else "builder-flags",
-        "tensorrt": {"version": trt_version, "major": major_of(trt_version),
-                     "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
-                     "hardware_compatibility": opts.hardware_compatibility},
-        "gpu": gpu,
-        "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
-        "build_options": opts.to_manifest(),
-        "layer_precisions": layer_summary,
-        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers.placement)
-        "layers_file": layers_file,  # the inspector's JSON beside the engine, by name
-        "sha256": engine_sha256,
-        "versions": versions(),
-    })
-    return m
 
 
 def prepare(opts: BuildOptions) -> tuple[Path, dict]:

@@ -1,5 +1,6 @@
-"""An engine's manifest as opening the engine reads it: which TensorRT and GPU may run it, whether its bytes are
-the ones built, whether it carries host code, and the runtime settings it needs (pure Python).
+"""An engine's manifest: what a build records in it, and what opening the engine checks against it: which
+TensorRT and GPU may run it, whether its bytes are the ones built, whether it carries host code, and the runtime
+settings it needs (pure Python).
 
 An engine is native code that runs on the GPU (and, when version compatible, on the host): one is opened only
 when its bytes match the sha256 in the manifest beside it, or when the user says they trust it
@@ -17,12 +18,45 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from cpnet.runtime import UserError
+from cpnet.runtime.manifest import derive_manifest
+from cpnet.runtime.manifest import versions as library_versions
 
 from . import hardware
 from .options import BuildOptions
-from .versions import same_version, version_compatible_runs
+from .versions import major_of, same_version, version_compatible_runs
+
+PRECISION_RECORDS = ("flavour", "calibration")  # the INT8 parent's, kept beside the engine's own
+
+
+def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
+                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str,
+                    placement: dict | None = None, layers_file: str | None = None) -> dict:
+    """The manifest ``cpnet build`` writes beside an engine (docs/architecture.md §2): the ONNX parent's interface
+    and lineage, how it was built (TensorRT, typing, portability, GPU, device, options), what the engine
+    inspector says of its layers, its sha256 and the library versions."""
+    precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
+    m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
+                        **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
+    m.update({
+        # builder-flags: a 10.x DLA build (FP16, + INT8 for a Q/DQ file; engines.trt.dla)
+        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed" if strongly_typed else "builder-flags",
+        "tensorrt": {"version": trt_version, "major": major_of(trt_version),
+                     "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
+                     "hardware_compatibility": opts.hardware_compatibility},
+        "gpu": gpu,
+        "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
+        "build_options": opts.to_manifest(),
+        "layer_precisions": layer_summary,
+        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers.placement)
+        "layers_file": layers_file,  # the inspector's JSON beside the engine, by name
+        "sha256": engine_sha256,
+        "versions": library_versions(),
+    })
+    return m
+
 
 @dataclass(frozen=True)
 class DeserializeOptions:
