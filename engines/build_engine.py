@@ -235,19 +235,20 @@ cpnet build model.fp16.onnx --version-compatible --hardware-compatibility ampere
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ONNX", "model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour), with its manifest")
-    a.add_output(p, "engine path (default: beside the ONNX file, .onnx -> .engine)")
-    p.add_argument("--workspace", type=a.positive_int, metavar="MiB",
+    cli_args.add_input(p, "ONNX",
+                       "model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour), with its manifest")
+    cli_args.add_output(p, "engine path (default: beside the ONNX file, .onnx -> .engine)")
+    p.add_argument("--workspace", type=cli_args.positive_int, metavar="MiB",
                    help=f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MIB_JETSON} on Jetson, "
                         f"{DEFAULT_WORKSPACE_MIB_DESKTOP} elsewhere)")
     p.add_argument("--timing-cache", metavar="FILE", help=f"timing cache (default: {DEFAULT_CACHE_NAME} beside the engine)")
     p.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
     p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0-5 (TensorRT default 3)")
-    p.add_argument("--batch", type=a.positive_int, default=1,
+    p.add_argument("--batch", type=cli_args.positive_int, default=1,
                    help="max batch for a dynamic-batch ONNX file (default 1)")
-    p.add_argument("--opt-batch", type=a.positive_int, metavar="B",
+    p.add_argument("--opt-batch", type=cli_args.positive_int, metavar="B",
                    help="the batch kernels are tuned for, 1..--batch (default 1: what most calls use)")
     g = p.add_argument_group("precision and portability")
     g.add_argument("--fp16-flag", action="store_true",
