@@ -14,14 +14,14 @@ precision, channels_last, threads; onnxruntime takes providers, threads;
 tensorrt takes verbose, cuda_graph (replay as a CUDA graph; not for DLA engines),
 trust_engine (open an engine that has no manifest) and allow_host_code (let a
 version-compatible engine run the host code it carries); a TensorRT backend may be opened
-in one thread and used from others (engines.trt.PrimaryContext; calls take turns). See
+in one thread and used from others (engines.trt.context.PrimaryContext; calls take turns). See
 cpnet/runtime/backend.py for the interface, engines/backends/ for the runners and their
 registry, and docs/architecture.md for the manifests.
 
 The verbs on top: ``cpnet check`` (engines.check), ``cpnet build`` (engines.build_engine),
 ``cpnet benchmark`` (engines.benchmark), ``cpnet report`` (engines.report.report, the accuracy-drift report).
 
-What has run where: the TensorRT layer (engines/trt.py, engines/backends/tensorrt_backend.py,
+What has run where: the TensorRT layer (engines/trt/, engines/backends/tensorrt_backend.py,
 engines/build_engine.py past its TensorRT import) is written from NVIDIA's TensorRT 10.x/11.x
 documentation, Polygraphy and trtexec, and is tested against the fake TensorRT, PyCUDA and
 cuda-python of tests/fake_tensorrt (the real names of TensorRT 10.3, 10.16 and 11.4, a CUDA

@@ -9,7 +9,7 @@
   (the tensorrt flavour) on TensorRT 10 and 11: precision comes from the file.
 - ``--fp16-flag`` (TensorRT 10 only): a weakly typed network over model.onnx with
   BuilderFlag.FP16; refused on TensorRT 11, which removed the flag.
-- ``--dla-core N``: DLA as NVIDIA documents it per version (``engines.dla``): TensorRT 10.0-10.7 (JetPack 6)
+- ``--dla-core N``: DLA as NVIDIA documents it per version (``engines.trt.dla``): TensorRT 10.0-10.7 (JetPack 6)
   weakly typed with the FP16 flag (+ INT8 for model.int8.onnx) and GPU fallback; 11.4.1 on Jetson AGX Orin
   (JetPack 7.2.2+) strongly typed with GPU fallback; Windows on ARM (11.4.0+) strongly typed without
   fallback; other versions are refused in one line. ``--strict-dla``: the build fails when any layer
@@ -55,19 +55,24 @@ if __package__ in (None, ""):  # `python engines/build_engine.py`: import the pa
         sys.path.insert(0, _root)
 
 from cpnet.runtime import (CheckFailed, MissingDependency, UserError, atomic_write_bytes,  # noqa: E402
-                           manifest_path, read_manifest, versions, write_manifest)
+                           manifest_path, read_manifest, write_manifest)
 from cpnet.runtime.files import check_output  # noqa: E402
 from cpnet.runtime.log import get_logger  # noqa: E402
-from cpnet.runtime.manifest import derive_manifest, verify_sha256  # noqa: E402
+from cpnet.runtime.manifest import verify_sha256  # noqa: E402
 from engines import check as checker  # noqa: E402
-from engines import dla  # noqa: E402
 from engines.layers import placement as engine_layers  # noqa: E402
-from engines import trt as trtlayer  # noqa: E402
-from engines.trt import BuildOptions  # noqa: E402
+from engines.trt import dla  # noqa: E402
+from engines.trt.build import build_serialized_engine  # noqa: E402
+from engines.trt.engine import deserialize_engine, engine_info_json  # noqa: E402
+from engines.trt.hardware import (DEFAULT_WORKSPACE_MIB_DESKTOP, DEFAULT_WORKSPACE_MIB_JETSON,  # noqa: E402
+                                  default_workspace_mib, gpu_info)
+from engines.trt.imports import import_pycuda, import_tensorrt  # noqa: E402
+from engines.trt.manifest import DeserializeOptions, engine_manifest, sha256_bytes  # noqa: E402
+from engines.trt.options import (HARDWARE_LEVELS, BuildOptions, cpu_flavour_message, is_cpu_flavour,  # noqa: E402
+                                 validate_build_options, validate_hardware_compatibility)
 
 log = get_logger("engines")
 
-PRECISION_RECORDS = ("flavour", "calibration")  # the INT8 parent's, kept beside the engine's own
 DEFAULT_CACHE_NAME = "tensorrt.timing.cache"
 
 
@@ -83,30 +88,6 @@ def default_output(onnx: Path, fp16_flag: bool = False, dla_core: int | None = N
     return onnx.with_name(".".join(parts) + ".engine")
 
 
-def engine_manifest(onnx_path: Path, onnx_manifest: dict, trt_version: str, gpu: dict | None,
-                    opts: BuildOptions, strongly_typed: bool, layer_summary: dict | None, engine_sha256: str,
-                    placement: dict | None = None, layers_file: str | None = None) -> dict:
-    precision = "fp16" if opts.fp16_flag else onnx_manifest.get("precision", "fp32")
-    m = derive_manifest(onnx_path, onnx_manifest, "engine", precision,
-                        **{k: onnx_manifest[k] for k in PRECISION_RECORDS if k in onnx_manifest})
-    m.update({
-        # builder-flags: a 10.x DLA build (FP16, + INT8 for a Q/DQ file; engines.dla)
-        "precision_mode": "fp16-flag" if opts.fp16_flag else "strongly-typed" if strongly_typed else "builder-flags",
-        "tensorrt": {"version": trt_version, "major": trtlayer.major_of(trt_version),
-                     "strongly_typed": strongly_typed, "version_compatible": bool(opts.version_compatible),
-                     "hardware_compatibility": opts.hardware_compatibility},
-        "gpu": gpu,
-        "device": f"dla:{opts.dla_core}" if opts.dla_core is not None else "gpu",
-        "build_options": opts.to_manifest(),
-        "layer_precisions": layer_summary,
-        "layer_placement": placement,  # per device and precision, the GPU fallbacks, reformats (engines.layers.placement)
-        "layers_file": layers_file,  # the inspector's JSON beside the engine, by name
-        "sha256": engine_sha256,
-        "versions": versions(),
-    })
-    return m
-
-
 def prepare(opts: BuildOptions) -> tuple[Path, dict]:
     """Check what can be checked without TensorRT; fill in the output and timing-cache paths. (onnx path, manifest)."""
     onnx_path = Path(opts.onnx)
@@ -114,9 +95,9 @@ def prepare(opts: BuildOptions) -> tuple[Path, dict]:
         raise UserError(f"{onnx_path}: no such ONNX file")
     onnx_manifest = read_manifest(onnx_path, required=True)
     verify_sha256(onnx_path, onnx_manifest, "the ONNX file")  # before TensorRT's parser reads a byte of it
-    if trtlayer.is_cpu_flavour(onnx_manifest):  # refuse before needing TensorRT
-        raise UserError(trtlayer.cpu_flavour_message(str(onnx_path)))
-    trtlayer.validate_hardware_compatibility(opts, gpu=None, jetson=False)  # DLA + hardware compatibility, etc.
+    if is_cpu_flavour(onnx_manifest):  # refuse before needing TensorRT
+        raise UserError(cpu_flavour_message(str(onnx_path)))
+    validate_hardware_compatibility(opts, gpu=None, jetson=False)  # DLA + hardware compatibility, etc.
     out = Path(opts.output) if opts.output else default_output(onnx_path, opts.fp16_flag, opts.dla_core)
     if out.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise UserError(f"{out}: an engine file ends in .engine, .plan or .trt")
@@ -133,13 +114,13 @@ def load_check(trt, engine_bytes: bytes, opts: BuildOptions, out: Path) -> str |
     """Deserialize the new engine the way it will be opened (host code for version-compatible plans, the DLA
     core) and return the engine inspector's JSON (None where the inspector fails); a plan that does not load
     is a UserError and nothing is written."""
-    options = trtlayer.DeserializeOptions.from_build_options(opts)
+    options = DeserializeOptions.from_build_options(opts)
     try:
-        _, engine = trtlayer.deserialize_engine(trt, engine_bytes, str(out), options=options, verbose=opts.verbose)
+        _, engine = deserialize_engine(trt, engine_bytes, str(out), options=options, verbose=opts.verbose)
     except UserError as e:
         raise UserError(f"the engine TensorRT just built does not load ({e}); nothing written") from None
     try:
-        info = trtlayer.engine_info_json(trt, engine)
+        info = engine_info_json(trt, engine)
         json.loads(info)  # a non-JSON answer is no layer information
         return info
     except Exception as e:
@@ -180,21 +161,21 @@ def build(opts: BuildOptions) -> Path:
     onnx_path, onnx_manifest = prepare(opts)
     out = Path(opts.output)
 
-    trt = trtlayer.import_tensorrt()
+    trt = import_tensorrt()
     trt_version = trt.__version__
-    gpu = trtlayer.gpu_info()
+    gpu = gpu_info()
     if gpu is None:
-        trtlayer.import_pycuda()  # gives the precise one-line reason (no PyCUDA / no device)
-        gpu = trtlayer.gpu_info()
+        import_pycuda()  # gives the precise one-line reason (no PyCUDA / no device)
+        gpu = gpu_info()
         if gpu is None:
             raise MissingDependency("no CUDA GPU visible to pycuda, cuda-python or torch.cuda")
-    target = trtlayer.validate_build_options(opts, trt_version, onnx_manifest, gpu=gpu)
+    target = validate_build_options(opts, trt_version, onnx_manifest, gpu=gpu)
     if opts.workspace_mib is None:
-        opts.workspace_mib = trtlayer.default_workspace_mib()  # recorded in the manifest as used
+        opts.workspace_mib = default_workspace_mib()  # recorded in the manifest as used
 
     # the running TensorRT's own table (DLA: the DLA rules on top of it)
     log.info(f"checking {onnx_path} for {target} (TensorRT {trt_version})")
-    # 10.x DLA builds set the FP16 flag themselves (engines.dla), so an FP32 file is fine there
+    # 10.x DLA builds set the FP16 flag themselves (engines.trt.dla), so an FP32 file is fine there
     dla_flags = opts.dla_core is not None and not dla.dla_path(trt_version).strongly_typed
     check_options = checker.CheckOptions(target=target, strict_dla=opts.strict_dla,
                                          assume_fp16=opts.fp16_flag or dla_flags, trt_version=trt_version)
@@ -209,7 +190,7 @@ def build(opts: BuildOptions) -> Path:
     size = onnx_manifest.get("input_size")
     input_size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) and len(size) == 2 else None
     try:
-        res = trtlayer.build_serialized_engine(trt, opts, input_size, precision=onnx_manifest.get("precision"))
+        res = build_serialized_engine(trt, opts, input_size, precision=onnx_manifest.get("precision"))
     except UserError:
         raise
     except Exception as e:  # pybind errors from TensorRT: keep them to one line
@@ -219,11 +200,11 @@ def build(opts: BuildOptions) -> Path:
         log.info(n)
 
     info = load_check(trt, res.engine, opts, out)
-    summary = trtlayer.summarize_layer_precisions(info) if info is not None else None
+    summary = engine_layers.summarize_layer_precisions(info) if info is not None else None
     placement = engine_layers.placement(info, dla=opts.dla_core is not None) if info is not None else None
     fallback_check(placement, opts, trt_version)
     manifest = engine_manifest(onnx_path, onnx_manifest, trt_version, gpu, opts, res.strongly_typed, summary,
-                               trtlayer.sha256_bytes(res.engine), placement,
+                               sha256_bytes(res.engine), placement,
                                engine_layers.layers_path(out).name if info is not None else None)
     write_engine(out, res.engine, manifest, info)
     if res.save_timing_cache is not None:
@@ -254,19 +235,20 @@ cpnet build model.fp16.onnx --version-compatible --hardware-compatibility ampere
 
 
 def add_arguments(p) -> None:
-    from cpnet.cli import args as a
+    from cpnet.cli import args as cli_args
 
-    a.add_input(p, "ONNX", "model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour), with its manifest")
-    a.add_output(p, "engine path (default: beside the ONNX file, .onnx -> .engine)")
-    p.add_argument("--workspace", type=a.positive_int, metavar="MiB",
-                   help=f"builder workspace limit in MiB (default {trtlayer.DEFAULT_WORKSPACE_MIB_JETSON} on Jetson, "
-                        f"{trtlayer.DEFAULT_WORKSPACE_MIB_DESKTOP} elsewhere)")
+    cli_args.add_input(p, "ONNX",
+                       "model.onnx, model.fp16.onnx or model.int8.onnx (tensorrt flavour), with its manifest")
+    cli_args.add_output(p, "engine path (default: beside the ONNX file, .onnx -> .engine)")
+    p.add_argument("--workspace", type=cli_args.positive_int, metavar="MiB",
+                   help=f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MIB_JETSON} on Jetson, "
+                        f"{DEFAULT_WORKSPACE_MIB_DESKTOP} elsewhere)")
     p.add_argument("--timing-cache", metavar="FILE", help=f"timing cache (default: {DEFAULT_CACHE_NAME} beside the engine)")
     p.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
     p.add_argument("--opt-level", type=int, metavar="N", help="builder optimization level 0-5 (TensorRT default 3)")
-    p.add_argument("--batch", type=a.positive_int, default=1,
+    p.add_argument("--batch", type=cli_args.positive_int, default=1,
                    help="max batch for a dynamic-batch ONNX file (default 1)")
-    p.add_argument("--opt-batch", type=a.positive_int, metavar="B",
+    p.add_argument("--opt-batch", type=cli_args.positive_int, metavar="B",
                    help="the batch kernels are tuned for, 1..--batch (default 1: what most calls use)")
     g = p.add_argument_group("precision and portability")
     g.add_argument("--fp16-flag", action="store_true",
@@ -276,7 +258,7 @@ def add_arguments(p) -> None:
     g.add_argument("--version-compatible", action="store_true",
                    help="BuilderFlag.VERSION_COMPATIBLE: the engine also runs on newer TensorRT of the same major "
                         "(and a TensorRT 10 engine on 11); it embeds the lean runtime")
-    g.add_argument("--hardware-compatibility", choices=tuple(trtlayer.HARDWARE_LEVELS), default="none",
+    g.add_argument("--hardware-compatibility", choices=tuple(HARDWARE_LEVELS), default="none",
                    help="ampere+: the engine runs on any Ampere-or-newer GPU (sm 8.0+, built on one); same-cc: on "
                         "any GPU of this compute capability; default none (this GPU model); not for DLA or Jetson")
     g = p.add_argument_group("DLA (Jetson)")

@@ -36,8 +36,9 @@ from cpnet.runtime import MissingDependency, UserError, read_manifest
 from cpnet.runtime.files import check_output, file_lock, sha256_file
 from cpnet.runtime.log import get_logger
 
-from . import trt as trtlayer
-from .trt import BuildOptions
+from .trt.hardware import default_workspace_mib, gpu_info
+from .trt.imports import import_pycuda, import_tensorrt
+from .trt.options import BuildOptions, cpu_flavour_message, is_cpu_flavour
 
 log = get_logger("engines")
 
@@ -114,12 +115,12 @@ def _here(onnx: Path) -> tuple[str, dict, str]:
 
     onnx_manifest = read_manifest(onnx, required=True)
     digest = verify_sha256(onnx, onnx_manifest, "the ONNX file")
-    if trtlayer.is_cpu_flavour(onnx_manifest):
-        raise UserError(trtlayer.cpu_flavour_message(str(onnx)))
-    trt = trtlayer.import_tensorrt()
-    gpu = trtlayer.gpu_info()
+    if is_cpu_flavour(onnx_manifest):
+        raise UserError(cpu_flavour_message(str(onnx)))
+    trt = import_tensorrt()
+    gpu = gpu_info()
     if gpu is None:
-        trtlayer.import_pycuda()  # the precise reason (no PyCUDA / no device)
+        import_pycuda()  # the precise reason (no PyCUDA / no device)
         raise MissingDependency("no CUDA GPU visible to pycuda, cuda-python or torch.cuda")
     return trt.__version__, gpu, digest
 
@@ -127,7 +128,7 @@ def _here(onnx: Path) -> tuple[str, dict, str]:
 def _resolved(opts: BuildOptions) -> BuildOptions:
     """The options as the build will use them: the workspace default of this machine filled in."""
     if opts.workspace_mib is None:
-        return replace(opts, workspace_mib=trtlayer.default_workspace_mib())
+        return replace(opts, workspace_mib=default_workspace_mib())
     return opts
 
 

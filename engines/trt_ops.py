@@ -140,7 +140,7 @@ class OperatorTable:
 
 def _version_of(version) -> Version:
     if isinstance(version, str):
-        from .trt import parse_version  # pure Python
+        from .trt.versions import parse_version  # pure Python
 
         version = parse_version(version)
     v = tuple(int(x) for x in version)

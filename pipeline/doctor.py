@@ -1,8 +1,8 @@
 """``cpnet doctor [ARTIFACT ...]``: what this machine can run, and why, on one screen (and ``--json FILE``).
 
 It sits at the top (beside ``cpnet pipeline``) because it asks every stage: the OpenCV build as the demo reads it
-(:func:`demo.sources.opencv_build`), the GPU and TensorRT as the engines read them (:func:`engines.trt.gpu_info`,
-:func:`engines.trt.check_engine_manifest`, the engine cache), the CPU as every figure's machine line does
+(:func:`demo.sources.opencv_build`), the GPU and TensorRT as the engines read them (:func:`engines.trt.hardware.gpu_info`,
+:func:`engines.trt.manifest.check_engine_manifest`, the engine cache), the CPU as every figure's machine line does
 (:mod:`cpnet.runtime.machine`), and a Jetson's files (:mod:`cpnet.runtime.jetson`). Nothing is built or run: an
 ONNX file's TensorRT engine is looked up in the cache (:func:`engines.engine_cache.lookup`), not made.
 
@@ -103,7 +103,7 @@ def _cudart():
 
 def nvidia(root: Path) -> dict:
     """Driver, CUDA (driver and runtime), cuDNN, TensorRT, PyCUDA, cuda-python, and whether they fit together."""
-    from engines import trt as trtlayer
+    from engines.trt.imports import import_tensorrt
 
     l4t = jetson_probes.l4t_release(root)  # a Jetson's GPU driver is L4T's own, with no version of its own
     out: dict = {"driver": _driver_version(root) or (f"L4T {l4t}" if l4t else None), "driver_cuda": None, "cuda_runtime": None, "cudnn": None,
@@ -136,7 +136,7 @@ def nvidia(root: Path) -> dict:
     cudnn_deb = next((v for k, v in debs.items() if re.fullmatch(r"libcudnn\d+(-cuda-\d+)?", k)), None)
     out["cudnn"] = cudnn_deb or _dist_version("nvidia-cudnn-cu13", "nvidia-cudnn-cu12")
     try:
-        trt = trtlayer.import_tensorrt()
+        trt = import_tensorrt()
         out["tensorrt"] = trt.__version__
     except CpnetError as e:
         out["tensorrt_absent"] = str(e)
@@ -161,9 +161,11 @@ def nvidia(root: Path) -> dict:
 
 def gpu(jetson: bool) -> dict | None:
     """Name, compute capability, memory, integrated or discrete, DLA cores (from TensorRT, where it imports)."""
-    from engines import trt as trtlayer
+    from engines.trt.hardware import gpu_info
+    from engines.trt.imports import import_tensorrt
+    from engines.trt.logger import make_logger
 
-    info = trtlayer.gpu_info()
+    info = gpu_info()
     if info is None:
         return None
     info = {**info, "memory_mib": None, "integrated": jetson or None, "dla_cores": None}
@@ -183,8 +185,8 @@ def gpu(jetson: bool) -> dict | None:
     except Exception:
         pass
     try:
-        trt = trtlayer.import_tensorrt()
-        info["dla_cores"] = int(trt.Runtime(trtlayer.make_logger(trt)).num_DLA_cores)
+        trt = import_tensorrt()
+        info["dla_cores"] = int(trt.Runtime(make_logger(trt)).num_DLA_cores)
     except Exception:
         pass
     return info
@@ -280,9 +282,9 @@ def _onnx_on_tensorrt(p: Path, here: dict) -> dict:
 
 
 def _engine(p: Path, manifest: dict | None, row: dict, here: dict) -> dict:
-    from engines import trt as trtlayer
+    from engines.trt.manifest import check_engine_manifest, rebuild_hint
 
-    rebuild = trtlayer.rebuild_hint(manifest, str(p))
+    rebuild = rebuild_hint(manifest, str(p))
     if manifest is None:
         return _fail(row, "no manifest beside the engine: its origin and sha256 cannot be checked "
                           "(--trust-engine only for engines you built)", rebuild)
@@ -292,7 +294,7 @@ def _engine(p: Path, manifest: dict | None, row: dict, here: dict) -> dict:
     if not trt_version:
         return _fail(row, f"TensorRT is not installed here ({here['nvidia']['tensorrt_absent']})", rebuild)
     try:
-        warnings = trtlayer.check_engine_manifest(manifest, trt_version, here["gpu"], str(p),
+        warnings = check_engine_manifest(manifest, trt_version, here["gpu"], str(p),
                                                   jetson=here["jetson"] is not None)
     except CpnetError as e:
         # the reason without the path and the rebuild hint, which the row's own fields hold

@@ -110,11 +110,11 @@ def fake_trt(monkeypatch):
     """``fake_trt(version="10.3.0", **knobs)``: ``import tensorrt`` / ``pycuda`` / ``cuda.bindings`` become the
     fake of that version (tests/fake_tensorrt); returns its :class:`fake_tensorrt.World`. Removed afterwards."""
     import fake_tensorrt
-    from engines import trt as trtlayer
+    from engines.trt import hardware
 
     def install(version: str = "10.3.0", **knobs):
         world = fake_tensorrt.install(version, **knobs)
-        monkeypatch.setattr(trtlayer, "is_jetson", lambda: world.jetson)
+        monkeypatch.setattr(hardware, "is_jetson", lambda: world.jetson)  # every caller asks it through the module
         return world
 
     yield install

@@ -1,4 +1,4 @@
-"""DLA per TensorRT version (engines/dla.py) and where every layer runs (engines/layers/placement.py), on the strict fake."""
+"""DLA per TensorRT version (engines/trt/dla.py) and where every layer runs (engines/layers/placement.py), on the strict fake."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cpnet.runtime import CheckFailed, UserError, read_manifest
-from engines import build_engine, dla
+from engines import build_engine
 from engines.layers import placement as layers
-from engines import trt as trtlayer
+from engines.trt import dla
+from engines.trt.options import BuildOptions, validate_build_options
 from fake_tensorrt.trt import plan_header
 from test_trt_fake import _build, _conv_model
 
@@ -173,10 +174,10 @@ def test_placement_reads_real_shaped_json():
 
 
 def test_validate_build_options_uses_the_table(monkeypatch):
-    opts = trtlayer.BuildOptions(onnx="m.onnx", dla_core=0)
-    assert trtlayer.validate_build_options(opts, "10.7.0", {"precision": "fp16"}) == "dla"
+    opts = BuildOptions(onnx="m.onnx", dla_core=0)
+    assert validate_build_options(opts, "10.7.0", {"precision": "fp16"}) == "dla"
     with pytest.raises(UserError, match="10.8.0 has no DLA"):
-        trtlayer.validate_build_options(opts, "10.8.0", {"precision": "fp16"})
+        validate_build_options(opts, "10.8.0", {"precision": "fp16"})
 
 
 def test_cli_strict_dla_keeps_gpu_fallback_for_the_inspector():

@@ -11,7 +11,7 @@ import pytest
 from cpnet import cli
 from cpnet.runtime import jetson, read_manifest, write_manifest
 from engines import build_engine
-from engines import trt as trtlayer
+from engines.trt.options import BuildOptions
 from pipeline import doctor
 from test_trt_fake import _conv_model
 
@@ -68,9 +68,9 @@ def test_doctor_on_a_faked_jetpack6_orin(fake_trt, tmp_path):
     export = tmp_path / "export"
     export.mkdir()
     onnx = _conv_model(export / "model.int8.onnx")
-    fresh = build_engine.build(trtlayer.BuildOptions(onnx=str(onnx), timing_cache="", progress=False))
+    fresh = build_engine.build(BuildOptions(onnx=str(onnx), timing_cache="", progress=False))
     other = _conv_model(export / "model.fp16.onnx")
-    moved = build_engine.build(trtlayer.BuildOptions(onnx=str(other), timing_cache="", progress=False, batch=2))
+    moved = build_engine.build(BuildOptions(onnx=str(other), timing_cache="", progress=False, batch=2))
     m = read_manifest(moved)
     m["gpu"] = {"name": "NVIDIA A100", "compute_capability": "8.0"}  # copied from a desktop
     write_manifest(moved, m)
@@ -100,7 +100,7 @@ def test_doctor_on_a_faked_jetpack6_orin(fake_trt, tmp_path):
 def test_an_engine_of_another_tensorrt_gets_its_rebuild_command(fake_trt, tmp_path):
     fake_trt("10.16.1")
     onnx = _conv_model(tmp_path / "model.onnx")
-    engine = build_engine.build(trtlayer.BuildOptions(onnx=str(onnx), timing_cache="", progress=False, tf32=True))
+    engine = build_engine.build(BuildOptions(onnx=str(onnx), timing_cache="", progress=False, tf32=True))
     fake_trt("10.3.0")
     (row,) = doctor.report([str(engine)], root=tmp_path / "nothing")["artifacts"]
     assert not row["runs"] and "TensorRT 10.16.1" in row["why"] and "this is TensorRT 10.3.0" in row["why"]

@@ -15,7 +15,7 @@ import pytest
 import engines
 from cpnet.runtime import UserError, read_manifest
 from engines import build_engine
-from engines import trt as trtlayer
+from engines.trt.options import BuildOptions
 from fake_tensorrt import TURING, child_env
 from test_trt_fake import _conv_model, _x
 
@@ -55,7 +55,7 @@ def test_built_on_first_use_then_reused(fake_trt, onnx_file, caplog):
 
 def test_an_engine_cpnet_build_made_is_the_one_the_cache_reuses(fake_trt, onnx_file):
     world = fake_trt()
-    built = build_engine.build(trtlayer.BuildOptions(onnx=str(onnx_file), timing_cache="", progress=False))
+    built = build_engine.build(BuildOptions(onnx=str(onnx_file), timing_cache="", progress=False))
     assert _builds(world) == 1
     path, _ = _open(onnx_file)
     assert Path(path) == built and _builds(world) == 1

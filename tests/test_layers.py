@@ -178,6 +178,23 @@ def test_engine_formats_name_their_precision(fmt, precision):
     assert engine_json.format_precision(fmt) == precision
 
 
+def test_inspect_engine_reads_tensorrt_11_datatype_fields_as_the_manifest_does():
+    """TensorRT 11 writes "Format" and "DataType" instead of "Format/Datatype": the table reads them, and by the
+    same rule as the manifest's counts (the lowest precision a layer reads, its outputs' beside it)."""
+    from engines.layers import placement
+
+    layers = {"Layers": [
+        {"Name": "conv", "LayerType": "CaskConvolution",
+         "Inputs": [{"Name": "x", "DataType": "Half", "Format": "Channel major FP16 format (kHWC8)"}],
+         "Outputs": [{"Name": "y", "DataType": "Float", "Format": "Row major linear FP32 format (kLINEAR)"}]},
+        {"Name": "add", "LayerType": "ElementWise",
+         "Inputs": [_tensor("a", [1], "Row major linear FP32"), _tensor("b", [1], "Row major linear Int8 format")],
+         "Outputs": [_tensor("c", [1], "Row major linear FP32")]}], "I/O Tensors": []}
+    rows = engine_json.layer_rows(layers)
+    assert [(r.precision, r.output_precision) for r in rows] == [("fp16", "fp32"), ("int8", "fp32")]
+    summary = placement.summarize_layer_precisions(json.dumps(layers))
+    assert summary["by_precision"] == {"fp16": 1, "int8": 1}
+
 def test_inspect_engine_without_its_layer_table_is_one_line_error(tmp_path, capsys):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"x")

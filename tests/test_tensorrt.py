@@ -17,8 +17,15 @@ import numpy as np
 import pytest
 
 from cpnet.runtime import CpnetError, UserError, read_manifest, sha256_file, write_manifest
-from engines import trt as trtlayer
 from engines.build_engine import default_output
+from engines.layers import placement
+from engines.trt.config import make_progress_monitor
+from engines.trt.hardware import gpu_info, is_jetson
+from engines.trt.imports import import_pycuda, import_tensorrt
+from engines.trt.manifest import check_engine_manifest
+from engines.trt.network import format_parser_errors
+from engines.trt.options import BuildOptions, is_cpu_flavour, validate_build_options
+from engines.trt.versions import major_of, parse_version, same_version, version_compatible_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _opts(**kw):
-    return trtlayer.BuildOptions(onnx=kw.pop("onnx", "model.onnx"), **kw)
+    return BuildOptions(onnx=kw.pop("onnx", "model.onnx"), **kw)
 
 
 FP32 = {"precision": "fp32"}
@@ -38,30 +45,30 @@ INT8_CPU = {"precision": "int8", "flavour": "cpu", "calibration": {"flavour": "c
 @pytest.mark.parametrize("version", ["11.0.0", "11.4.1.2"])
 def test_fp16_flag_refused_on_trt11(version):
     with pytest.raises(UserError) as e:
-        trtlayer.validate_build_options(_opts(fp16_flag=True), version, FP32)
+        validate_build_options(_opts(fp16_flag=True), version, FP32)
     msg = str(e.value)
     assert "\n" not in msg and "--fp16-flag needs TensorRT 10" in msg and "model.fp16.onnx" in msg
 
 
 def test_fp16_flag_allowed_on_trt10_over_fp32_only():
-    assert trtlayer.validate_build_options(_opts(fp16_flag=True), "10.3.0", FP32) == "trt10"
+    assert validate_build_options(_opts(fp16_flag=True), "10.3.0", FP32) == "trt10"
     with pytest.raises(UserError, match="already fp16"):
-        trtlayer.validate_build_options(_opts(fp16_flag=True, onnx="model.fp16.onnx"), "10.3.0", FP16)
+        validate_build_options(_opts(fp16_flag=True, onnx="model.fp16.onnx"), "10.3.0", FP16)
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
 def test_cpu_flavour_refused_with_the_command_to_run(version):
     with pytest.raises(UserError) as e:
-        trtlayer.validate_build_options(_opts(onnx="model.int8-cpu.onnx"), version, INT8_CPU)
+        validate_build_options(_opts(onnx="model.int8-cpu.onnx"), version, INT8_CPU)
     assert "--flavour tensorrt" in str(e.value) and "model.int8-cpu.onnx" in str(e.value)
-    assert trtlayer.is_cpu_flavour({"precision": "int8", "flavour": "cpu"})  # top-level key alone also counts
-    assert not trtlayer.is_cpu_flavour(INT8_TRT)
+    assert is_cpu_flavour({"precision": "int8", "flavour": "cpu"})  # top-level key alone also counts
+    assert not is_cpu_flavour(INT8_TRT)
 
 
 @pytest.mark.parametrize("version,dla,expected", [
     ("10.3.0.30", None, "trt10"), ("11.2.0", None, "trt11"), ("10.3.0", 0, "dla"), ("11.4.1", 1, "dla")])
 def test_targets(version, dla, expected):
-    assert trtlayer.validate_build_options(_opts(dla_core=dla), version, INT8_TRT) == expected
+    assert validate_build_options(_opts(dla_core=dla), version, INT8_TRT) == expected
 
 
 @pytest.mark.parametrize("kw,version,match", [
@@ -70,7 +77,7 @@ def test_targets(version, dla, expected):
     ({}, "8.6.1", "too old"), ({"batch": 0}, "10.3.0", "batch")])
 def test_invalid_options(kw, version, match):
     with pytest.raises(UserError, match=match):
-        trtlayer.validate_build_options(_opts(**kw), version, FP32)
+        validate_build_options(_opts(**kw), version, FP32)
 
 
 def test_default_output_names():
@@ -81,10 +88,10 @@ def test_default_output_names():
 
 
 def test_versions():
-    assert trtlayer.parse_version("10.3.0.30") == (10, 3, 0, 30)
-    assert trtlayer.parse_version("11.0.0b1") == (11, 0, 0)
-    assert trtlayer.same_version("10.3.0", "10.3.0.30")
-    assert not trtlayer.same_version("10.3.0", "10.4.0")
+    assert parse_version("10.3.0.30") == (10, 3, 0, 30)
+    assert parse_version("11.0.0b1") == (11, 0, 0)
+    assert same_version("10.3.0", "10.3.0.30")
+    assert not same_version("10.3.0", "10.4.0")
 
 
 # --- manifest checks --------------------------------------------------------------------------
@@ -99,12 +106,12 @@ def _engine_manifest(version="10.3.0", gpu=ORIN, vc=False):
 
 
 def test_manifest_match_passes():
-    assert trtlayer.check_engine_manifest(_engine_manifest(), "10.3.0", ORIN, "m.engine") == []
+    assert check_engine_manifest(_engine_manifest(), "10.3.0", ORIN, "m.engine") == []
 
 
 def test_manifest_other_trt_version_refused_with_rebuild_command():
     with pytest.raises(UserError) as e:
-        trtlayer.check_engine_manifest(_engine_manifest("10.3.0"), "10.7.0", ORIN, "m.engine")
+        check_engine_manifest(_engine_manifest("10.3.0"), "10.7.0", ORIN, "m.engine")
     msg = str(e.value)
     assert "\n" not in msg and "TensorRT 10.3.0" in msg and "TensorRT 10.7.0" in msg
     assert "cpnet build runs/q/export/model.fp16.onnx" in msg
@@ -114,16 +121,16 @@ def test_manifest_version_compatible_engines():
     """Defect 2: NVIDIA documents that TensorRT 10 version-compatible engines run on TensorRT 11."""
     m = _engine_manifest("10.3.0", vc=True)
     for running in ("10.3.0", "10.7.0", "11.0.0", "11.4.1"):
-        assert trtlayer.check_engine_manifest(m, running, ORIN, "m.engine") == [], running
+        assert check_engine_manifest(m, running, ORIN, "m.engine") == [], running
     for running in ("10.1.0", "12.0.0"):
         with pytest.raises(UserError, match="version-compatible engine runs on the same or a newer release"):
-            trtlayer.check_engine_manifest(m, running, ORIN, "m.engine")
+            check_engine_manifest(m, running, ORIN, "m.engine")
     m11 = _engine_manifest("11.1.0", vc=True)
-    assert trtlayer.check_engine_manifest(m11, "11.5.0", ORIN, "m.engine") == []
+    assert check_engine_manifest(m11, "11.5.0", ORIN, "m.engine") == []
     with pytest.raises(UserError):
-        trtlayer.check_engine_manifest(m11, "10.15.0", ORIN, "m.engine")  # never backwards
+        check_engine_manifest(m11, "10.15.0", ORIN, "m.engine")  # never backwards
     with pytest.raises(UserError):  # without the flag even 10.3 -> 11.0 is refused
-        trtlayer.check_engine_manifest(_engine_manifest("10.3.0"), "11.0.0", ORIN, "m.engine")
+        check_engine_manifest(_engine_manifest("10.3.0"), "11.0.0", ORIN, "m.engine")
 
 
 @pytest.mark.parametrize("built,running,ok", [
@@ -131,26 +138,26 @@ def test_manifest_version_compatible_engines():
     ("10.7.0", "10.3.0", False), ("11.0.0", "10.15.0", False), ("11.1.0", "11.0.0", False), ("10.3.0", "12.0.0", False),
     ("8.6.1", "10.0.0", True), ("8.5.3", "10.0.0", False), ("8.6.1", "11.0.0", False)])
 def test_version_compatible_policy(built, running, ok):
-    assert trtlayer.version_compatible_runs(built, running) is ok
+    assert version_compatible_runs(built, running) is ok
 
 
 def test_manifest_gpu_mismatch():
     with pytest.raises(UserError) as e:
-        trtlayer.check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", RTX, "m.engine")
+        check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", RTX, "m.engine")
     assert "sm 8.7" in str(e.value) and "sm 8.9" in str(e.value) and "cpnet build" in str(e.value)
     other_name = dict(ORIN, name="Orin NX")
-    w = trtlayer.check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", other_name, "m.engine")
+    w = check_engine_manifest(_engine_manifest(gpu=ORIN), "10.3.0", other_name, "m.engine")
     assert len(w) == 1 and "same compute capability" in w[0]
-    w = trtlayer.check_engine_manifest(_engine_manifest(), "10.3.0", None, "m.engine")
+    w = check_engine_manifest(_engine_manifest(), "10.3.0", None, "m.engine")
     assert any("could not identify" in x for x in w)
 
 
 def test_missing_manifest_is_refused_unless_trusted():
     """An engine is native code: without a manifest (so without a sha256) it is opened only when trusted."""
     with pytest.raises(UserError) as e:
-        trtlayer.check_engine_manifest(None, "10.3.0", ORIN, "m.engine")
+        check_engine_manifest(None, "10.3.0", ORIN, "m.engine")
     assert "\n" not in str(e.value) and "no manifest" in str(e.value) and "--trust-engine" in str(e.value)
-    w = trtlayer.check_engine_manifest(None, "10.3.0", ORIN, "m.engine", trust=True)
+    w = check_engine_manifest(None, "10.3.0", ORIN, "m.engine", trust=True)
     assert len(w) == 1 and "no manifest" in w[0] and "trusted" in w[0]
 
 
@@ -187,7 +194,7 @@ TRT11_JSON = json.dumps({"Layers": [
 
 
 def test_layer_precision_summary_trt10():
-    s = trtlayer.summarize_layer_precisions(TRT10_JSON)
+    s = placement.summarize_layer_precisions(TRT10_JSON)
     assert s["layers"] == 5
     # a layer counts at the lowest precision it reads: the reformat reads FP32, the Q layer FP16
     assert s["by_precision"] == {"fp16": 2, "fp32": 1, "int32": 1, "int8": 1}
@@ -196,11 +203,11 @@ def test_layer_precision_summary_trt10():
 
 
 def test_layer_precision_summary_trt11_and_names_only():
-    assert trtlayer.summarize_layer_precisions(TRT11_JSON)["by_precision"] == {"fp16": 1, "fp32": 1}
+    assert placement.summarize_layer_precisions(TRT11_JSON)["by_precision"] == {"fp16": 1, "fp32": 1}
     names_only = json.dumps({"Layers": ["conv1 + relu1", "head"], "Bindings": ["x", "y"]})
-    assert trtlayer.summarize_layer_precisions(names_only)["by_precision"] == {"unknown": 2}
+    assert placement.summarize_layer_precisions(names_only)["by_precision"] == {"unknown": 2}
     with pytest.raises(ValueError):
-        trtlayer.summarize_layer_precisions("not json")
+        placement.summarize_layer_precisions("not json")
 
 
 # --- parser errors and progress lines (fake TensorRT objects) ------------------------------------
@@ -232,7 +239,7 @@ class _Parser:
 def test_parser_errors_one_per_line_with_node_names():
     p = _Parser([_Err(3, "Unsupported operator FancyConv", name="my_custom", op="FancyConv"),
                  _Err(1, "zero point must be 0\n(asymmetric)"), _Err(-1, "Graph has no outputs")])
-    lines = trtlayer.format_parser_errors(p, ["a", "q_input", "b", "c"])
+    lines = format_parser_errors(p, ["a", "q_input", "b", "c"])
     assert lines == ["parser error: node 'my_custom' (FancyConv): Unsupported operator FancyConv",
                      "parser error: node 'q_input': zero point must be 0 (asymmetric)",
                      "parser error: Graph has no outputs"]
@@ -245,7 +252,7 @@ def test_progress_monitor_prints_a_line_per_phase():
                 pass
 
     lines = []
-    mon = trtlayer.make_progress_monitor(FakeTrt, lines.append)
+    mon = make_progress_monitor(FakeTrt, lines.append)
     mon.phase_start("Building engine", None, 3)
     mon.phase_start("Tactic search", "Building engine", 10)
     mon.phase_start("deep", "Tactic search", 2)  # depth 2: not printed
@@ -256,7 +263,7 @@ def test_progress_monitor_prints_a_line_per_phase():
     assert lines[0] == "Building engine (3 steps)" and lines[1] == "  Tactic search (10 steps)"
     assert lines[2].startswith("  Tactic search done in") and lines[3].startswith("Building engine done")
     assert len(lines) == 4
-    assert trtlayer.make_progress_monitor(object(), lines.append) is None
+    assert make_progress_monitor(object(), lines.append) is None
 
 
 # ================================================================================ TensorRT + GPU
@@ -268,7 +275,7 @@ def _trt_skip_reason() -> str | None:
     if importlib.util.find_spec("pycuda") is None:
         return "PyCUDA is not installed (pip install pycuda)"
     try:
-        trtlayer.import_pycuda()
+        import_pycuda()
     except CpnetError as e:
         return str(e)
     return None
@@ -279,7 +286,7 @@ def trt_env():
     reason = _trt_skip_reason()
     if reason:
         pytest.skip(reason)
-    return trtlayer.import_tensorrt()
+    return import_tensorrt()
 
 
 def _run(args, **kw):
@@ -386,7 +393,7 @@ def test_fp16_flag_path(trt_env, onnx_files):
     out = onnx_files["dir"] / "flag.engine"
     r = _run(["-m", "engines.build_engine", str(onnx_files["fp32"]), "--fp16-flag", "-o", str(out),
               "--no-timing-cache"])
-    if trtlayer.major_of(trt_env.__version__) >= 11:
+    if major_of(trt_env.__version__) >= 11:
         assert r.returncode == 2 and "--fp16-flag needs TensorRT 10" in r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
         return
@@ -513,12 +520,12 @@ def test_version_compatible_engine_builds_and_loads(trt_env, onnx_files, tmp_pat
 def test_hardware_compatible_engine_builds_on_ampere_plus(trt_env, onnx_files, tmp_path):
     import engines
 
-    gpu = trtlayer.gpu_info()
+    gpu = gpu_info()
     out = tmp_path / "hw.engine"
     r = _run(["engines/build_engine.py", str(onnx_files["fp16"]), "-o", str(out), "--hardware-compatibility",
               "ampere+", "--no-timing-cache"])
     cc = tuple(int(v) for v in gpu["compute_capability"].split("."))
-    if cc < (8, 0) or trtlayer.is_jetson():
+    if cc < (8, 0) or is_jetson():
         assert r.returncode == 2 and "--hardware-compatibility ampere+" in r.stderr
         return
     assert r.returncode == 0, r.stdout + r.stderr

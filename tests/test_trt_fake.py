@@ -23,8 +23,13 @@ from onnx import TensorProto, helper, numpy_helper
 import engines
 from cpnet.runtime import MissingDependency, UserError, manifest_path, read_manifest, sha256_file, write_manifest
 from engines import build_engine
-from engines import trt as trtlayer
 from engines.backends import tensorrt_backend
+from engines.trt.build import build_serialized_engine
+from engines.trt.cuda_graph import CudaGraph, CudaGraphError
+from engines.trt.engine import device_memory_size
+from engines.trt.logger import init_plugins, make_logger
+from engines.trt.manifest import DeserializeOptions, check_engine_manifest
+from engines.trt.options import BuildOptions, validate_hardware_compatibility
 from fake_tensorrt import AMPERE, TURING, child_env
 from fake_tensorrt.names import VERSIONS, load_names
 from fake_tensorrt.trt import FakeMisuse, cache_entries, plan_header
@@ -79,7 +84,7 @@ def onnx_file(tmp_path):
 
 
 def _build(onnx_file, **kw):
-    opts = trtlayer.BuildOptions(onnx=str(onnx_file), timing_cache=kw.pop("timing_cache", ""), progress=False, **kw)
+    opts = BuildOptions(onnx=str(onnx_file), timing_cache=kw.pop("timing_cache", ""), progress=False, **kw)
     return build_engine.build(opts)
 
 
@@ -165,12 +170,12 @@ def test_names_a_version_lacks_fail(fake_trt, onnx_file):
         _build(onnx_file, fp16_flag=True)
     # and were it to get past that, the fake would fail where TensorRT 11 does
     with pytest.raises(AttributeError):
-        trtlayer.build_serialized_engine(trt11, trtlayer.BuildOptions(onnx=str(onnx_file), fp16_flag=True,
+        build_serialized_engine(trt11, BuildOptions(onnx=str(onnx_file), fp16_flag=True,
                                                                       progress=False), (4, 4))
     with engines.open(_build(onnx_file)) as e:
         with pytest.raises(AttributeError):
             e._engine.device_memory_size  # removed in 11: the code reads device_memory_size_v2
-        assert trtlayer.device_memory_size(e._engine) == 1 << 20
+        assert device_memory_size(e._engine) == 1 << 20
     fake_trt("10.3.0")
     with pytest.raises(UserError, match="10.3.0 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY"):
         _build(onnx_file, hardware_compatibility="same-cc")
@@ -488,9 +493,9 @@ def test_a_swapped_engine_with_a_matching_manifest_gets_no_host_code(fake_trt, o
 
 
 def test_deserialize_options():
-    D = trtlayer.DeserializeOptions
-    assert D.from_build_options(trtlayer.BuildOptions(onnx="m.onnx", version_compatible=True)) == D(True, None)
-    assert D.from_build_options(trtlayer.BuildOptions(onnx="m.onnx", dla_core=1)) == D(False, 1)
+    D = DeserializeOptions
+    assert D.from_build_options(BuildOptions(onnx="m.onnx", version_compatible=True)) == D(True, None)
+    assert D.from_build_options(BuildOptions(onnx="m.onnx", dla_core=1)) == D(False, 1)
     vc_dla = {"tensorrt": {"version_compatible": True}, "device": "dla:1"}
     assert D.from_manifest(vc_dla) == D(False, 1)  # the manifest never grants host code
     assert D.from_manifest(vc_dla, allow_host_code=True) == D(True, 1)
@@ -699,8 +704,8 @@ def test_file_lock_excludes_other_holders(tmp_path):
 
 def test_plugins_registered_once_per_tensorrt(fake_trt):
     world = fake_trt()
-    logger = trtlayer.make_logger(world.trt)
-    assert trtlayer.init_plugins(world.trt, logger) and trtlayer.init_plugins(world.trt, logger)
+    logger = make_logger(world.trt)
+    assert init_plugins(world.trt, logger) and init_plugins(world.trt, logger)
     assert world.calls.count("plugins") == 1
 
 
@@ -724,34 +729,34 @@ def test_hardware_compatibility_build_and_open(fake_trt, onnx_file):
 
 
 def test_hardware_compatibility_options():
-    opts = trtlayer.BuildOptions(onnx="m.onnx", hardware_compatibility="ampere+", dla_core=0)
+    opts = BuildOptions(onnx="m.onnx", hardware_compatibility="ampere+", dla_core=0)
     with pytest.raises(UserError, match="does not apply to DLA"):
-        trtlayer.validate_hardware_compatibility(opts, AMPERE, jetson=False)
-    opts = trtlayer.BuildOptions(onnx="m.onnx", hardware_compatibility="ampere+")
+        validate_hardware_compatibility(opts, AMPERE, jetson=False)
+    opts = BuildOptions(onnx="m.onnx", hardware_compatibility="ampere+")
     with pytest.raises(UserError, match="JetPack"):
-        trtlayer.validate_hardware_compatibility(opts, {"name": "Orin", "compute_capability": "8.7"}, jetson=True)
-    trtlayer.validate_hardware_compatibility(trtlayer.BuildOptions(onnx="m.onnx", hardware_compatibility="same-cc"),
+        validate_hardware_compatibility(opts, {"name": "Orin", "compute_capability": "8.7"}, jetson=True)
+    validate_hardware_compatibility(BuildOptions(onnx="m.onnx", hardware_compatibility="same-cc"),
                                              TURING, jetson=False)
     with pytest.raises(UserError, match="must be one of"):
-        trtlayer.validate_hardware_compatibility(trtlayer.BuildOptions(onnx="m", hardware_compatibility="x"))
+        validate_hardware_compatibility(BuildOptions(onnx="m", hardware_compatibility="x"))
 
 
 def test_manifest_check_relaxed_for_hardware_compatible_engines():
     m = {"tensorrt": {"version": "10.3.0", "hardware_compatibility": "ampere+"}, "gpu": AMPERE}
     ada = {"name": "Fake L4", "compute_capability": "8.9"}
-    assert trtlayer.check_engine_manifest(m, "10.3.0", ada, "m.engine", jetson=False) == []
+    assert check_engine_manifest(m, "10.3.0", ada, "m.engine", jetson=False) == []
     with pytest.raises(UserError, match="sm 8.0"):
-        trtlayer.check_engine_manifest(m, "10.3.0", TURING, "m.engine", jetson=False)
+        check_engine_manifest(m, "10.3.0", TURING, "m.engine", jetson=False)
     with pytest.raises(UserError, match="JetPack"):
-        trtlayer.check_engine_manifest(m, "10.3.0", {"name": "Orin", "compute_capability": "8.7"}, "m.engine",
+        check_engine_manifest(m, "10.3.0", {"name": "Orin", "compute_capability": "8.7"}, "m.engine",
                                        jetson=True)
     same = {"tensorrt": {"version": "10.3.0", "hardware_compatibility": "same-cc"}, "gpu": AMPERE}
-    assert trtlayer.check_engine_manifest(same, "10.3.0", dict(AMPERE, name="Fake A30"), "m.engine") == []
+    assert check_engine_manifest(same, "10.3.0", dict(AMPERE, name="Fake A30"), "m.engine") == []
     with pytest.raises(UserError, match="sm 8.0"):
-        trtlayer.check_engine_manifest(same, "10.3.0", ada, "m.engine")
+        check_engine_manifest(same, "10.3.0", ada, "m.engine")
     none = {"tensorrt": {"version": "10.3.0"}, "gpu": AMPERE}
     with pytest.raises(UserError):
-        trtlayer.check_engine_manifest(none, "10.3.0", ada, "m.engine")
+        check_engine_manifest(none, "10.3.0", ada, "m.engine")
 
 
 # ------------------------------------------------------------------------------------------ CUDA graphs
@@ -815,7 +820,7 @@ def test_cuda_graph_recaptured_after_a_shape_change(fake_trt, tmp_path):
 def test_cuda_graph_needs_cuda_python(monkeypatch, fake_trt, onnx_file):
     fake_trt()
     out = _build(onnx_file)
-    monkeypatch.setattr(trtlayer, "import_cudart", lambda: (_ for _ in ()).throw(
+    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: (_ for _ in ()).throw(
         MissingDependency("CUDA graphs need cuda-python")))
     with pytest.raises(MissingDependency, match="cuda-python"):
         engines.open(out, cuda_graph=True)
@@ -850,16 +855,16 @@ def test_cuda_graph_state_machine_and_launch_errors(fake_trt):
             runs.append("enqueue")
         return True
 
-    g = trtlayer.CudaGraph(cudart, 5, execute=execute, synchronize=lambda: runs.append("sync"))
+    g = CudaGraph(cudart, 5, execute=execute, synchronize=lambda: runs.append("sync"))
     assert g.run() and runs == ["enqueue", "sync"] and g.active
     assert g.run() and runs[-1] == "replay"
     g.reset()
     assert not g.active and "exec_destroy" in world.calls
     cudart.cudaGraphLaunch = lambda e, s: (700, None)
     g.run()
-    with pytest.raises(trtlayer.CudaGraphError, match="cudaGraphLaunch failed"):
+    with pytest.raises(CudaGraphError, match="cudaGraphLaunch failed"):
         g.run()
-    assert trtlayer.CudaGraphError("x").exit_code == 2
+    assert CudaGraphError("x").exit_code == 2
 
 
 # ------------------------------------------------------------------------------------------ child processes

@@ -7,7 +7,7 @@ first use (``engine_cache=DIR`` for the cache folder, ``build={...}`` for BuildO
 Opening an engine (an engine is native code, so nothing runs before these pass):
 
 1. its manifest is compared with the running TensorRT version and GPU
-   (``engines.trt.check_engine_manifest``: version-compatible and hardware-compatible engines
+   (``engines.trt.manifest.check_engine_manifest``: version-compatible and hardware-compatible engines
    as NVIDIA documents them); a mismatch is refused with one line saying how to rebuild, and an
    engine without a manifest is refused unless ``trust_engine=True`` (``--trust-engine``); a
    version-compatible engine (it carries host code) is refused unless ``allow_host_code=True``
@@ -23,7 +23,7 @@ TensorRT loads); ``--allow-host-code`` says "let it run native code on the CPU i
 An engine without a manifest that is version compatible needs both.
 
 Threads and CUDA contexts (docs/architecture.md): everything runs in the device's primary context,
-pushed around each call on the calling thread (``engines.trt.PrimaryContext``), so a backend opened
+pushed around each call on the calling thread (``engines.trt.context.PrimaryContext``), so a backend opened
 in one thread runs in another. One execution context and one set of buffers per backend, behind a
 lock: calls from two threads take turns (the demo's drawing thread runs the model only when paused,
 for the prior view), which costs nothing measurable there, while a context and buffers per thread
@@ -39,7 +39,7 @@ device buffers (``cuda.mem_alloc``), one ``cuda.Stream``, ``context.set_tensor_a
 tensor, then ``memcpy_htod_async`` -> ``execute_async_v3(stream.handle)`` -> ``memcpy_dtoh_async``
 -> ``stream.synchronize()``; only the outputs the caller asks for are copied back (``infer``: the
 logits; ``infer_all``: every output), each output still bound to its device buffer. With ``cuda_graph=True`` the execution is captured once into a CUDA
-graph and replayed (``engines.trt.CudaGraph``, trtexec's --useCudaGraph). GPU time per call comes
+graph and replayed (``engines.trt.cuda_graph.CudaGraph``, trtexec's --useCudaGraph). GPU time per call comes
 from CUDA events around the execution.
 """
 
@@ -54,7 +54,12 @@ from cpnet.runtime import UserError, read_manifest
 from cpnet.runtime.backend import Backend
 from cpnet.runtime.log import get_logger
 
-from .. import trt as trtlayer
+from ..trt.context import PrimaryContext
+from ..trt.cuda_graph import CudaGraph
+from ..trt.engine import deserialize_engine, device_memory_size, io_tensors, set_input_shape
+from ..trt.hardware import gpu_info
+from ..trt.imports import import_cudart, import_pycuda, import_tensorrt
+from ..trt.manifest import DeserializeOptions, check_engine_manifest, check_host_code, verify_engine_bytes
 
 log = get_logger("engines")
 
@@ -83,10 +88,10 @@ def open_checks(path: Path, manifest: dict | None, trt_version: str, gpu: dict |
     """What is decided with TensorRT imported, before it sees the engine: manifest vs this TensorRT and GPU, then
     the bytes vs the manifest's sha256. Returns the verified bytes (the ones to deserialize). Warnings go to the
     log. (No manifest without trust, host code and CUDA graphs on DLA are refused before, without TensorRT.)"""
-    for w in trtlayer.check_engine_manifest(manifest, trt_version, gpu, str(path), trust=trust_engine, jetson=jetson):
+    for w in check_engine_manifest(manifest, trt_version, gpu, str(path), trust=trust_engine, jetson=jetson):
         log.warning(w)
     data = path.read_bytes()
-    trtlayer.verify_engine_bytes(data, manifest, str(path), trust=trust_engine)
+    verify_engine_bytes(data, manifest, str(path), trust=trust_engine)
     return data
 
 
@@ -111,9 +116,9 @@ class TensorRTBackend(Backend):
         if manifest is not None and manifest.get("kind", "engine") != "engine":
             raise UserError(f"{path}: its manifest describes a {manifest.get('kind')!r}, not an engine")
         if manifest is None and not trust_engine:  # an engine is native code: refused before TensorRT is even needed
-            trtlayer.check_engine_manifest(None, "", None, str(path), trust=False)
-        trtlayer.check_host_code(manifest, allow_host_code, str(path))
-        options = trtlayer.DeserializeOptions.from_manifest(manifest, allow_host_code=allow_host_code)
+            check_engine_manifest(None, "", None, str(path), trust=False)
+        check_host_code(manifest, allow_host_code, str(path))
+        options = DeserializeOptions.from_manifest(manifest, allow_host_code=allow_host_code)
         if cuda_graph and options.dla_core is not None:
             raise UserError(f"{path}: a DLA engine cannot run as a CUDA graph (trtexec: \"CUDA graphs and DLA "
                             f"offloading are not simultaneously supported\"); run it without --cuda-graph")
@@ -124,22 +129,22 @@ class TensorRTBackend(Backend):
         self._lock = threading.Lock()  # one execution context and one set of buffers: calls take turns
         self._cuda_context = None
 
-        trt = trtlayer.import_tensorrt()
-        cuda = trtlayer.import_pycuda()
-        cudart = trtlayer.import_cudart() if cuda_graph else None
-        gpu = trtlayer.gpu_info()
+        trt = import_tensorrt()
+        cuda = import_pycuda()
+        cudart = import_cudart() if cuda_graph else None
+        gpu = gpu_info()
         data = open_checks(path, manifest, trt.__version__, gpu, trust_engine)
         self._trt, self._cuda = trt, cuda
-        self._cuda_context = trtlayer.PrimaryContext(cuda)
+        self._cuda_context = PrimaryContext(cuda)
         with self._cuda_context:
             self._open(trt, cuda, cudart, data, options, verbose)
         self.gpu = gpu
 
     def _open(self, trt, cuda, cudart, data: bytes, options, verbose: bool) -> None:
         path = self.path
-        self._runtime, self._engine = trtlayer.deserialize_engine(trt, data, path, self.manifest or None,
+        self._runtime, self._engine = deserialize_engine(trt, data, path, self.manifest or None,
                                                                   verbose=verbose, options=options)
-        self._io = trtlayer.io_tensors(trt, self._engine)
+        self._io = io_tensors(trt, self._engine)
         odd = [t for t in self._io if t["dtype"] not in IO_DTYPES]
         if odd:
             t = odd[0]
@@ -153,7 +158,7 @@ class TensorRTBackend(Backend):
         self._start, self._end = cuda.Event(), cuda.Event()
         if cudart is not None:
             stream = self._stream
-            self._graph = trtlayer.CudaGraph(
+            self._graph = CudaGraph(
                 cudart, stream.handle, execute=lambda: self._context.execute_async_v3(stream_handle=stream.handle),
                 synchronize=stream.synchronize)
 
@@ -175,7 +180,7 @@ class TensorRTBackend(Backend):
         """(Re)allocate I/O buffers for an input shape and bind their addresses to the context."""
         ctx = self._context
         if self._dynamic:
-            trtlayer.set_input_shape(ctx, self._engine, self._input["name"], input_shape, self.path)
+            set_input_shape(ctx, self._engine, self._input["name"], input_shape, self.path)
         if self._graph is not None:
             self._graph.reset()  # a graph fixes shapes and buffer addresses
         for b in self._buffers.values():
@@ -260,7 +265,7 @@ class TensorRTBackend(Backend):
 
     def device_memory(self) -> dict | None:
         io = sum(b.nbytes for b in self._buffers.values())
-        eng = trtlayer.device_memory_size(self._engine) if self._engine is not None else 0
+        eng = device_memory_size(self._engine) if self._engine is not None else 0
         return {"engine_device_memory": eng, "io_buffers": io, "total": eng + io,
                 "source": "ICudaEngine.device_memory_size_v2 + I/O buffers"}
 

@@ -17,8 +17,13 @@ Reformatting layers (layout or precision changes TensorRT inserts between layers
 ``Reformatting CopyNode for ...`` with ``LayerType`` ``Reformat``. An engine built without detailed
 verbosity lists the layers as plain name strings; they are shown by name only.
 
-Precision per layer is read from the ``Format/Datatype`` of its first input (its first output when it has
-none), as TREx does, and the output's is shown beside it. Device: DLA for layers TensorRT hands to a DLA
+TensorRT 11.x splits each tensor's ``Format/Datatype`` into ``Format`` and ``DataType`` and replaces
+``Bindings`` with ``I/O Tensors`` ("Migrating IEngineInspector Usage from TensorRT 10.x to 11.x"); both shapes
+are read. A tensor's precision is its ``DataType`` (11.x), else the precision word of its ``Format/Datatype``
+(10.x) or ``Format`` (:func:`format_precision`); a layer's is the lowest floating or quantized precision among
+its inputs (its outputs when it has none), so a Q/DQ-fused INT8 convolution reads INT8 and counts as int8
+(:func:`layer_precision`: the one reading, for ``cpnet inspect``, the manifest's ``layer_precisions`` and
+``layer_placement``), and the outputs' is shown beside it. Device: DLA for layers TensorRT hands to a DLA
 core (a ``LayerType`` naming DLA), ``DLA I/O`` for the copies to and from DLA memory (named ``... to nvm``,
 ``... from nvm``, ``... copy finish`` in TensorRT's DLA builds), GPU otherwise; this rule follows the names
 TensorRT's build log and profiles give DLA layers and has not met a real DLA engine here.
@@ -39,9 +44,13 @@ LAYERS_SUFFIX = ".layers.json"
 _METADATA_SEPARATORS = ("\x1e", "\x1f")
 
 # Order matters: the first word found names the precision ("Int8" before "FP32" in "...Int8 ... FP32 ...").
-_PRECISION_WORDS = [("int8", "int8"), ("uint8", "uint8"), ("fp8", "fp8"), ("bfloat16", "bf16"),
-                    ("bf16", "bf16"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"),
-                    ("int32", "int32"), ("int64", "int64"), ("bool", "bool")]
+_PRECISION_WORDS = [("int8", "int8"), ("uint8", "uint8"), ("fp8", "fp8"), ("e4m3", "fp8"), ("fp4", "fp4"),
+                    ("e2m1", "fp4"), ("int4", "int4"), ("bfloat16", "bf16"), ("bf16", "bf16"), ("fp16", "fp16"),
+                    ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"), ("int32", "int32"), ("int64", "int64"),
+                    ("bool", "bool")]
+#: floating and quantized precisions, lowest first: a layer counts at the lowest one it reads
+PRECISION_ORDER = ("int8", "uint8", "fp8", "fp4", "int4", "fp16", "bf16", "fp32")
+UNKNOWN = "?"
 
 
 def layers_path(engine: "str | Path") -> Path:
@@ -55,7 +64,7 @@ def format_precision(fmt: str) -> str:
     low = fmt.lower()
     found = [(m.start(), name) for word, name in _PRECISION_WORDS
              for m in [re.search(rf"(?<![a-z]){word}(?![a-z0-9])", low)] if m]
-    return min(found)[1] if found else "?"
+    return min(found)[1] if found else UNKNOWN
 
 
 def _clean(text: str) -> str:
@@ -108,11 +117,31 @@ def is_reformat(layer: "dict | str") -> bool:
     return str(layer.get("LayerType", "")) == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting CopyNode")
 
 
-def _precision(tensors) -> str:
-    for t in tensors or ():
-        if isinstance(t, dict) and t.get("Format/Datatype"):
-            return format_precision(str(t["Format/Datatype"]))
-    return "?"
+def tensor_precision(tensor: "dict | str") -> str:
+    """One tensor entry's precision: its ``DataType`` (11.x), else its ``Format/Datatype`` (10.x) or ``Format``
+    read by :func:`format_precision`; '?' when it names none."""
+    if isinstance(tensor, dict):
+        tensor = tensor.get("DataType") or tensor.get("Format/Datatype") or tensor.get("Format") or ""
+    return format_precision(str(tensor)) if isinstance(tensor, str) and tensor else UNKNOWN
+
+
+def lowest_precision(tensors) -> str:
+    """The lowest floating or quantized precision (``PRECISION_ORDER``) among tensor entries; where none has one,
+    the first other type named (int32 shape arithmetic, bool); '?' when none names a precision."""
+    found = [p for p in map(tensor_precision, tensors or ()) if p != UNKNOWN]
+    ranked = [p for p in found if p in PRECISION_ORDER]
+    if ranked:
+        return min(ranked, key=PRECISION_ORDER.index)
+    return found[0] if found else UNKNOWN
+
+
+def layer_precision(layer: "dict | str") -> str:
+    """A layer's precision: the lowest its inputs read (:func:`lowest_precision`), its outputs' where the inputs
+    name none; '?' for a name-only entry (an engine built without ProfilingVerbosity.DETAILED)."""
+    if not isinstance(layer, dict):
+        return UNKNOWN
+    precision = lowest_precision(layer.get("Inputs"))
+    return precision if precision != UNKNOWN else lowest_precision(layer.get("Outputs"))
 
 
 def layer_rows(document: dict, source: str = "the layer table") -> list[LayerRow]:
@@ -130,12 +159,9 @@ def layer_rows(document: dict, source: str = "the layer table") -> list[LayerRow
         name = _clean(str(layer.get("Name", f"layer {i}")))
         layer_type = str(layer.get("LayerType", "?"))
         shown_type = layer_type if "ParameterType" not in layer else f"{layer['ParameterType']} ({layer_type})"
-        inputs, outputs = layer.get("Inputs") or [], layer.get("Outputs") or []
-        precision = _precision(inputs) if inputs else _precision(outputs)
-        reformat = is_reformat(layer)
         origin = _clean(str(layer.get("Metadata") or layer.get("Origin") or ""))
-        rows.append(LayerRow(i, name, shown_type, precision, _precision(outputs), device_of(layer),
-                             reformat, str(layer.get("TacticName", "")), origin))
+        rows.append(LayerRow(i, name, shown_type, layer_precision(layer), lowest_precision(layer.get("Outputs")),
+                             device_of(layer), is_reformat(layer), str(layer.get("TacticName", "")), origin))
     return rows
 
 

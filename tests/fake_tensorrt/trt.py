@@ -417,7 +417,7 @@ def make_tensorrt(world) -> types.ModuleType:
 
     # --- runtime side ----------------------------------------------------------------------------
     def _runs_here(head: dict, runtime) -> str | None:
-        from engines.trt import version_compatible_runs  # the documented policy, in one place
+        from engines.trt.versions import version_compatible_runs  # the documented policy, in one place
 
         if head["vc"]:
             if not runtime.engine_host_code_allowed:

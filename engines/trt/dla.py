@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from cpnet.runtime import UserError
 
+from .versions import parse_version
+
 
 @dataclass(frozen=True)
 class DlaPath:
@@ -63,14 +65,6 @@ HAVE_DLA = ("TensorRT 10.0-10.7 (JetPack 6: 10.3), 11.4.1 on Jetson AGX Orin wit
             "and 11.4.0+ on Windows on ARM (beta, no GPU fallback)")
 
 
-def _version(v: str) -> tuple[int, ...]:
-    out = []
-    for part in str(v).split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
-
-
 def host_platform() -> str:
     """"windows-arm" on Windows on ARM, else "linux" (JetPack, or a machine without DLA cores)."""
     if _platform.system() == "Windows" and _platform.machine().lower() in ("arm64", "aarch64"):
@@ -82,7 +76,7 @@ def dla_path(trt_version: str, platform: str | None = None) -> DlaPath:
     """The documented DLA build path of this TensorRT on this platform; a UserError naming the versions
     that have DLA where it has none."""
     plat = platform or host_platform()
-    v = _version(trt_version)
+    v = parse_version(trt_version)[:3]
     for lo, hi, where, path in SUPPORT:
         if where == plat and lo <= v < hi:
             return path
