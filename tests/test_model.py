@@ -279,6 +279,19 @@ def test_torchvision_v1b_backbone_weights_load_and_fc_is_dropped(tmp_path):
         assert torch.equal(after[k], sd[k]), k
 
 
+def test_an_old_backbone_file_without_num_batches_tracked_loads(tmp_path):
+    """Files saved before PyTorch 0.4.1 lack the batch norms' num_batches_tracked; they are optional, and a file
+    without them loads with every other tensor in place."""
+    src = ResNet(18, stem="v1b", base_width=16).state_dict()
+    sd = {k: v for k, v in randomised(src, 3).items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "resnet18-old.pth"
+    torch.save(sd, path)
+    backbone = ResNet(18, stem="v1b", base_width=16)
+    report = load_backbone_weights(backbone, path)
+    assert report["missing"] == [] and report["loaded"] == len(sd)
+    assert torch.equal(backbone.state_dict()["layer4.1.bn2.running_mean"], sd["layer4.1.bn2.running_mean"])
+
+
 def test_load_mmcv_v1c_dict(tmp_path):
     src = ResNet(50, stem="v1c", base_width=16).state_dict()
     sd = {"backbone." + k: v for k, v in randomised(src, 2).items()}

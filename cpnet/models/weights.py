@@ -141,7 +141,7 @@ def load_backbone_weights(model_or_backbone: nn.Module, path: "str | Path") -> d
 
     to_load = {k: v for k, v in ckpt.items() if k in own}
     result = backbone.load_state_dict(to_load, strict=False)
-    still_missing = [k for k in result.missing_keys if k not in optional]
+    still_missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]  # optional, as in state_dict_fit
     if still_missing:  # cannot happen after the checks above; keep the contract anyway
         raise UserError(f"{path}: {len(still_missing)} backbone keys missing ({first_items(still_missing)})")
     if unexpected:
