@@ -3,6 +3,9 @@ scripted opener, and a generated video clip."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +140,23 @@ def video_info(path: Path) -> tuple[int, int, int]:
         n += 1
     cap.release()
     return n, w, h
+
+
+def stop_a_recording(onnx: Path, tmp_path: Path, sig: int, after_s: float = 1.0):
+    """Record a 150-frame clip (5 s read live) with ``demo/webcam.py --headless -o``, send ``sig`` once the
+    source is open and ``after_s`` has passed; returns (returncode, stdout, stderr, the output path)."""
+    root = Path(__file__).resolve().parents[1]
+    long_clip = write_clip(tmp_path / "long.mp4", frames=150, size=(64, 48))
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "demo/webcam.py", str(onnx), "-s", str(long_clip), "--headless",
+                             "-o", str(out), "--threads", "1"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert proc.stderr.readline().startswith("[demo] ")  # the source is open and the live loop starting
+        time.sleep(after_s)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stdout, stderr, out

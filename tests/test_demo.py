@@ -23,7 +23,7 @@ from demo import webcam
 from demo.live_loop import View
 from demo.render import prior_row
 from demo.sources import FrameSource, SourceSpec, opencv_build, parse_source
-from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel, video_info, write_clip
+from demo_doubles import FlakyCamera, ScriptedOpener, SlowModel, stop_a_recording, video_info, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,20 +189,8 @@ def test_a_window_needs_a_display_and_a_gui_build(tiny_onnx, clip, monkeypatch, 
 
 
 def test_ctrl_c_finalises_the_video(tiny_onnx, tmp_path):
-    long_clip = write_clip(tmp_path / "long.mp4", frames=150, size=(64, 48))  # 5 s read live
-    out = tmp_path / "out.mp4"
-    proc = subprocess.Popen([sys.executable, "demo/webcam.py", str(tiny_onnx), "-s", str(long_clip), "--headless",
-                             "-o", str(out), "--threads", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr.readline().startswith("[demo] ")  # the source is open and the pipeline starting
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    returncode, stdout, stderr, out = stop_a_recording(tiny_onnx, tmp_path, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "interrupted (Ctrl-C)" in stdout and "Traceback" not in stderr
     n, w, h = video_info(out)
     assert 0 < n < 150 and (w, h) == (64, 48) and f"saved: {out} ({n} frames" in stdout

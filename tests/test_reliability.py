@@ -12,14 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cpnet import cli
-from demo_doubles import video_info, write_clip
+from demo_doubles import stop_a_recording, video_info, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,23 +192,11 @@ def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
 
 
 def test_sigterm_finalises_the_demo_video_and_old_part_files_are_removed(tiny_onnx, tmp_path):
-    long_clip = write_clip(tmp_path / "long.mp4", frames=150, size=(64, 48))  # 5 s read live
-    out = tmp_path / "out.mp4"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = tmp_path / f".out.mp4.{int(dead.stdout)}.part.mp4"  # what a kill -9 of a demo leaves
     leftover.write_bytes(b"half a video")
-    proc = subprocess.Popen([sys.executable, "demo/webcam.py", str(tiny_onnx), "-s", str(long_clip), "--headless",
-                             "-o", str(out), "--threads", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert proc.stderr.readline().startswith("[demo] ")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    returncode, stdout, stderr, out = stop_a_recording(tiny_onnx, tmp_path, signal.SIGTERM)
+    assert returncode == 130, stderr
     assert "interrupted (SIGTERM)" in stdout and "Traceback" not in stderr
     n, w, h = video_info(out)
     assert 0 < n < 150 and (w, h) == (64, 48)
