@@ -37,7 +37,7 @@ from .checkpoint import config_of, iter_checkpoints, latest_checkpoint, load_che
 from .config import Config, ConfigError, check_memory, hw_text, load_config
 from .runtime import CheckFailed, CpnetError, UserError, atomic_write_json, atomic_write_text, manifest_path
 from .runtime.device import resolve_device
-from .runtime.files import check_output, lock_run_dir
+from .runtime.files import RUN_LOCK, check_output, lock_run_dir
 from .runtime.log import get_logger
 from .losses import build_loss
 
@@ -596,22 +596,30 @@ def warn_old_torch() -> None:
                     f"load only checkpoints you made yourself")
 
 
+@dataclasses.dataclass
+class Claim:
+    """What this training found in its run directory once it held the lock (None: it has not claimed it)."""
+    before: "set[str] | None" = None
+    made_dir: bool = False
+
+
 @contextlib.contextmanager
-def undone_on_error(work_dir: Path, before: "set[str] | None", d: Dist):
+def undone_on_error(work_dir: Path, claim: Claim, d: Dist):
     """A training that fails before saving a checkpoint (a classes file it cannot read, no usable sample) leaves
     the run directory as it found it: the config.yaml, tb/ and .lock it made are removed, and the folder too when
-    it made it. Once a checkpoint exists the run is kept (--resume continues it); Ctrl-C keeps everything."""
+    it made it. Only once it holds the lock: a training refused because another holds the folder touches nothing
+    of the other's. Once a checkpoint exists the run is kept (--resume continues it); Ctrl-C keeps everything."""
     try:
         yield
     except CpnetError:
-        if d.main and work_dir.is_dir() and not (work_dir / "best.pt").exists() and \
+        if d.main and claim.before is not None and work_dir.is_dir() and not (work_dir / "best.pt").exists() and \
                 not any((work_dir / "checkpoints").glob("*.pt")):
             import shutil
 
-            for name in set(os.listdir(work_dir)) - (before or set()):
+            for name in set(os.listdir(work_dir)) - claim.before:
                 target = work_dir / name
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-            if before is None:
+            if claim.made_dir:
                 with contextlib.suppress(OSError):
                     work_dir.rmdir()
         raise
@@ -630,12 +638,17 @@ def run(args) -> int:
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
         refuse_mixed_run(work_dir, args.resume, args.overwrite)  # before any work, nothing touched
-        before = set(os.listdir(work_dir)) if work_dir.is_dir() else None
-        with contextlib.ExitStack() as held, undone_on_error(work_dir, before, d):
+        claimed = Claim()
+        with contextlib.ExitStack() as held, undone_on_error(work_dir, claimed, d):
             def claim() -> None:
                 # one training (or pipeline) writes into a run directory at a time; rank 0 holds the lock for all
                 if d.main:
+                    made_dir, lock_there = not work_dir.is_dir(), (work_dir / RUN_LOCK).exists()
                     held.enter_context(lock_run_dir(work_dir))
+                    # what is here now, under the lock, is not this training's to remove (the lock file only if
+                    # this training made it)
+                    claimed.before = set(os.listdir(work_dir)) - (set() if lock_there else {RUN_LOCK})
+                    claimed.made_dir = made_dir
                 prepare_run_dir(work_dir, args.resume, args.overwrite, d)
 
             if d.device.type == "cpu":

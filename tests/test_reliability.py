@@ -191,6 +191,45 @@ def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
         pass
 
 
+HOLD_LOCK_AND_TRAIN = """
+import sys, time
+from pathlib import Path
+from cpnet.runtime.files import lock_run_dir
+with lock_run_dir(sys.argv[1]):
+    (Path(sys.argv[1]) / "config.yaml").write_text("its own run")
+    (Path(sys.argv[1]) / "tb").mkdir()
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_training_refused_by_the_lock_touches_nothing_of_the_training_holding_it(tmp_path, capsys, monkeypatch):
+    """The other training starts after this one looked at the folder (it did not exist) and before this one asks
+    for the lock (while its model is built): the refused one must not clear what it did not make."""
+    import cpnet.train
+
+    run_dir = tmp_path / "run"
+    holders = []
+    build = cpnet.train.build_training_model
+
+    def build_while_another_starts(*a, **k):
+        holders.append(subprocess.Popen([sys.executable, "-c", HOLD_LOCK_AND_TRAIN, str(run_dir)], cwd=ROOT,
+                                        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        assert holders[0].stdout.readline().strip() == "held"
+        return build(*a, **k)
+
+    monkeypatch.setattr(cpnet.train, "build_training_model", build_while_another_starts)
+    try:
+        rc, _, err = run(["train", "quickstart", "-o", run_dir, "--data-root", tmp_path / "nowhere"], capsys)
+        assert rc == 2 and f"in use by process {holders[0].pid}" in one_line(err)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.yaml", "tb"]
+        assert (run_dir / "config.yaml").read_text() == "its own run"
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+
+
 def test_sigterm_finalises_the_demo_video_and_old_part_files_are_removed(tiny_onnx, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = tmp_path / f".out.mp4.{int(dead.stdout)}.part.mp4"  # what a kill -9 of a demo leaves
