@@ -92,6 +92,29 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work
     assert rc == 2 and "same file" in one_line(err) and not report.exists()
 
 
+def test_an_output_over_an_artifacts_manifest_or_another_input_is_refused(tiny_onnx, tmp_path, capsys):
+    """The manifest beside an artifact is part of it: ``--json model.onnx.json`` would make the file say it is
+    something else; the reference of ``cpnet compare`` and the variants of ``cpnet report`` are inputs too; and
+    report.json is one of the report's own pages."""
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx, model)
+    shutil.copy(str(tiny_onnx) + ".json", str(model) + ".json")
+    other = tmp_path / "other.onnx"
+    shutil.copy(tiny_onnx, other)
+    shutil.copy(str(tiny_onnx) + ".json", str(other) + ".json")
+    before = tree(tmp_path)
+    rc, _, err = run(["fp16", model, "-o", tmp_path / "m.fp16.onnx", "--json", str(model) + ".json"], capsys)
+    assert rc == 2 and "would overwrite the manifest of" in one_line(err)
+    rc, _, err = run(["compare", model, other, "--json", other], capsys)
+    assert rc == 2 and "would overwrite the reference" in one_line(err)
+    rc, _, err = run(["report", model, other, "--json", other], capsys)
+    assert rc == 2 and "would overwrite the variant" in one_line(err)
+    report = tmp_path / "report"
+    rc, _, err = run(["report", model, other, "-o", report, "--json", report / "report.json"], capsys)
+    assert rc == 2 and "same file" in one_line(err)
+    assert tree(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- §1.4 a full disk
 
 #: Run a cpnet command with a file-size limit (ulimit -f): a write past it fails with EFBIG, as on a full disk.

@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Sequence
 
-from cpnet.runtime.errors import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CpnetError,
+from cpnet.runtime.errors import (EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, CpnetError, UserError,
                                   MissingDependency, first_line)
 
 #: The order is the pipeline's.
@@ -150,7 +150,7 @@ def run_verb(module_name: str, argv: Sequence[str] | None = None, prog: str | No
 
 
 #: The flags every verb names the same way (cpnet/cli/args.py): what a verb reads, what it writes.
-INPUT_FLAGS = {"input": "input", "source": "source"}
+INPUT_FLAGS = {"input": "input", "source": "source", "reference": "reference", "variants": "variant"}
 OUTPUT_FLAGS = {"output": "output (-o)", "json": "--json file"}
 
 
@@ -180,6 +180,10 @@ def check_outputs_apart(args) -> None:
                 inputs.append((what, v))
     outputs = [(what, getattr(args, flag, None)) for flag, what in OUTPUT_FLAGS.items()
                if isinstance(getattr(args, flag, None), str)]
+    for what, path in outputs:  # an artifact's manifest is part of it (an input's, or another artifact's)
+        if path.lower().endswith(".json") and os.path.isfile(path[:-len(".json")]):
+            raise UserError(f"{path}: the {what} would overwrite the manifest of {path[:-len('.json')]}; "
+                            f"choose another output path")
     check_distinct(inputs, outputs)
 
 

@@ -507,7 +507,7 @@ def run(args) -> int:
         check_output(args.json, "file", "--json file")
         from cpnet.runtime.files import check_distinct  # --json over a page of the report itself: refused
 
-        check_distinct([], [(name, out_dir / name) for name in ("report.md", "report.html")]
+        check_distinct([], [(name, out_dir / name) for name in ("report.md", "report.html", "report.json")]
                        + [("--json file", args.json)])
     report = build_report(args.input, list(args.variants), options, runtime_options(args))
     paths = write_report(report, out_dir, command_line(args))
