@@ -55,10 +55,9 @@ def build_options(onnx: "str | Path", options: dict | None = None) -> BuildOptio
     unknown = sorted(set(options) - set(OPEN_OPTIONS))
     if unknown:
         raise UserError(f"unknown TensorRT build option(s) {', '.join(unknown)}; choose from {', '.join(OPEN_OPTIONS)}")
-    opts = BuildOptions(onnx=str(onnx), progress=False, **options)
-    if opts.strict_dla:
-        opts.gpu_fallback = False
-    return opts
+    # strict_dla keeps GPU fallback on, as cpnet build does: the build's fallback check then names the layers that
+    # left the DLA (a TensorRT 10 DLA build without fallback fails inside TensorRT instead)
+    return BuildOptions(onnx=str(onnx), progress=False, **options)
 
 
 def cache_path(onnx: "str | Path", opts: BuildOptions, cache_dir: "str | Path | None" = None,
@@ -163,6 +162,9 @@ def ensure_engine(onnx: "str | Path", options: dict | None = None, cache_dir: "s
         if why is None:
             log.info(reuse)
             return engine
+        if engine.is_file() and read_manifest(engine, required=False) is None:  # not cpnet's: never replaced
+            raise UserError(f"{engine}: an engine cpnet did not build (no manifest) is where the engine cache would "
+                            f"write; move it, or give the cache another folder (engine_cache=DIR, --engine-cache DIR)")
         log.info(f"engine cache: building {engine} ({why}); this takes a while, once")
         build_engine.build(replace(opts, output=str(engine)))
     return engine

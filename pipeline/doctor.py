@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cpnet.runtime import CpnetError, UserError, read_manifest
 from cpnet.runtime import jetson as jetson_probes
-from cpnet.runtime.files import atomic_write_json, check_output, sha256_file
+from cpnet.runtime.files import artifact_sha256, atomic_write_json, check_output
 
 SCHEMA = 1
 
@@ -257,7 +257,7 @@ def check_artifact(path: "str | Path", here: dict) -> dict:
         return row
     manifest = read_manifest(p, required=False)
     if backend == "onnxruntime":
-        if manifest is not None and manifest.get("sha256") and sha256_file(p) != manifest["sha256"]:
+        if manifest is not None and manifest.get("sha256") and artifact_sha256(p) != manifest["sha256"]:
             return _fail(row, "the file does not match its manifest's sha256 (changed after it was made)",
                          "re-create it with the cpnet command that made it")
         if here["onnxruntime"] is None:
@@ -288,7 +288,7 @@ def _engine(p: Path, manifest: dict | None, row: dict, here: dict) -> dict:
     if manifest is None:
         return _fail(row, "no manifest beside the engine: its origin and sha256 cannot be checked "
                           "(--trust-engine only for engines you built)", rebuild)
-    if manifest.get("sha256") and sha256_file(p) != manifest["sha256"]:
+    if manifest.get("sha256") and artifact_sha256(p) != manifest["sha256"]:
         return _fail(row, "the engine does not match its manifest's sha256 (changed, truncated or replaced)", rebuild)
     trt_version = here["nvidia"]["tensorrt"]
     if not trt_version:

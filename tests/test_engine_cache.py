@@ -125,6 +125,25 @@ def test_dla_and_the_fp16_flag_have_their_own_engines(fake_trt, onnx_file):
     assert _open(onnx_file)[0] == plain and _builds(world) == 2
 
 
+def test_an_engine_cpnet_did_not_build_where_the_cache_would_write_is_refused_not_replaced(fake_trt, onnx_file):
+    world = fake_trt()
+    foreign = onnx_file.with_name("model.engine")  # cpnet build's name beside the ONNX file, from trtexec say
+    foreign.write_bytes(b"someone else's engine")
+    with pytest.raises(UserError, match="an engine cpnet did not build"):
+        _open(onnx_file)
+    assert foreign.read_bytes() == b"someone else's engine" and _builds(world) == 0
+
+
+def test_strict_dla_builds_the_engine_cpnet_build_does_so_the_cache_reuses_it(fake_trt, onnx_file):
+    """cpnet build --strict-dla keeps GPU fallback on (its fallback check names the layers); the cache asked for
+    the same options wants the same engine, not a rebuild over it."""
+    from engines import engine_cache
+
+    fake_trt("10.3.0", jetson=True)
+    opts = engine_cache.build_options(onnx_file, {"dla_core": 0, "strict_dla": True})
+    assert opts.gpu_fallback is True
+
+
 def test_a_tampered_cached_engine_is_refused_by_its_sha256(fake_trt, onnx_file):
     world = fake_trt()
     path, _ = _open(onnx_file, build={"batch": 2})
