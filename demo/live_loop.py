@@ -313,12 +313,13 @@ class Stats:
     @property
     def fps(self) -> float:
         """Frames per second over the last ``window_s`` seconds (the HUD's)."""
-        if len(self._times) < 2:
+        times = tuple(self._times)  # one copy: the browser's /stats threads read while the main thread records
+        if len(times) < 2:
             return 0.0
-        last = self._times[-1]
-        recent = [t for t in self._times if last - t <= self.window_s]
+        last = times[-1]
+        recent = [t for t in times if last - t <= self.window_s]
         if len(recent) < 2:
-            recent = list(self._times)[-2:]
+            recent = list(times[-2:])
         span = recent[-1] - recent[0]
         return (len(recent) - 1) / span if span > 0 else 0.0
 
