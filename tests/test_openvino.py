@@ -42,6 +42,17 @@ def test_openvino_f32_matches_onnxruntime_and_reads_its_precision_back(tiny_onnx
     assert ov.closed
 
 
+def test_openvino_refuses_a_closed_model_and_a_wrong_input_size_in_one_line_as_every_backend(tiny_onnx):
+    from cpnet.runtime import UserError
+
+    with engines.open(tiny_onnx, backend="openvino", threads=1) as ov:
+        x = _batch(ov)
+        with pytest.raises(UserError, match="a batch of"):
+            ov.infer(x[:, :, :-8])
+    with pytest.raises(UserError, match="the model was closed"):
+        ov.infer(x)
+
+
 def test_openvino_returns_every_output_by_name(tiny_prior_onnx):
     with engines.open(tiny_prior_onnx, threads=1) as ort, \
             engines.open(tiny_prior_onnx, backend="openvino", threads=1) as ov:

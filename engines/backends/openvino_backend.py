@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpnet.runtime.backend import Backend, as_numpy_batch
+from cpnet.runtime.backend import Backend
 from cpnet.runtime.errors import MissingDependency, UserError
 
 from .onnxruntime_backend import read_onnx_manifest
@@ -157,12 +157,10 @@ class OpenVinoModel(Backend):
         """The graph's outputs in order: ``logits``, then ``prior`` in files exported with --with-prior."""
         return list(self._outputs)
 
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        if self.compiled is None:
-            raise RuntimeError(f"{self.path}: the model was closed")
+    def _run(self, x: np.ndarray, outputs: "range | list[int]") -> list[np.ndarray]:
         self.request.infer({0: x})
-        # copies: the request's output buffers are reused by the next call
-        return [np.array(self.request.get_output_tensor(i).data, dtype=np.float32) for i in range(len(self._outputs))]
+        # copies, of the outputs asked for only: the request's output buffers are reused by the next call
+        return [np.array(self.request.get_output_tensor(i).data, dtype=np.float32) for i in outputs]
 
     def _parts(self, x: np.ndarray) -> list[np.ndarray]:
         if self.fixed_batch in (None, x.shape[0]):
@@ -173,13 +171,16 @@ class OpenVinoModel(Backend):
 
     def infer(self, batch) -> np.ndarray:
         """Float32 logits (N, C, H, W) for a preprocessed NCHW batch (numpy or torch)."""
-        return self.infer_all(batch)[self._outputs[0]]
+        return self._outputs_of(batch, [0])[0]
 
     def infer_all(self, batch) -> dict[str, np.ndarray]:
         """Every output by name as float32 numpy."""
-        x = as_numpy_batch(batch)
-        runs = [self._run(p) for p in self._parts(x)]
-        return {n: np.concatenate([r[i] for r in runs], axis=0) for i, n in enumerate(self._outputs)}
+        return dict(zip(self._outputs, self._outputs_of(batch, range(len(self._outputs)))))
+
+    def _outputs_of(self, batch, outputs) -> list[np.ndarray]:
+        x = self.checked_batch(batch)  # closed, or not the model's input size: one line, as every backend
+        runs = [self._run(part, outputs) for part in self._parts(x)]
+        return runs[0] if len(runs) == 1 else [np.concatenate(r, axis=0) for r in zip(*runs)]
 
     def profile(self) -> list[dict]:
         """Per-layer times of the last ``infer`` (needs ``profile=True``): one dict per executed layer, slowest
