@@ -32,7 +32,7 @@ from engines.trt.manifest import DeserializeOptions, check_engine_manifest
 from engines.trt.options import BuildOptions, validate_hardware_compatibility
 from fake_tensorrt import AMPERE, TURING, child_env
 from fake_tensorrt.names import VERSIONS, load_names
-from fake_tensorrt.trt import FakeMisuse, cache_entries, plan_header
+from fake_tensorrt.trt import CACHE_MAGIC, FakeMisuse, cache_entries, plan_header
 
 ALL_VERSIONS = ("10.3.0", "10.16.1", "11.4.1")
 
@@ -415,6 +415,25 @@ def test_a_timing_cache_of_another_tensorrt_starts_empty(fake_trt, onnx_file, ca
     with caplog.at_level(logging.INFO):
         _build(onnx_file, timing_cache=str(cache), output=str(onnx_file.with_name("b.engine")))
     assert any("does not match this TensorRT/GPU" in r.getMessage() for r in caplog.records)
+
+
+def test_a_timing_cache_file_of_another_gpu_is_replaced_not_mixed_into(fake_trt, onnx_file, caplog):
+    """TensorRT appends another device's timings when combine() is told to ignore the mismatch, and NVIDIA warns
+    that this may lead to functional or performance bugs; the file of another GPU is replaced instead."""
+    import logging
+
+    from fake_tensorrt import TURING
+
+    cache = onnx_file.with_name("t.cache")
+    fake_trt("10.16.1")
+    _build(onnx_file, timing_cache=str(cache))
+    first = cache_entries(cache)
+    fake_trt("10.16.1", gpu=TURING)
+    with caplog.at_level(logging.INFO):
+        _build(onnx_file, timing_cache=str(cache), output=str(onnx_file.with_name("b.engine")))
+    assert any("could not be merged" in r.getMessage() for r in caplog.records)
+    owner = json.loads(cache.read_bytes()[len(CACHE_MAGIC):])["owner"]
+    assert len(cache_entries(cache)) == len(first) and owner["gpu"] == "7.5"
 
 
 def test_the_parser_failing_is_one_line_per_error_with_the_node(fake_trt, onnx_file):

@@ -69,12 +69,15 @@ def engine_bytes_from_network(builder, network, config, onnx: "str | Path") -> b
 
 def save_timing_cache(config, cache, path: Path) -> int:
     """Merge this build's timing cache into the file and write it atomically, under the file's lock, as
-    Polygraphy's EngineBytesFromNetwork does (``util.LockFile``; ``ITimingCache.combine(previous,
-    ignore_mismatch=True)``), so builds running at once keep each other's timings. Returns the bytes written."""
+    Polygraphy's EngineBytesFromNetwork does (``util.LockFile``), so builds running at once keep each other's
+    timings. ``combine(previous, ignore_mismatch=False)``: TensorRT skips a cache of another version whatever the
+    flag, and appends one of another GPU only with the flag, warning that mixing devices' timings "may lead to
+    functional/performance bugs" (NvInfer.h); so a file of another TensorRT or GPU is replaced, with a warning.
+    Returns the bytes written."""
     with file_lock(path, what="timing cache"):
         data = path.read_bytes() if path.is_file() else b""
         previous = config.create_timing_cache(data) if data else None
-        if previous is not None and not cache.combine(previous, True):
+        if previous is not None and not cache.combine(previous, False):
             log.warning(f"timing cache {path}: its entries could not be merged (another TensorRT or GPU); "
                         f"replaced by this build's")
         out = bytes(memoryview(cache.serialize()))

@@ -265,10 +265,15 @@ def make_tensorrt(world) -> types.ModuleType:
             return _IHostMemory(CACHE_MAGIC + json.dumps({"owner": self._owner, "entries": self._entries}).encode())
 
         def combine(self, input_cache, ignore_mismatch):
+            # NvInfer.h, ITimingCache::combine: a cache of another TensorRT version is skipped (false) whatever
+            # ignoreMismatch says; one of another device needs ignoreMismatch and is then appended; entries that
+            # conflict with this cache's are skipped
+            if input_cache._owner.get("tensorrt") != self._owner.get("tensorrt"):
+                return False
             if not input_cache._matches(self._owner) and not ignore_mismatch:
                 return False
-            if input_cache._matches(self._owner):
-                self._entries.update(input_cache._entries)
+            for key, value in input_cache._entries.items():
+                self._entries.setdefault(key, value)
             return True
 
         def reset(self):
