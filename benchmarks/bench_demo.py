@@ -192,7 +192,7 @@ def end_to_end(model_path: Path, clip: Path, save: Path | None, flags: list[str]
         argv = [sys.executable, "-m", "cpnet", "demo", str(model_path), *flags, "--source", str(clip), "--headless",
                 "--no-drop", "--threads", "1", "--json", str(js), "-q"]
         if save is not None:
-            argv += ["-o", str(save)]
+            argv += ["-o", str(save), "--overwrite"]  # the benchmark's own recording, made again per row
         subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         return json.loads(js.read_text())
 

@@ -255,7 +255,10 @@ class Demo:
     def snapshot(self) -> Path | None:
         if self._last_image is None:
             return None
-        path = save_png(snapshot_path(self.output, len(self.snapshots) + 1), self._last_image)
+        n = len(self.snapshots) + 1
+        while snapshot_path(self.output, n).exists():  # an earlier run's snapshots beside the same -o stay
+            n += 1
+        path = save_png(snapshot_path(self.output, n), self._last_image)
         self.snapshots.append(str(path))
         self.view.notify(f"snapshot: {path}")
         return path
@@ -473,6 +476,7 @@ def add_arguments(p) -> None:
                         "http:// URL, a GStreamer pipeline ('... ! appsink'), or csi[:N] (Jetson CSI camera)")
     cli_args.add_output(p, "save the drawn video here (.mp4, .avi, .mkv, .mov); snapshots (key s) go beside it")
     p.add_argument("--save", dest="output", metavar="PATH", help="the same as -o/--output")
+    p.add_argument("--overwrite", action="store_true", help="replace the -o video if the file exists (else refused)")
     g = p.add_argument_group("source")
     g.add_argument("--width", type=cli_args.positive_int, metavar="PX",
                    help="capture width (cameras, csi; csi default 1280)")
@@ -568,6 +572,8 @@ def run(args) -> int:
         build.require_window()
     if args.output:
         check_video_suffix(args.output, "-o")
+        if os.path.isfile(args.output) and not args.overwrite:  # a recording may be all there is of that scene
+            raise UserError(f"{args.output}: exists; pass --overwrite to replace it, or choose another -o")
     for path, what in ((args.output, "video"), (args.json, "summary")):
         if path:
             check_output(path, what=what)

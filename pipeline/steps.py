@@ -442,8 +442,9 @@ def make_step(name: str, plan: Plan, mode: list[str] | None = None) -> Step:
     if name == "demo":
         model, flags = demo_model(plan)
         out, summary = plan.demo_dir / "demo.mp4", plan.demo_dir / "demo.json"
-        argv = [str(model), *flags, "-s", str(plan.clip), "--headless", "--no-drop", "-o", str(out), "--json",
-                str(summary)]
+        # --overwrite: the video is the pipeline's own, in its demo folder, which the run's ownership check covers
+        argv = [str(model), *flags, "-s", str(plan.clip), "--headless", "--no-drop", "-o", str(out), "--overwrite",
+                "--json", str(summary)]
         argv += ["--threads", str(plan.threads)] if plan.threads else []
         argv += ["-v"] if plan.verbose else []
         how = f" on {flags[1]}" + (f" ({flags[3]})" if len(flags) > 2 else "") if flags else ""

@@ -92,6 +92,31 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_any_work
     assert rc == 2 and "same file" in one_line(err) and not report.exists()
 
 
+def test_the_demo_never_replaces_an_existing_video_or_snapshot_unless_told(tiny_onnx, tmp_path, capsys):
+    from demo.webcam import snapshot_path
+
+    clip = write_clip(tmp_path / "v.mp4", frames=3, size=(64, 48))
+    theirs = tmp_path / "holiday.mp4"
+    theirs.write_bytes(b"the user's own recording")
+    rc, _, err = run(["demo", tiny_onnx, "--source", clip, "--headless", "-o", theirs], capsys)
+    assert rc == 2 and "pass --overwrite" in one_line(err) and theirs.read_bytes() == b"the user's own recording"
+    rc, _, _ = run(["demo", tiny_onnx, "--source", clip, "--headless", "--no-drop", "-o", theirs, "--overwrite"],
+                   capsys)
+    assert rc == 0 and video_info(theirs)[0] == 3
+    # snapshots beside -o are numbered on from what is there: an earlier run's key-s pictures stay
+    earlier = snapshot_path(str(theirs), 1)
+    earlier.write_bytes(b"an earlier snapshot")
+    from demo.webcam import Demo
+    from demo.sources import FrameSource, parse_source
+    import engines
+
+    with engines.open(tiny_onnx, threads=1) as backend:
+        demo = Demo(backend, FrameSource(parse_source(str(clip))), output=str(theirs))
+        demo._last_image = np.zeros((8, 8, 3), np.uint8)
+        assert demo.snapshot() == snapshot_path(str(theirs), 2)
+    assert earlier.read_bytes() == b"an earlier snapshot"
+
+
 def test_an_output_over_an_artifacts_manifest_or_another_input_is_refused(tiny_onnx, tmp_path, capsys):
     """The manifest beside an artifact is part of it: ``--json model.onnx.json`` would make the file say it is
     something else; the reference of ``cpnet compare`` and the variants of ``cpnet report`` are inputs too; and
