@@ -148,6 +148,15 @@ def default_ranges_file(parent: Path, out_dir: Path) -> Path:
     return derived_path(parent, ".calib.npz", out_dir)
 
 
+def _is_ranges_file(path: Path) -> bool:
+    """Whether ``path`` is a ranges file cpnet wrote (one it may replace), not someone else's file of that name."""
+    try:
+        cal.RangeStats.load(path)
+    except UserError:
+        return False
+    return True
+
+
 def _cached_stats(rfile: Path, explicit: bool, key: dict, wanted: set[str]) -> "cal.RangeStats | None":
     """The statistics saved in ``rfile`` when they fit this model and image set, else None (with why, logged).
 
@@ -328,6 +337,10 @@ def prepare(onnx_path: "str | Path", options: Int8Options = Int8Options(),
             named = [] if replace_named or not rfile.is_file() else manifests_naming(rfile)
             if named:
                 log.warning(f"{rfile} is the ranges file of {named[0]}: left as it is (these ranges are not saved)")
+                rfile = workdir / rfile.name
+            elif rfile.is_file() and not _is_ranges_file(rfile):
+                log.warning(f"{rfile} is not a ranges file cpnet made: left as it is (these ranges are not saved; "
+                            f"give --ranges FILE to keep them)")
                 rfile = workdir / rfile.name
             stats.save(rfile)
         return Int8Parent(parent=path, manifest=manifest, parent_sha256=parent.sha256, workdir=workdir,

@@ -176,6 +176,17 @@ def test_second_run_reuses_saved_ranges_without_a_pass(tiny_onnx, calib_dir, tmp
     assert read_manifest(tmp_path / "c.onnx")["calibration"]["images"] == 4
 
 
+def test_a_file_at_the_default_ranges_name_that_cpnet_did_not_make_is_left_as_it_is(tiny_onnx, calib_dir, tmp_path,
+                                                                                      caplog):
+    caplog.set_level(logging.INFO, logger="cpnet")
+    model = copy_model(tiny_onnx, tmp_path)
+    theirs = tmp_path / "model.calib.npz"
+    theirs.write_text("someone's notes, under an unlucky name")
+    assert run_int8(model, "--calib-data", calib_dir) == 0
+    assert theirs.read_text() == "someone's notes, under an unlucky name"
+    assert "is not a ranges file cpnet made: left as it is" in caplog.text
+
+
 def test_an_explicit_ranges_file_is_written_there_and_reused_without_calibrating(tiny_onnx, calib_dir, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="cpnet")
     model = copy_model(tiny_onnx, tmp_path)
