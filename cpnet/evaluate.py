@@ -60,6 +60,7 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
     if progress and rank == 0:
         from .runtime.progress import progress as bar
         it = bar(loader, total=len(indices), desc="eval", unit="img")
+    base_scale = eval_base_scale(cfg)  # the same for every image
     skipped = 0
     noted = False  # whether the first image's aspect was checked against the input's (whole mode)
     t0 = time.perf_counter()
@@ -78,10 +79,10 @@ def evaluate_model(model, dataset, cfg: Config, device="cpu", rank: int = 0, wor
         if raw:
             probs = predict_image(image.numpy(), infer, cfg.crop_size, num_classes, cfg.data.mean, cfg.data.std,
                                   mode=mode, scales=scales, flip=flip, overlap=cfg.eval.slide_overlap,
-                                  base_scale=eval_base_scale(cfg))
+                                  base_scale=base_scale)
         else:  # a dataset that hands out normalised tensors
             probs = predict_probs(image.unsqueeze(0), infer, cfg.crop_size, num_classes, mode=mode, scales=scales,
-                                  flip=flip, overlap=cfg.eval.slide_overlap, base_scale=eval_base_scale(cfg))
+                                  flip=flip, overlap=cfg.eval.slide_overlap, base_scale=base_scale)
         cm.update(probs.argmax(1)[0], label)
     cm.all_reduce()
     if world == 1 and len(dataset) and skipped == len(dataset):

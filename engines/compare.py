@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from cpnet.runtime import UserError, atomic_write_json
 from cpnet.runtime.compare import Comparison
 from cpnet.runtime.files import check_output
