@@ -161,6 +161,16 @@ def test_a_misspelled_name_fails_as_in_pybind11(fake_trt, onnx_file, version):
     assert not hasattr(trt, "OnnxParserFlags")
 
 
+def test_a_version_probe_on_the_class_itself_answers_as_that_version_does(fake_trt):
+    """``hasattr(trt.ICudaEngine, name)`` is how code probes a TensorRT version: the class answers from its names
+    list, as the instance does."""
+    trt11 = fake_trt("11.4.0").trt
+    assert not hasattr(trt11.ICudaEngine, "device_memory_size") and hasattr(trt11.ICudaEngine, "device_memory_size_v2")
+    assert not hasattr(trt11.Builder, "platform_has_fast_fp16")
+    trt10 = fake_trt("10.16.1").trt
+    assert hasattr(trt10.ICudaEngine, "device_memory_size") and hasattr(trt10.Builder, "platform_has_fast_fp16")
+
+
 def test_names_a_version_lacks_fail(fake_trt, onnx_file):
     trt11 = fake_trt("11.4.1").trt
     with pytest.raises(AttributeError):

@@ -62,8 +62,21 @@ def make_enum(name: str, members: list[str]):
     return cls
 
 
-class Strict:
-    """Public attribute names limited to the real class's (``_allowed``), on get and on set."""
+class StrictType(type):
+    """Names read on a class itself (``hasattr(trt.ICudaEngine, "device_memory_size")``, the usual way to probe a
+    TensorRT version) limited to the real class's too, for the classes built from a names list."""
+
+    def __getattribute__(cls, name):
+        if not name.startswith("_"):
+            allowed = type.__getattribute__(cls, "_allowed")
+            if allowed and name not in allowed:
+                trt_name = type.__getattribute__(cls, "_trt_name")
+                raise AttributeError(f"type object 'tensorrt.tensorrt.{trt_name}' has no attribute '{name}'")
+        return type.__getattribute__(cls, name)
+
+
+class Strict(metaclass=StrictType):
+    """Public attribute names limited to the real class's (``_allowed``), on get and on set (on the class too)."""
 
     _trt_name = "object"
     _allowed: frozenset = frozenset()
