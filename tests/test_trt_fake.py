@@ -171,6 +171,23 @@ def test_a_version_probe_on_the_class_itself_answers_as_that_version_does(fake_t
     assert hasattr(trt10.ICudaEngine, "device_memory_size") and hasattr(trt10.Builder, "platform_has_fast_fp16")
 
 
+def test_the_fake_takes_the_bindings_argument_names_and_types(fake_trt, onnx_file):
+    """Keyword names as pyCore.cpp/pyOnnx.cpp spell them, and pybind11's str-only path: a call the real bindings
+    refuse is refused here."""
+    trt = fake_trt("10.16.1").trt
+    logger = trt.Logger()
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(pool=trt.MemoryPoolType.WORKSPACE, pool_size=1 << 20)
+    with pytest.raises(TypeError):
+        config.set_memory_pool_limit(pool=trt.MemoryPoolType.WORKSPACE, size=1 << 20)
+    config.set_flag(flag=trt.BuilderFlag.TF32)
+    parser = trt.OnnxParser(builder.create_network(0), logger)
+    with pytest.raises(TypeError):
+        parser.parse_from_file(onnx_file)  # a Path: the real caster takes str only
+    assert parser.parse_from_file(model=str(onnx_file))
+
+
 def test_names_a_version_lacks_fail(fake_trt, onnx_file):
     trt11 = fake_trt("11.4.1").trt
     with pytest.raises(AttributeError):

@@ -135,8 +135,8 @@ def make_tensorrt(world) -> types.ModuleType:
         def __init__(self, min_severity=severity.WARNING):
             self.min_severity = min_severity
 
-        def log(self, sev, msg):
-            log(sev.name, msg)
+        def log(self, severity, msg):  # the bindings' argument names: a keyword call must match
+            log(severity.name, msg)
 
     for sev_name, value in severity.__members__.items():
         setattr(_Logger, sev_name, value)
@@ -212,17 +212,20 @@ def make_tensorrt(world) -> types.ModuleType:
         def num_errors(self):
             return len(self._errors)
 
-        def get_error(self, i):
-            return self._errors[i]
+        def get_error(self, index):
+            return self._errors[index]
 
         def set_flag(self, flag):
             if not isinstance(flag, EnumValue) or flag.enum != "OnnxParserFlag":
                 raise TypeError("set_flag(): incompatible function arguments")
             self._flags.add(flag.name)
 
-        def parse_from_file(self, path):
+        def parse_from_file(self, model):
             import onnx
 
+            if not isinstance(model, str):  # pybind11's std::string caster takes str only (not a Path)
+                raise TypeError("parse_from_file(): incompatible function arguments")
+            path = model
             world.calls.append("parse")
             model = onnx.load(str(path))
             for i, node in enumerate(model.graph.node):
@@ -248,15 +251,15 @@ def make_tensorrt(world) -> types.ModuleType:
         def __init__(self):
             self._shapes: dict = {}
 
-        def set_shape(self, name, min, opt, max):  # noqa: A002 - TensorRT's argument names
+        def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's argument names
             lo, mid, hi = (tuple(int(d) for d in s) for s in (min, opt, max))
             if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
                 # pyCore.cpp's opt_profile_set_shape: PY_ASSERT_RUNTIME_ERROR, this message
                 raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
-            self._shapes[name] = (lo, mid, hi)
+            self._shapes[input] = (lo, mid, hi)
 
-        def get_shape(self, name):
-            return [list(s) for s in self._shapes.get(name, ((), (), ()))]
+        def get_shape(self, input):  # noqa: A002
+            return [list(s) for s in self._shapes.get(input, ((), (), ()))]
 
     class _IHostMemory(bytes):  # buffer protocol, as pybind11's IHostMemory has it
         _trt_name = "IHostMemory"
@@ -316,17 +319,17 @@ def make_tensorrt(world) -> types.ModuleType:
                 raise TypeError("incompatible function arguments: expected tensorrt.BuilderFlag")
             return f.name
 
-        def set_flag(self, f):
-            self._flags.add(self._flag(f))
+        def set_flag(self, flag):
+            self._flags.add(self._flag(flag))
 
-        def clear_flag(self, f):
-            self._flags.discard(self._flag(f))
+        def clear_flag(self, flag):
+            self._flags.discard(self._flag(flag))
 
-        def get_flag(self, f):
-            return self._flag(f) in self._flags
+        def get_flag(self, flag):
+            return self._flag(flag) in self._flags
 
-        def set_memory_pool_limit(self, pool, size):
-            self._pools[pool.name] = int(size)
+        def set_memory_pool_limit(self, pool, pool_size):
+            self._pools[pool.name] = int(pool_size)
 
         def add_optimization_profile(self, profile):
             self._profiles.append(profile)
