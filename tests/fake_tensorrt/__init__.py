@@ -41,7 +41,11 @@ tactics, precision, accuracy, speed, memory); the real error messages (the fake'
 except PyCUDA's context error); asynchronous execution (the fake computes at enqueue time, so a missing
 ``synchronize`` is not caught); DLA, CUDA graphs and version/hardware compatibility beyond the
 documented rules it encodes; the 11.4.1 (JetPack 7.2) names, taken from PyPI's 11.4.0 wheel; and any
-name outside the classes the lists cover (``extract_names.CLASSES``, ``ENUMS``).
+name outside the classes the lists cover (``extract_names.CLASSES``, ``ENUMS``); enum members' integer
+values (the lists hold names, and the fake numbers them in list order, so code that shifts by
+``int(flag)`` is checked against the fake's own numbering only); read-only properties (the lists do
+not say which are, so a set the real bindings refuse is accepted); and whether a buffer handed to a copy
+is contiguous (the fake copies any array).
 """
 
 from __future__ import annotations
