@@ -117,6 +117,23 @@ def test_the_demo_never_replaces_an_existing_video_or_snapshot_unless_told(tiny_
     assert earlier.read_bytes() == b"an earlier snapshot"
 
 
+def test_an_output_path_holding_a_file_cpnet_did_not_make_is_refused(tiny_onnx, tiny_checkpoint, tmp_path, capsys):
+    """An existing file is replaced only when it can be cpnet's own: an artifact with its manifest, a JSON
+    document at a .json path."""
+    notes = tmp_path / "model.onnx"
+    notes.write_text("not a model: the user's notes")
+    log = tmp_path / "eval.json"
+    log.write_text("a plain-text log under a .json name")
+    before = tree(tmp_path)
+    rc, _, err = run(["export", tiny_checkpoint, "-o", notes], capsys)
+    assert rc == 2 and "is not a file cpnet made" in one_line(err)
+    rc, _, err = run(["evaluate", tiny_checkpoint, "--json", log], capsys)
+    assert rc == 2 and "is not JSON" in one_line(err)
+    rc, _, err = run(["fp16", tiny_onnx, "-o", notes], capsys)
+    assert rc == 2 and "is not a file cpnet made" in one_line(err)
+    assert tree(tmp_path) == before
+
+
 def test_an_output_over_an_artifacts_manifest_or_another_input_is_refused(tiny_onnx, tmp_path, capsys):
     """The manifest beside an artifact is part of it: ``--json model.onnx.json`` would make the file say it is
     something else; the reference of ``cpnet compare`` and the variants of ``cpnet report`` are inputs too; and

@@ -185,6 +185,32 @@ def check_outputs_apart(args) -> None:
             raise UserError(f"{path}: the {what} would overwrite the manifest of {path[:-len('.json')]}; "
                             f"choose another output path")
     check_distinct(inputs, outputs)
+    for what, path in outputs:
+        check_not_theirs(path, what)
+
+
+#: Files cpnet writes with a manifest beside them: an existing one without it was not made by cpnet.
+ARTIFACT_SUFFIXES = (".onnx", ".pt", ".engine", ".plan", ".trt")
+
+
+def check_not_theirs(path: str, what: str) -> None:
+    """An existing file at an output path is replaced only when it can be cpnet's own: an artifact with its
+    manifest beside it, or a JSON document at a .json path. Anything else (a user's notes under that name, an
+    engine trtexec built) is refused before any work, naming the file."""
+    if not os.path.isfile(path):
+        return
+    if path.lower().endswith(ARTIFACT_SUFFIXES) and not os.path.isfile(path + ".json"):
+        raise UserError(f"{path}: the {what} exists and is not a file cpnet made (no manifest beside it); move it "
+                        f"or choose another output path")
+    if path.lower().endswith(".json"):
+        import json
+
+        try:
+            with open(path, "rb") as f:
+                json.load(f)
+        except (ValueError, OSError):
+            raise UserError(f"{path}: the {what} exists and is not JSON, so not a file cpnet wrote; move it or "
+                            f"choose another output path") from None
 
 
 def summary_of(module_name: str) -> str:
